@@ -1,0 +1,69 @@
+-- Resolve a user-given relation name to its OID, or fail with a clear message.
+-- to_regclass() parses the name like SQL would (quotes, schema), so nothing in
+-- it is ever executed; the OID is what later dynamic SQL uses (as regclass text).
+CREATE FUNCTION ml_stack._resolve_relation(relation_name text, caller_search_path text)
+RETURNS regclass
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+BEGIN
+    IF relation_name IS NULL OR btrim(relation_name) = '' THEN
+        RAISE EXCEPTION 'relation_name is required'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name the table or view to train on, e.g. ml_stack.train(''p'', ''regression'', ''my_table'', ''y'').';
+    END IF;
+    BEGIN
+        -- Resolve with the caller's search_path, as a query they typed would;
+        -- the function's own pinned path comes back right after.
+        PERFORM set_config('search_path', coalesce(caller_search_path, 'pg_catalog, pg_temp'), true);
+        rel := to_regclass(relation_name);
+        PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+    EXCEPTION WHEN OTHERS THEN
+        rel := NULL;  -- invalid name syntax: reported below like a missing relation
+    END;
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'relation "%" does not exist', relation_name
+            USING ERRCODE = 'undefined_table',
+                  HINT = 'Check the name and schema (use ''schema.table''); quote mixed-case names as in SQL: ''"MyTable"''.';
+    END IF;
+    IF (SELECT c.relkind FROM pg_catalog.pg_class AS c WHERE c.oid = rel) NOT IN ('r', 'v', 'm', 'p', 'f') THEN
+        RAISE EXCEPTION '"%" is not a table or view', relation_name
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Train on a table, view, materialized view or foreign table.';
+    END IF;
+    RETURN rel;
+END
+$$;
+
+-- The numeric hyperparameter `name` of `hyperparams`, or `default_value`; a clear
+-- error when it is not a number or outside [min_value, +inf).
+CREATE FUNCTION ml_stack._numeric_hyperparam(
+    hyperparams jsonb, name text, default_value float8, min_value float8, exclusive_min boolean DEFAULT false)
+RETURNS float8
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v jsonb := hyperparams -> name;
+    x float8;
+BEGIN
+    IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
+        RETURN default_value;
+    END IF;
+    IF jsonb_typeof(v) <> 'number' THEN
+        RAISE EXCEPTION 'hyperparameter "%" must be a number, got %', name, v::text
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('e.g. hyperparams => ''{"%s": %s}''', name, default_value);
+    END IF;
+    x := v::text::float8;
+    IF x < min_value OR (exclusive_min AND x = min_value) OR x = 'Infinity'::float8 THEN
+        RAISE EXCEPTION 'hyperparameter "%" must be % %, got %', name,
+            CASE WHEN exclusive_min THEN '>' ELSE '>=' END, min_value, x
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('e.g. hyperparams => ''{"%s": %s}''', name, default_value);
+    END IF;
+    RETURN x;
+END
+$$;

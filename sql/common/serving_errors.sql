@@ -1,0 +1,61 @@
+-- Errors raised from compiled predictors. They take the feature array so that the
+-- planner never folds them for a row that does not reach their CASE arm (DESIGN §6).
+
+CREATE FUNCTION ml_stack._wrong_feature_count(model_id bigint, expected integer, features float8[])
+RETURNS float8
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'model % takes % features, got %', model_id, expected, cardinality(features)
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'Pass the features in the order of the training relation''s columns, label excluded.';
+END
+$$;
+
+CREATE FUNCTION ml_stack._no_probabilities(model_id bigint, features float8[])
+RETURNS float8[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'model % is a regression model: it has no class probabilities', model_id
+        USING ERRCODE = 'feature_not_supported',
+              HINT = 'Use ml_stack.predict() for regression models.';
+END
+$$;
+
+CREATE FUNCTION ml_stack._no_deployed_model(project_name text, features float8[])
+RETURNS float8
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF project_name IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (SELECT FROM ml_stack.projects AS p WHERE p.name = project_name) THEN
+        RAISE EXCEPTION 'project "%" does not exist', project_name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Train it first with ml_stack.train(); SELECT name FROM ml_stack.projects lists the projects.';
+    END IF;
+    RAISE EXCEPTION 'project "%" has no deployed model', project_name
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              HINT = 'Deploy one with ml_stack.deploy(project_name, ''best_score'').';
+END
+$$;
+
+CREATE FUNCTION ml_stack._unknown_model(model_id bigint, features float8[])
+RETURNS float8
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF model_id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RAISE EXCEPTION 'model % does not exist', model_id
+        USING ERRCODE = 'undefined_object',
+              HINT = 'SELECT id, algorithm FROM ml_stack.models lists the models.';
+END
+$$;

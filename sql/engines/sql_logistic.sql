@@ -1,0 +1,186 @@
+-- SQL engine: L2-regularised logistic regression, as scikit-learn's
+-- LogisticRegression (penalty 'l2', intercept not penalised): binary with one
+-- weight vector, multiclass as multinomial softmax over K vectors.
+--
+-- Newton's method, one aggregate pass over the training rows per iteration for
+-- the loss, gradient and Hessian. It runs on standardised features u = (x - m)/s
+-- for conditioning; the penalty on the model's own weights w = v / s becomes
+-- v^2 / (2 C s^2), so the optimum is exactly scikit-learn's. A step that raises
+-- the objective is halved (backtracking).
+-- Returns {"intercepts": [..], "coefficients": [[..], ..]} on the preprocessed features.
+CREATE FUNCTION ml_stack._fit_logistic(dataset jsonb, c float8, max_iter integer, tol float8)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET extra_float_digits = 3
+AS $$
+#variable_conflict use_column  -- generated-column aliases (i, ci) in the queries below
+DECLARE
+    p       integer := jsonb_array_length(dataset -> 'x');
+    classes float8[] := ARRAY(SELECT jsonb_array_elements_text(dataset -> 'classes')::float8);
+    nk      integer := cardinality(classes);
+    k       integer := CASE WHEN cardinality(classes) = 2 THEN 1 ELSE cardinality(classes) END;  -- weight vectors
+    q       integer := p + 1;            -- parameters per vector (intercept first)
+    np      integer := k * (p + 1);      -- all parameters
+    m       float8[] := ARRAY(SELECT jsonb_array_elements_text(dataset -> 'x_mean')::float8);
+    sd      float8[] := ARRAY(SELECT jsonb_array_elements_text(dataset -> 'x_std')::float8);
+    pen     float8[] := array_fill(0::float8, ARRAY[np]);   -- penalty weight per parameter
+    v       float8[] := array_fill(0::float8, ARRAY[np]);   -- parameters, standardised space
+    v_prev  float8[];
+    dir     float8[];
+    step    float8 := 1;
+    f       float8; f_prev float8 := 'Infinity';
+    res     float8[];
+    g       float8[]; h float8[];
+    u_cols  text; y_cols text; z_cols text; agg text; prob_cols text;
+    a_idx   integer; b_idx integer; ci integer; cj integer; ii integer; jj integer;
+    gmax    float8; dmax float8;
+    iter    integer := 0;
+    pos     integer;
+    i integer; j integer;
+    intercepts float8[]; coefs jsonb := '[]'; w float8[]; b0 float8;
+    started timestamptz := clock_timestamp();
+BEGIN
+    IF np > 400 THEN
+        RAISE EXCEPTION 'logistic regression with % classes and % features has % parameters; the SQL engine solves up to 400',
+                        nk, p, np
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Use fewer features, or the python engine (CREATE EXTENSION ml_stack_python; engine => ''python'').';
+    END IF;
+    FOR i IN 1 .. p LOOP
+        IF sd[i] <= 0 THEN sd[i] := 1; END IF;   -- constant feature: its weight stays 0 (no signal)
+    END LOOP;
+    FOR ci IN 1 .. k LOOP
+        FOR i IN 1 .. p LOOP
+            pen[(ci - 1) * q + 1 + i] := 1 / (c * sd[i] * sd[i]);
+        END LOOP;
+    END LOOP;
+
+    -- Level 1 (fenced): standardised features u1..up and class indicators y1..yk.
+    SELECT string_agg(format('(%s - %s::float8) / %s::float8 AS u%s', e, m[i], sd[i], i), ', ')
+    INTO u_cols FROM jsonb_array_elements_text(dataset -> 'x') WITH ORDINALITY AS t(e, i);
+    IF k = 1 THEN
+        y_cols := format('(y = %s::float8)::integer::float8 AS y1', classes[2]);
+    ELSE
+        SELECT string_agg(format('(y = %s::float8)::integer::float8 AS y%s', classes[i], i), ', ')
+        INTO y_cols FROM generate_series(1, k) AS i;
+    END IF;
+
+    -- Aggregates over level 3: loss, gradient, Hessian (upper triangle).
+    -- Parameter index of (vector ci, term ii) is (ci-1)*q + ii + 1, term 0 = intercept (u0 = 1).
+    agg := 'sum(loss)';
+    FOR ci IN 1 .. k LOOP
+        FOR ii IN 0 .. p LOOP
+            agg := agg || format(', sum((p%s - y%s)%s)', ci, ci, CASE WHEN ii = 0 THEN '' ELSE format(' * u%s', ii) END);
+        END LOOP;
+    END LOOP;
+    FOR a_idx IN 1 .. np LOOP
+        ci := (a_idx - 1) / q + 1; ii := (a_idx - 1) % q;
+        FOR b_idx IN a_idx .. np LOOP
+            cj := (b_idx - 1) / q + 1; jj := (b_idx - 1) % q;
+            agg := agg || format(', sum(%s%s%s)',
+                CASE WHEN k = 1 THEN 'w1'
+                     WHEN ci = cj THEN format('w%s', ci)
+                     ELSE format('(-p%s * p%s)', ci, cj) END,
+                CASE WHEN ii = 0 THEN '' ELSE format(' * u%s', ii) END,
+                CASE WHEN jj = 0 THEN '' ELSE format(' * u%s', jj) END);
+        END LOOP;
+    END LOOP;
+
+    LOOP
+        iter := iter + 1;
+        -- Level 2 (fenced): the linear scores z1..zk at the current parameters.
+        SELECT string_agg(format('%s::float8%s AS z%s', v[(ci - 1) * q + 1],
+                                 (SELECT string_agg(format(' + u%s * %s::float8', i, v[(ci - 1) * q + 1 + i]), '')
+                                  FROM generate_series(1, p) AS i), ci), ', ')
+        INTO z_cols FROM generate_series(1, k) AS ci;
+        -- Level 3: probabilities, Hessian weights, and the loss of each row.
+        IF k = 1 THEN
+            prob_cols := 'u.*, 1 / (1 + exp(-least(greatest(z1, -700), 700))) AS p1, '
+                || 'greatest(z1, 0) + ln(1 + exp(-abs(least(greatest(z1, -700), 700)))) - y1 * z1 AS loss';
+            prob_cols := format('SELECT t.*, p1 * (1 - p1) AS w1 FROM (SELECT %s FROM (SELECT u.*, %s FROM (SELECT %s, %s FROM pg_temp._ml_stack_rows WHERE %s OFFSET 0) AS u OFFSET 0) AS u OFFSET 0) AS t',
+                                prob_cols, z_cols, u_cols, y_cols, dataset ->> 'train_filter');
+        ELSE
+            -- softmax with the largest score subtracted: exp never overflows
+            prob_cols := format(
+                'SELECT t.*, %s FROM ('
+                '  SELECT e.*, %s, zmax + ln(esum) - (%s) AS loss FROM ('
+                '    SELECT s.*, %s FROM ('
+                '      SELECT z.*, greatest(%s) AS zmax FROM ('
+                '        SELECT u.*, %s FROM (SELECT %s, %s FROM pg_temp._ml_stack_rows WHERE %s OFFSET 0) AS u OFFSET 0'
+                '      ) AS z OFFSET 0'
+                '    ) AS s OFFSET 0'
+                '  ) AS e OFFSET 0'
+                ') AS t',
+                (SELECT string_agg(format('p%s * (1 - p%s) AS w%s', i, i, i), ', ') FROM generate_series(1, k) AS i),
+                (SELECT string_agg(format('e%s / esum AS p%s', i, i), ', ') FROM generate_series(1, k) AS i),
+                (SELECT string_agg(format('y%s * z%s', i, i), ' + ') FROM generate_series(1, k) AS i),
+                (SELECT string_agg(format('exp(z%s - zmax) AS e%s', i, i), ', ') FROM generate_series(1, k) AS i)
+                    || ', ' || (SELECT string_agg(format('exp(z%s - zmax)', i), ' + ') FROM generate_series(1, k) AS i) || ' AS esum',
+                (SELECT string_agg(format('z%s', i), ', ') FROM generate_series(1, k) AS i),
+                z_cols, u_cols, y_cols, dataset ->> 'train_filter');
+        END IF;
+        EXECUTE format('SELECT ARRAY[%s] FROM (%s) AS r', agg, prob_cols) INTO res;
+
+        f := res[1];
+        FOR i IN 1 .. np LOOP
+            f := f + 0.5 * pen[i] * v[i] * v[i];
+        END LOOP;
+        IF f > f_prev + 1e-12 * abs(f_prev) AND step > 1e-8 THEN
+            -- the last step overshot: halve it and evaluate again
+            step := step / 2;
+            FOR i IN 1 .. np LOOP
+                v[i] := v_prev[i] + step * dir[i];
+            END LOOP;
+            RAISE NOTICE 'ml_stack: logistic iteration %: loss % (step halved to %)', iter, f, step;
+            CONTINUE WHEN iter < max_iter * 2;
+            EXIT;
+        END IF;
+
+        g := res[2 : 1 + np];
+        h := array_fill(0::float8, ARRAY[np * np]);
+        pos := 1 + np;
+        FOR a_idx IN 1 .. np LOOP
+            g[a_idx] := g[a_idx] + pen[a_idx] * v[a_idx];
+            FOR b_idx IN a_idx .. np LOOP
+                pos := pos + 1;
+                h[(a_idx - 1) * np + b_idx] := res[pos];
+                h[(b_idx - 1) * np + a_idx] := res[pos];
+            END LOOP;
+            h[(a_idx - 1) * np + a_idx] := h[(a_idx - 1) * np + a_idx] + pen[a_idx];
+        END LOOP;
+        dir := ml_stack._solve_psd(h, g);
+        dmax := 0;
+        FOR i IN 1 .. np LOOP
+            dir[i] := -dir[i];
+            dmax := greatest(dmax, abs(dir[i]));
+        END LOOP;
+        RAISE NOTICE 'ml_stack: logistic iteration %: loss %, newton step %', iter, f, dmax;
+        v_prev := v; f_prev := f; step := 1;
+        FOR i IN 1 .. np LOOP
+            v[i] := v[i] + dir[i];
+        END LOOP;
+        EXIT WHEN dmax < tol OR iter >= max_iter;
+    END LOOP;
+    IF dmax >= tol THEN
+        RAISE WARNING 'ml_stack: logistic regression stopped after % iterations without converging (last step %)', iter, dmax
+            USING HINT = 'Raise max_iter, or scale the features with preprocess.';
+    END IF;
+
+    -- back to the preprocessed features: w = v / s, b = v0 - sum(w * m)
+    intercepts := '{}';
+    FOR ci IN 1 .. k LOOP
+        w := '{}'; b0 := v[(ci - 1) * q + 1];
+        FOR i IN 1 .. p LOOP
+            w := w || (v[(ci - 1) * q + 1 + i] / sd[i]);
+            b0 := b0 - w[i] * m[i];
+        END LOOP;
+        intercepts := intercepts || b0;
+        coefs := coefs || jsonb_build_array(to_jsonb(w));
+    END LOOP;
+    RAISE NOTICE 'ml_stack: logistic regression converged in % iterations, % s', iter,
+        round(extract(epoch FROM clock_timestamp() - started)::numeric, 3);
+    RETURN jsonb_build_object('intercepts', to_jsonb(intercepts), 'coefficients', coefs);
+END
+$$;

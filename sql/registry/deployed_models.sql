@@ -1,0 +1,22 @@
+CREATE VIEW ml_stack.deployed_models AS
+SELECT p.name        AS project_name,
+       d.model_id,
+       m.algorithm,
+       m.engine,
+       m.metrics,
+       d.created_at  AS deployed_at,
+       d.strategy,
+       p.task,
+       m.hyperparams,
+       p.id          AS project_id
+FROM ml_stack.projects AS p
+CROSS JOIN LATERAL (
+    SELECT dep.model_id, dep.strategy, dep.created_at
+    FROM ml_stack.deployments AS dep
+    WHERE dep.project_id = p.id
+    ORDER BY dep.id DESC
+    LIMIT 1
+) AS d
+JOIN ml_stack.models AS m ON m.id = d.model_id;
+COMMENT ON VIEW ml_stack.deployed_models IS
+    'ml_stack: the model each project serves now (its newest deployment), with its metrics.';

@@ -1,0 +1,141 @@
+-- A model artifact turned into SQL expressions: the compiled predictors and the
+-- test-split metrics are built from the same text, so what is scored is what is served.
+-- `accessor` is a format() string naming raw feature j, e.g. 'features[%s]' or 'x%s'.
+
+-- Probabilities of the two classes from a logistic score; the clamp keeps exp() finite.
+CREATE FUNCTION ml_stack._binary_proba(score float8)
+RETURNS float8[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p1 float8;
+BEGIN
+    IF score IS NULL THEN
+        RETURN NULL;
+    END IF;
+    p1 := 1 / (1 + exp(-least(greatest(score, -700), 700)));
+    RETURN ARRAY[1 - p1, p1];
+END
+$$;
+
+CREATE FUNCTION ml_stack._softmax(scores float8[])
+RETURNS float8[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    top float8;
+    total float8 := 0;
+    e float8[] := '{}';
+    i integer;
+BEGIN
+    IF scores IS NULL OR array_position(scores, NULL) IS NOT NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT max(s) INTO top FROM unnest(scores) AS s;
+    FOR i IN 1 .. cardinality(scores) LOOP
+        e := e || exp(scores[i] - top);
+        total := total + e[i];
+    END LOOP;
+    FOR i IN 1 .. cardinality(scores) LOOP
+        e[i] := e[i] / total;
+    END LOOP;
+    RETURN e;
+END
+$$;
+
+-- Position of the largest score (the first on ties, as numpy's argmax); NULL if any is NULL.
+CREATE FUNCTION ml_stack._argmax(scores float8[])
+RETURNS integer
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    best integer := 1;
+    i integer;
+BEGIN
+    IF scores IS NULL OR array_position(scores, NULL) IS NOT NULL THEN
+        RETURN NULL;
+    END IF;
+    FOR i IN 2 .. cardinality(scores) LOOP
+        IF scores[i] > scores[best] THEN best := i; END IF;
+    END LOOP;
+    RETURN best;
+END
+$$;
+
+-- The linear scores of a 'linear'-format artifact.
+CREATE FUNCTION ml_stack._score_sql(artifact jsonb, accessor text)
+RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3
+AS $$
+DECLARE
+    scores text[] := '{}';
+    term text;
+    wk jsonb;
+    k integer := 0;
+    j integer;
+    iv float8;
+    expr text;
+BEGIN
+    FOR wk IN SELECT value FROM jsonb_array_elements(artifact -> 'coefficients') LOOP
+        expr := format('%s::float8', (artifact -> 'intercepts' ->> k)::float8);
+        FOR j IN 1 .. jsonb_array_length(wk) LOOP
+            iv := (artifact -> 'impute' ->> (j - 1))::float8;
+            term := format(accessor, j);
+            IF iv IS NOT NULL THEN
+                term := format('coalesce(%s, %s::float8)', term, iv);
+            END IF;
+            -- every number goes through float8, so nothing but a number reaches the SQL text
+            expr := expr || format(' + %s * %s::float8', term, (wk ->> (j - 1))::float8);
+        END LOOP;
+        scores := scores || format('(%s)', expr);
+        k := k + 1;
+    END LOOP;
+    RETURN scores;
+END
+$$;
+
+-- SQL expression of the prediction (regression value or class label).
+CREATE FUNCTION ml_stack._predict_sql(artifact jsonb, classes float8[], accessor text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3
+AS $$
+DECLARE
+    scores text[] := ml_stack._score_sql(artifact, accessor);
+    class_array text := format('%L::float8[]', classes);
+BEGIN
+    CASE artifact ->> 'link'
+        WHEN 'identity' THEN
+            RETURN scores[1];
+        WHEN 'logistic' THEN
+            -- class 1 when the score is > 0 (scikit-learn's rule); a NULL score indexes to NULL
+            RETURN format('(%s)[(%s > 0)::integer + 1]', class_array, scores[1]);
+        WHEN 'softmax' THEN
+            RETURN format('(%s)[ml_stack._argmax(ARRAY[%s])]', class_array, array_to_string(scores, ', '));
+        ELSE
+            RAISE EXCEPTION 'unknown model link "%"', artifact ->> 'link';
+    END CASE;
+END
+$$;
+
+-- SQL expression of the class probabilities (float8[], classes ascending); NULL for regression.
+CREATE FUNCTION ml_stack._proba_sql(artifact jsonb, accessor text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    scores text[] := ml_stack._score_sql(artifact, accessor);
+BEGIN
+    RETURN CASE artifact ->> 'link'
+        WHEN 'logistic' THEN format('ml_stack._binary_proba(%s)', scores[1])
+        WHEN 'softmax' THEN format('ml_stack._softmax(ARRAY[%s])', array_to_string(scores, ', '))
+    END;
+END
+$$;

@@ -1,0 +1,316 @@
+-- Read the training relation once into a temporary table, check it, split it and
+-- describe it. Everything after this works on that one consistent read.
+--
+-- pg_temp._ml_stack_rows(r, y, k, x1 .. xp): r is the row's position in the
+-- relation's own order, k a seeded hash of r that orders the random split.
+-- Returns a jsonb description (the "dataset") that engines and metrics use:
+--   n, skipped, train_rows, test_rows, test_size, test_sampling, seed,
+--   train_filter / test_filter  (SQL predicates over the temporary table),
+--   features [{name, type, count, nulls, mean, std, min, max}]  (train rows),
+--   label {name, type, mean, std, min, max}, classes [..] (classification),
+--   x [SQL expression of each preprocessed feature], x_mean, x_std (train rows),
+--   transform [{impute, shift, scale}]  (what preprocessing does to raw feature j).
+CREATE FUNCTION ml_stack._prepare_dataset(
+    rel regclass, y_column_name text, task text, test_size real, test_sampling text,
+    seed bigint, preprocess jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off   -- wide aggregate queries: LLVM compile time dominates (DESIGN §5)
+SET extra_float_digits = 3  -- numbers written into SQL text must round-trip exactly
+AS $$
+DECLARE
+    numeric_types CONSTANT regtype[] := ARRAY['smallint', 'integer', 'bigint', 'real', 'double precision',
+                                              'numeric', 'boolean']::regtype[];
+    y_att   record;
+    cols    record;
+    names   text[] := '{}';
+    types   text[] := '{}';
+    casts   text[] := '{}';
+    p       integer;
+    n       bigint;
+    total   bigint;
+    counts  float8[];
+    stats   float8[];
+    classes float8[];
+    ntest   bigint;
+    ts      numeric := round(test_size::numeric, 6);
+    test_filter text;
+    features jsonb := '[]';
+    transform jsonb := '[]';
+    x_expr  text[] := '{}';
+    x_mean  float8[] := '{}';
+    x_std   float8[] := '{}';
+    rule    jsonb;
+    impute  text; scale text;
+    iv float8; shift float8; spread float8;
+    m float8; sd float8; mn float8; mx float8; nn float8; nnull float8; mm float8;
+    missing text[] := '{}';
+    sql     text;
+    j integer;
+    started timestamptz := clock_timestamp();
+    class_counts jsonb;
+    key text;
+BEGIN
+    -- label column: must exist and be numeric
+    SELECT a.attname, a.atttypid::regtype AS typ INTO y_att
+    FROM pg_catalog.pg_attribute AS a
+    WHERE a.attrelid = rel AND a.attname = y_column_name AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" does not exist in relation %', y_column_name, rel
+            USING ERRCODE = 'undefined_column',
+                  HINT = format('The columns are: %s.', (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                      FROM pg_catalog.pg_attribute AS a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped));
+    END IF;
+    IF NOT y_att.typ = ANY (numeric_types) THEN
+        RAISE EXCEPTION 'label column "%" has type %, which is not numeric', y_column_name, y_att.typ
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'Encode the label as numbers (e.g. class ids) in a view, and train on the view.';
+    END IF;
+
+    -- features: every other column, in table order
+    FOR cols IN
+        SELECT a.attname, a.atttypid::regtype AS typ
+        FROM pg_catalog.pg_attribute AS a
+        WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> y_column_name
+        ORDER BY a.attnum
+    LOOP
+        IF NOT cols.typ = ANY (numeric_types) THEN
+            RAISE EXCEPTION 'feature column "%" has type %, which is not numeric', cols.attname, cols.typ
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = 'Train on a view that leaves the column out or encodes it as numbers.';
+        END IF;
+        names := names || cols.attname::text;
+        types := types || cols.typ::text;
+        casts := casts || CASE WHEN cols.typ = 'boolean'::regtype
+                               THEN format('%I::integer::float8', cols.attname)
+                               ELSE format('%I::float8', cols.attname) END;
+    END LOOP;
+    p := cardinality(names);
+    IF p = 0 THEN
+        RAISE EXCEPTION 'relation % has no feature columns besides the label "%"', rel, y_column_name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A model needs at least one numeric feature column.';
+    END IF;
+
+    IF preprocess IS NULL OR jsonb_typeof(preprocess) <> 'object' THEN
+        RAISE EXCEPTION 'preprocess must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. preprocess => ''{"age": {"impute": "mean", "scale": "standard"}}''';
+    END IF;
+    FOR key IN SELECT jsonb_object_keys(preprocess) LOOP
+        IF NOT key = ANY (names) THEN
+            RAISE EXCEPTION 'preprocess names column "%", which is not a feature of %', key, rel
+                USING ERRCODE = 'undefined_column',
+                      HINT = format('The features are: %s.', array_to_string(names, ', '));
+        END IF;
+    END LOOP;
+
+    -- the one read of the relation
+    IF to_regclass('pg_temp._ml_stack_rows') IS NOT NULL THEN
+        DROP TABLE pg_temp._ml_stack_rows;  -- an earlier train in this transaction
+    END IF;
+    sql := format(
+        'CREATE TEMPORARY TABLE _ml_stack_rows ON COMMIT DROP AS '
+        'SELECT r, y, md5(%L || '':'' || r) AS k, %s FROM ('
+        '  SELECT row_number() OVER () AS r, %s AS y, %s FROM %s) AS s',
+        seed,
+        (SELECT string_agg(format('x%s', i), ', ') FROM generate_series(1, p) AS i),
+        CASE WHEN y_att.typ = 'boolean'::regtype THEN format('%I::integer::float8', y_column_name)
+             ELSE format('%I::float8', y_column_name) END,
+        (SELECT string_agg(format('%s AS x%s', c, i), ', ') FROM unnest(casts) WITH ORDINALITY AS t(c, i)),
+        rel);
+    EXECUTE sql;
+    GET DIAGNOSTICS total = ROW_COUNT;
+    DELETE FROM pg_temp._ml_stack_rows WHERE y IS NULL;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    n := total - n;
+    RAISE NOTICE 'ml_stack: read % rows from % in % s', total, rel,
+        round(extract(epoch FROM clock_timestamp() - started)::numeric, 3);
+    IF total > n THEN
+        RAISE NOTICE 'ml_stack: % rows with a NULL label "%" are left out', total - n, y_column_name;
+    END IF;
+    IF n = 0 THEN
+        RAISE EXCEPTION 'relation % has no rows with a label to train on', rel
+            USING ERRCODE = 'no_data_found',
+                  HINT = CASE WHEN total > 0 THEN format('All %s rows have a NULL "%s".', total, y_column_name)
+                              ELSE 'Load data into the relation first.' END;
+    END IF;
+
+    -- NULL features need an impute rule
+    EXECUTE format('SELECT ARRAY[%s] FROM pg_temp._ml_stack_rows',
+                   (SELECT string_agg(format('count(x%s)::float8', i), ', ') FROM generate_series(1, p) AS i))
+        INTO counts;
+    FOR j IN 1 .. p LOOP
+        IF counts[j] < n AND (preprocess -> names[j] ->> 'impute') IS NULL THEN
+            missing := missing || format('%s (%s NULLs)', names[j], n - counts[j]::bigint);
+        END IF;
+    END LOOP;
+    IF cardinality(missing) > 0 THEN
+        RAISE EXCEPTION 'feature columns have NULL values and no impute rule: %', array_to_string(missing, ', ')
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = format('Add an impute rule, e.g. preprocess => ''{"%s": {"impute": "mean"}}'', or filter the rows in a view.',
+                                split_part(missing[1], ' ', 1));
+    END IF;
+
+    -- classes
+    IF task = 'classification' THEN
+        SELECT array_agg(y ORDER BY y), jsonb_object_agg(y::text, c)
+        INTO classes, class_counts
+        FROM (SELECT y, count(*) AS c FROM pg_temp._ml_stack_rows GROUP BY y) AS g;
+        IF cardinality(classes) < 2 THEN
+            RAISE EXCEPTION 'label "%" has a single class (%): classification needs at least two', y_column_name, classes[1]
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Check the data or the label column; for a continuous target use task => ''regression''.';
+        END IF;
+    END IF;
+
+    -- split
+    IF test_size IS NULL OR test_size <= 0 OR test_size = 'Infinity'::real OR test_size = 'NaN'::real THEN
+        RAISE EXCEPTION 'test_size must be a fraction in (0, 1) or a row count >= 1, got %', test_size
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The default is 0.25.';
+    END IF;
+    IF ts < 1 THEN
+        ntest := ceil(n * ts);
+    ELSIF ts = trunc(ts) THEN
+        ntest := ts;
+    ELSE
+        RAISE EXCEPTION 'test_size % is neither a fraction below 1 nor a whole row count', test_size
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use e.g. 0.25 or 100.';
+    END IF;
+    IF ntest >= n THEN
+        RAISE EXCEPTION 'test_size % leaves no training rows: % of % rows would be test rows', test_size, ntest, n
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use a smaller test_size (a fraction like 0.25, or fewer rows than the relation has).';
+    END IF;
+    CASE test_sampling
+        WHEN 'last' THEN
+            test_filter := format('r > %s', n - ntest);
+        WHEN 'random' THEN
+            EXECUTE 'SELECT k FROM pg_temp._ml_stack_rows ORDER BY k OFFSET $1 LIMIT 1' INTO key USING ntest - 1;
+            test_filter := format('k <= %L', key);
+        WHEN 'stratified' THEN
+            IF task <> 'classification' THEN
+                RAISE EXCEPTION 'test_sampling ''stratified'' needs a classification task'
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''random'' or ''last'' for regression.';
+            END IF;
+            -- each class gets its share of the test rows (largest remainder), then its lowest keys
+            WITH shares AS (
+                SELECT c.key::float8 AS y, c.value::bigint AS cnt,
+                       ntest * c.value::numeric / n AS exact
+                FROM jsonb_each_text(class_counts) AS c
+            ), alloc AS (
+                SELECT y, cnt, floor(exact)::bigint
+                       + CASE WHEN row_number() OVER (ORDER BY exact - floor(exact) DESC, y)
+                                   <= ntest - sum(floor(exact)) OVER () THEN 1 ELSE 0 END AS t
+                FROM shares
+            ), thresholds AS (
+                SELECT a.y, a.t, (SELECT s.k FROM pg_temp._ml_stack_rows AS s WHERE s.y = a.y
+                                  ORDER BY s.k OFFSET a.t - 1 LIMIT 1) AS k
+                FROM alloc AS a WHERE a.t > 0
+            )
+            SELECT coalesce(format('CASE y %s ELSE false END',
+                                   string_agg(format('WHEN %s THEN k <= %L', y, k), ' ' ORDER BY y)), 'false')
+            INTO test_filter FROM thresholds;
+        ELSE
+            RAISE EXCEPTION 'unknown test_sampling "%"', test_sampling
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''random'', ''last'' or ''stratified''.';
+    END CASE;
+
+    -- statistics of the raw features and the label on the training rows
+    EXECUTE format(
+        'SELECT ARRAY[count(*)::float8, avg(y), stddev_pop(y), min(y), max(y)%s] FROM pg_temp._ml_stack_rows WHERE NOT (%s)',
+        (SELECT string_agg(format(', count(x%1$s), avg(x%1$s), stddev_pop(x%1$s), min(x%1$s), max(x%1$s)', i), '')
+         FROM generate_series(1, p) AS i),
+        test_filter)
+    INTO stats;
+    IF task = 'classification' THEN
+        EXECUTE format('SELECT count(DISTINCT y) FROM pg_temp._ml_stack_rows WHERE NOT (%s)', test_filter) INTO m;
+        IF m < 2 THEN
+            RAISE EXCEPTION 'the training split has a single class: every other class fell into the test split'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use test_sampling => ''stratified'' or a smaller test_size.';
+        END IF;
+    END IF;
+
+    -- preprocessing of each feature: x' = (coalesce(x, impute) - shift) / scale
+    FOR j IN 1 .. p LOOP
+        nn := stats[6 + (j - 1) * 5]; m := stats[7 + (j - 1) * 5]; sd := stats[8 + (j - 1) * 5];
+        mn := stats[9 + (j - 1) * 5]; mx := stats[10 + (j - 1) * 5];
+        nnull := stats[1] - nn;
+        rule := coalesce(preprocess -> names[j], '{}');
+        IF jsonb_typeof(rule) <> 'object' THEN
+            RAISE EXCEPTION 'preprocess rule for "%" must be an object', names[j]
+                USING ERRCODE = 'invalid_parameter_value', HINT = '{"impute": "mean", "scale": "standard"}';
+        END IF;
+        FOR key IN SELECT jsonb_object_keys(rule) LOOP
+            IF key NOT IN ('impute', 'scale') THEN
+                RAISE EXCEPTION 'unknown preprocess rule "%" for column "%"', key, names[j]
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'The rules are "impute" and "scale".';
+            END IF;
+        END LOOP;
+        impute := rule ->> 'impute';
+        scale := coalesce(rule ->> 'scale', 'preserve');
+        IF nn = 0 AND impute IS DISTINCT FROM 'zero' THEN
+            RAISE EXCEPTION 'feature "%" is NULL in every training row', names[j]
+                USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave the column out in a view.';
+        END IF;
+        iv := CASE impute
+                  WHEN 'mean' THEN m
+                  WHEN 'min' THEN mn
+                  WHEN 'max' THEN mx
+                  WHEN 'zero' THEN 0
+                  WHEN 'median' THEN NULL
+                  ELSE NULL END;
+        IF impute = 'median' THEN
+            EXECUTE format('SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x%s) FROM pg_temp._ml_stack_rows WHERE NOT (%s)',
+                           j, test_filter) INTO iv;
+        ELSIF impute IS NOT NULL AND impute NOT IN ('mean', 'min', 'max', 'zero') THEN
+            RAISE EXCEPTION 'unknown impute rule "%" for column "%"', impute, names[j]
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Use "mean", "median", "min", "max" or "zero".';
+        END IF;
+        -- statistics after imputation (what a scaler after an imputer would see)
+        IF nnull > 0 AND iv IS NOT NULL THEN
+            mm := (nn * coalesce(m, 0) + nnull * iv) / stats[1];
+            sd := sqrt(greatest((nn * (coalesce(sd, 0) ^ 2 + (coalesce(m, 0) - mm) ^ 2) + nnull * (iv - mm) ^ 2) / stats[1], 0));
+            m := mm;
+            mn := least(mn, iv); mx := greatest(mx, iv);
+        END IF;
+        CASE scale
+            WHEN 'preserve' THEN shift := 0; spread := 1;
+            WHEN 'none' THEN shift := 0; spread := 1;
+            WHEN 'standard' THEN shift := m; spread := CASE WHEN sd > 0 THEN sd ELSE 1 END;
+            WHEN 'min_max' THEN shift := mn; spread := CASE WHEN mx > mn THEN mx - mn ELSE 1 END;
+            WHEN 'max_abs' THEN shift := 0;
+                               spread := CASE WHEN greatest(abs(mn), abs(mx)) > 0 THEN greatest(abs(mn), abs(mx)) ELSE 1 END;
+            ELSE
+                RAISE EXCEPTION 'unknown scale rule "%" for column "%"', scale, names[j]
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Use "standard", "min_max", "max_abs" or "preserve".';
+        END CASE;
+        transform := transform || jsonb_build_object('impute', iv, 'shift', shift, 'scale', spread);
+        x_expr := x_expr || format('((%s - %s::float8) / %s::float8)',
+                                   CASE WHEN iv IS NULL THEN format('x%s', j)
+                                        ELSE format('coalesce(x%s, %s::float8)', j, iv) END,
+                                   shift, spread);
+        x_mean := x_mean || ((m - shift) / spread);
+        x_std := x_std || (coalesce(sd, 0) / spread);
+        features := features || jsonb_build_object(
+            'name', names[j], 'type', types[j], 'count', nn, 'nulls', n - counts[j]::bigint,
+            'mean', stats[7 + (j - 1) * 5], 'std', stats[8 + (j - 1) * 5],
+            'min', stats[9 + (j - 1) * 5], 'max', stats[10 + (j - 1) * 5]);
+    END LOOP;
+
+    RETURN jsonb_build_object(
+        'n', n, 'skipped', total - n, 'train_rows', n - ntest, 'test_rows', ntest,
+        'test_size', test_size, 'test_sampling', test_sampling, 'seed', seed,
+        'test_filter', test_filter, 'train_filter', format('NOT (%s)', test_filter),
+        'features', features,
+        'label', jsonb_build_object('name', y_column_name, 'type', y_att.typ::text,
+                                    'mean', stats[2], 'std', stats[3], 'min', stats[4], 'max', stats[5],
+                                    'class_counts', class_counts),
+        'classes', to_jsonb(classes),
+        'x', to_jsonb(x_expr), 'x_mean', to_jsonb(x_mean), 'x_std', to_jsonb(x_std),
+        'transform', transform);
+END
+$$;

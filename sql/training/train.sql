@@ -1,0 +1,214 @@
+-- Algorithm names known to ml_stack (PostgresML's), to tell a typo from an
+-- algorithm whose engine is not installed.
+CREATE FUNCTION ml_stack._known_algorithms()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY['linear', 'ridge', 'lasso', 'elastic_net', 'xgboost', 'random_forest', 'extra_trees',
+                 'gradient_boosting_trees', 'hist_gradient_boosting', 'ada_boost', 'svm', 'knn']
+$$;
+
+-- The engine that fits `algorithm` for `task`: the requested one, or 'sql' when it
+-- has the algorithm, else 'python'. Errors name what to install or use instead.
+CREATE FUNCTION ml_stack._choose_engine(task text, algorithm text, engine text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    python_installed boolean := to_regprocedure('ml_stack._python_fit(text, text, jsonb, jsonb)') IS NOT NULL;
+BEGIN
+    IF algorithm IS NULL OR NOT algorithm = ANY (ml_stack._known_algorithms()) THEN
+        RAISE EXCEPTION 'unknown algorithm "%"', algorithm
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Known algorithms: %s.', array_to_string(ml_stack._known_algorithms(), ', '));
+    END IF;
+    IF engine IS NOT NULL AND engine NOT IN ('sql', 'python') THEN
+        RAISE EXCEPTION 'unknown engine "%"', engine
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''sql'', ''python'', or NULL to choose by algorithm.';
+    END IF;
+    IF coalesce(engine, 'sql') = 'sql' AND ml_stack._sql_engine_hyperparams(task, algorithm) IS NOT NULL THEN
+        RETURN 'sql';
+    END IF;
+    IF engine = 'sql' THEN
+        RAISE EXCEPTION 'the sql engine has no % algorithm for %', algorithm, task
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = CASE WHEN task = 'classification' AND algorithm = 'ridge'
+                              THEN 'For classification the sql engine has ''linear'' (logistic regression).'
+                              ELSE 'The sql engine has ''linear'' (regression, classification) and ''ridge'' (regression).' END;
+    END IF;
+    IF NOT python_installed THEN
+        RAISE EXCEPTION 'algorithm % for % needs the python engine, which is not installed', algorithm, task
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'CREATE EXTENSION ml_stack_python CASCADE (needs PL/Python, scikit-learn and xgboost), or use algorithm ''linear''.';
+    END IF;
+    RETURN 'python';
+END
+$$;
+
+CREATE FUNCTION ml_stack._train(
+    project_name text, task text, relation_name text, y_column_name text, algorithm text,
+    hyperparams jsonb, search text, search_params jsonb, search_args jsonb, test_size real,
+    test_sampling text, preprocess jsonb, automatic_deploy boolean, engine text, caller_search_path text,
+    OUT trained_model_id bigint, OUT was_deployed boolean, OUT project_task text, OUT model_algorithm text, OUT model_engine text,
+    OUT model_metrics jsonb)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    proj      ml_stack.projects;
+    rel       regclass;
+    chosen_engine text;
+    seed      bigint;
+    dataset   jsonb;
+    artifact  jsonb;
+    classes   float8[];
+    metrics   jsonb;
+    t0        timestamptz;
+    fit_time  float8;
+    snap_id   bigint;
+    key       text;
+    current_score float8;
+    new_score float8;
+BEGIN
+    IF project_name IS NULL OR btrim(project_name) = '' THEN
+        RAISE EXCEPTION 'project_name is required' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Name the project, e.g. ml_stack.train(''house_prices'', ''regression'', ''houses'', ''price'').';
+    END IF;
+    -- concurrent trains of one project queue here (a new project's name included)
+    PERFORM pg_advisory_xact_lock(hashtext('ml_stack.project:' || project_name));
+    SELECT p.* INTO proj FROM ml_stack.projects AS p WHERE p.name = project_name;
+    IF FOUND THEN
+        IF task IS NOT NULL AND task <> proj.task THEN
+            RAISE EXCEPTION 'project "%" is a % project; it cannot be trained for %', project_name, proj.task, task
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Leave task out to keep the project''s task, or train under a new project name.';
+        END IF;
+        task := proj.task;
+        relation_name := coalesce(relation_name, proj.relation_name);
+        y_column_name := coalesce(y_column_name, proj.y_column_name);
+        IF relation_name IS NULL OR y_column_name IS NULL THEN
+            RAISE EXCEPTION 'project "%" has no training relation (it was imported)', project_name
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass relation_name and y_column_name.';
+        END IF;
+        seed := proj.split_seed;
+    ELSE
+        IF task IS NULL OR relation_name IS NULL OR y_column_name IS NULL THEN
+            RAISE EXCEPTION 'project "%" does not exist yet: task, relation_name and y_column_name are required', project_name
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('e.g. ml_stack.train(%L, ''regression'', ''my_table'', ''my_label'')', project_name);
+        END IF;
+        seed := (random() * 2147483647)::bigint;
+    END IF;
+    IF task NOT IN ('regression', 'classification') THEN
+        RAISE EXCEPTION 'unknown task "%"', task
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''regression'' or ''classification''.';
+    END IF;
+    algorithm := coalesce(algorithm, 'linear');
+    chosen_engine := ml_stack._choose_engine(task, algorithm, engine);
+    IF hyperparams IS NULL OR jsonb_typeof(hyperparams) <> 'object' THEN
+        RAISE EXCEPTION 'hyperparams must be a JSON object' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'e.g. hyperparams => ''{"alpha": 0.5}''';
+    END IF;
+    IF search IS NOT NULL AND chosen_engine = 'sql' THEN
+        RAISE EXCEPTION 'hyperparameter search needs the python engine'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'CREATE EXTENSION ml_stack_python CASCADE, then train with engine => ''python''.';
+    END IF;
+    IF test_sampling IS NULL OR test_sampling NOT IN ('random', 'last', 'stratified') THEN
+        RAISE EXCEPTION 'unknown test_sampling "%"', test_sampling
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''random'', ''last'' or ''stratified''.';
+    END IF;
+
+    rel := ml_stack._resolve_relation(relation_name, caller_search_path);
+    dataset := ml_stack._prepare_dataset(rel, y_column_name, task, test_size, test_sampling, seed,
+                                         coalesce(preprocess, '{}'));
+    IF jsonb_typeof(dataset -> 'classes') = 'array' THEN
+        classes := ARRAY(SELECT jsonb_array_elements_text(dataset -> 'classes')::float8);
+    END IF;
+
+    t0 := clock_timestamp();
+    IF chosen_engine = 'sql' THEN
+        artifact := ml_stack._sql_fit(task, algorithm, hyperparams, dataset);
+    ELSE
+        EXECUTE 'SELECT ml_stack._python_fit($1, $2, $3, $4)' INTO artifact
+            USING task, algorithm, hyperparams, dataset || jsonb_build_object(
+                'search', search, 'search_params', search_params, 'search_args', search_args);
+    END IF;
+    fit_time := extract(epoch FROM clock_timestamp() - t0);
+    t0 := clock_timestamp();
+    metrics := ml_stack._test_metrics(task, artifact, classes, dataset);
+    metrics := metrics || jsonb_build_object('fit_time', fit_time, 'score_time', extract(epoch FROM clock_timestamp() - t0));
+
+    -- everything checked and fitted: now write the registry
+    IF proj.id IS NULL THEN
+        INSERT INTO ml_stack.projects (name, task, relation_name, y_column_name, split_seed)
+        VALUES (project_name, task, relation_name, y_column_name, seed)
+        RETURNING * INTO proj;
+    ELSIF proj.relation_name IS DISTINCT FROM relation_name OR proj.y_column_name IS DISTINCT FROM y_column_name THEN
+        UPDATE ml_stack.projects AS p SET relation_name = relation_name, y_column_name = y_column_name
+        WHERE p.id = proj.id;
+    END IF;
+    INSERT INTO ml_stack.snapshots (project_id, relation_name, y_column_name, features, label, rows, skipped_rows,
+                                    train_rows, test_rows, test_size, test_sampling, seed)
+    VALUES (proj.id, rel::text, y_column_name, dataset -> 'features', dataset -> 'label' || jsonb_build_object('classes', to_jsonb(classes)),
+            (dataset ->> 'n')::bigint, (dataset ->> 'skipped')::bigint, (dataset ->> 'train_rows')::bigint,
+            (dataset ->> 'test_rows')::bigint, test_size, test_sampling, seed)
+    RETURNING id INTO snap_id;
+    INSERT INTO ml_stack.models (project_id, snapshot_id, algorithm, engine, task, hyperparams, preprocess,
+                                 num_features, classes, artifact, metrics)
+    VALUES (proj.id, snap_id, algorithm, chosen_engine, task, hyperparams, coalesce(preprocess, '{}'),
+            jsonb_array_length(dataset -> 'features'), classes, artifact, metrics)
+    RETURNING id INTO trained_model_id;
+
+    -- automatic deploy: only a model that beats the deployed one on the key metric
+    key := ml_stack._key_metric(task);
+    new_score := (metrics ->> key)::float8;
+    SELECT (d.metrics ->> key)::float8 INTO current_score
+    FROM ml_stack.deployed_models AS d WHERE d.project_id = proj.id;
+    was_deployed := automatic_deploy AND (NOT FOUND OR new_score > current_score
+                                          OR (current_score IS NULL AND new_score IS NOT NULL));
+    IF was_deployed THEN
+        INSERT INTO ml_stack.deployments (project_id, model_id, strategy) VALUES (proj.id, trained_model_id, 'automatic');
+    END IF;
+    project_task := task; model_algorithm := algorithm; model_engine := chosen_engine; model_metrics := metrics;
+    RAISE NOTICE 'ml_stack: model % (% %, % engine): % = %, %', trained_model_id, algorithm, task, chosen_engine, key,
+        round(new_score::numeric, 6), CASE WHEN was_deployed THEN 'deployed' ELSE 'not deployed' END;
+END
+$$;
+
+-- Public entry point. LANGUAGE sql because PL/pgSQL refuses parameters named like
+-- result columns (DESIGN §6). No SET clause here on purpose: it captures the
+-- caller's search_path so that relation_name resolves as the caller typed it;
+-- everything it calls is schema-qualified and pinned.
+CREATE FUNCTION ml_stack.train(
+    project_name     text,
+    task             text    DEFAULT NULL,
+    relation_name    text    DEFAULT NULL,
+    y_column_name    text    DEFAULT NULL,
+    algorithm        text    DEFAULT 'linear',
+    hyperparams      jsonb   DEFAULT '{}',
+    search           text    DEFAULT NULL,
+    search_params    jsonb   DEFAULT '{}',
+    search_args      jsonb   DEFAULT '{}',
+    test_size        real    DEFAULT 0.25,
+    test_sampling    text    DEFAULT 'random',
+    preprocess       jsonb   DEFAULT '{}',
+    automatic_deploy boolean DEFAULT true,
+    engine           text    DEFAULT NULL)
+RETURNS TABLE (project text, task text, algorithm text, engine text, model_id bigint, deployed boolean, metrics jsonb)
+LANGUAGE sql VOLATILE
+AS $$
+    -- the new rows are not visible to this statement's snapshot: _train returns what it wrote
+    SELECT train.project_name, r.project_task, r.model_algorithm, r.model_engine,
+           r.trained_model_id, r.was_deployed, r.model_metrics
+    FROM ml_stack._train(train.project_name, train.task, train.relation_name, train.y_column_name, train.algorithm,
+                         train.hyperparams, train.search, train.search_params, train.search_args, train.test_size,
+                         train.test_sampling, train.preprocess, train.automatic_deploy, train.engine,
+                         pg_catalog.current_setting('search_path')) AS r
+$$;
+COMMENT ON FUNCTION ml_stack.train(text, text, text, text, text, jsonb, text, jsonb, jsonb, real, text, jsonb, boolean, text) IS
+    'ml_stack: train a model on a table or view (features: every column but the label, in table order), score it on a test split, register it, and deploy it if it beats the deployed model. Retrain with only the project name to reuse its relation, label and task.';
