@@ -7,7 +7,8 @@
 
 EXTNAME     := ml_stack
 EXTVERSION  := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" control/$(EXTNAME).control)
-PG_CONFIG   ?= pg_config
+# The Debian server's own pg_config, when installed (another client version's may come first on PATH).
+PG_CONFIG   ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
 
 CURRENT_SCRIPT := extension/$(EXTNAME)--$(EXTVERSION).sql
 MANIFEST       := sql/$(EXTNAME).manifest
@@ -25,8 +26,15 @@ $(CURRENT_SCRIPT): $(MANIFEST) $(SOURCES) control/$(EXTNAME).control
 	scripts/build_script.sh $(EXTVERSION) $(MANIFEST) > $@.tmp
 	mv $@.tmp $@
 
-PGXS := $(shell $(PG_CONFIG) --pgxs)
+# On a fresh machine PGXS arrives with `make setup` (postgresql-server-dev-15);
+# the targets below run `make install` in a sub-make, which finds it then.
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
+else
+install:
+	@echo "PGXS not found: run 'make setup' (as root) first" >&2; exit 1
+endif
 
 .PHONY: setup test demo bench dist updatecheck check-built
 

@@ -130,12 +130,37 @@ BEGIN
 END
 $$;
 
+-- New or changed models are compiled even when a function of their name exists:
+-- it may be left from an earlier DROP EXTENSION, whose ids the sequence reuses.
+CREATE FUNCTION ml_stack._models_written()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    model_id bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('ml_stack._refresh_serving'));
+    FOR model_id IN SELECT w.id FROM written_models AS w ORDER BY w.id LOOP
+        PERFORM ml_stack._compile_model(model_id);
+    END LOOP;
+    PERFORM ml_stack._refresh_serving();
+    RETURN NULL;
+END
+$$;
+
 CREATE TRIGGER refresh_serving AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ml_stack.projects
-    FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._registry_changed();
-CREATE TRIGGER refresh_serving AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ml_stack.models
     FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._registry_changed();
 CREATE TRIGGER refresh_serving AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ml_stack.deployments
     FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._registry_changed();
+CREATE TRIGGER refresh_serving AFTER DELETE OR TRUNCATE ON ml_stack.models
+    FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._registry_changed();
+CREATE TRIGGER compile_inserted AFTER INSERT ON ml_stack.models
+    REFERENCING NEW TABLE AS written_models
+    FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._models_written();
+CREATE TRIGGER compile_updated AFTER UPDATE ON ml_stack.models
+    REFERENCING NEW TABLE AS written_models
+    FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._models_written();
 
 -- The dispatch functions as a fresh install has them: no project, no model.
 SELECT ml_stack._refresh_serving();
