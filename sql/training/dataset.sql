@@ -170,7 +170,10 @@ BEGIN
         RAISE EXCEPTION 'test_size must be a fraction in (0, 1) or a row count >= 1, got %', test_size
             USING ERRCODE = 'invalid_parameter_value', HINT = 'The default is 0.25.';
     END IF;
-    IF ts < 1 THEN
+    IF test_size < 1 AND (ts <= 0 OR ts >= 1) THEN
+        RAISE EXCEPTION 'test_size % rounds to % at 6 decimals: not a usable fraction', test_size, ts
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use a fraction between 0.000001 and 0.999999, or a row count.';
+    ELSIF ts < 1 THEN
         ntest := ceil(n * ts);
     ELSIF ts = trunc(ts) THEN
         ntest := ts;
@@ -185,7 +188,9 @@ BEGIN
     END IF;
     CASE test_sampling
         WHEN 'last' THEN
-            test_filter := format('r > %s', n - ntest);
+            -- r numbers every row read; rows with a NULL label are gone, so count from the end
+            EXECUTE 'SELECT r FROM pg_temp._ml_stack_rows ORDER BY r DESC OFFSET $1 LIMIT 1' INTO m USING ntest - 1;
+            test_filter := format('r >= %s', m::bigint);
         WHEN 'random' THEN
             EXECUTE 'SELECT k FROM pg_temp._ml_stack_rows ORDER BY k OFFSET $1 LIMIT 1' INTO key USING ntest - 1;
             test_filter := format('k <= %L', key);
@@ -296,7 +301,7 @@ BEGIN
         x_mean := x_mean || ((m - shift) / spread);
         x_std := x_std || (coalesce(sd, 0) / spread);
         features := features || jsonb_build_object(
-            'name', names[j], 'type', types[j], 'count', nn, 'nulls', n - counts[j]::bigint,
+            'name', names[j], 'type', types[j], 'count', nn, 'nulls', (stats[1] - nn)::bigint,  -- train rows, like the other statistics
             'mean', stats[7 + (j - 1) * 5], 'std', stats[8 + (j - 1) * 5],
             'min', stats[9 + (j - 1) * 5], 'max', stats[10 + (j - 1) * 5]);
     END LOOP;
