@@ -58,14 +58,16 @@ DECLARE
     new_id   bigint;
 BEGIN
     IF project_name IS NULL OR btrim(project_name) = '' THEN
-        RAISE EXCEPTION 'project_name is required' USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION 'project_name is required' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Name the project to import into, e.g. ml_stack.import_model(''house_prices'', doc).';
     END IF;
     IF model IS NULL OR jsonb_typeof(model) <> 'object' OR (model ->> 'ml_stack_model') IS DISTINCT FROM '1' THEN
         RAISE EXCEPTION 'not an ml_stack model document'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass what ml_stack.export_model() returned.';
     END IF;
     IF task IS NULL OR task NOT IN ('regression', 'classification') THEN
-        RAISE EXCEPTION 'model document has unknown task "%"', task USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION 'model document has unknown task "%"', task USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'The task must be ''regression'' or ''classification''; export the model again with ml_stack.export_model().';
     END IF;
     -- the artifact becomes SQL: check its shape, and let only numbers through
     IF art ->> 'format' IS DISTINCT FROM 'linear' THEN
@@ -89,10 +91,16 @@ BEGIN
         THEN
             RAISE EXCEPTION 'inconsistent';
         END IF;
-        -- every number must parse as float8
-        PERFORM x::float8 FROM jsonb_array_elements_text(art -> 'intercepts') AS x;
-        PERFORM x::float8 FROM jsonb_array_elements(art -> 'coefficients') AS w, jsonb_array_elements_text(w) AS x;
-        PERFORM x::float8 FROM jsonb_array_elements_text(art -> 'impute') AS x;
+        -- every number must be a JSON number (never a string, so never NaN or Infinity)
+        IF EXISTS (SELECT FROM jsonb_array_elements(art -> 'intercepts') AS x WHERE jsonb_typeof(x) <> 'number')
+           OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'coefficients') AS w, jsonb_array_elements(w) AS x
+                      WHERE jsonb_typeof(x) <> 'number')
+           OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'impute') AS x WHERE jsonb_typeof(x) NOT IN ('number', 'null'))
+           OR EXISTS (SELECT FROM jsonb_array_elements(model -> 'classes') AS x
+                      WHERE jsonb_typeof(model -> 'classes') = 'array' AND jsonb_typeof(x) <> 'number')
+        THEN
+            RAISE EXCEPTION 'not a number';
+        END IF;
     EXCEPTION WHEN OTHERS THEN
         RAISE EXCEPTION 'model document is damaged: its artifact does not match its task and feature count'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Export the model again with ml_stack.export_model().';

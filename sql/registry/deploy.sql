@@ -27,7 +27,8 @@ BEGIN
     END IF;
     IF strategy = 'specific' THEN
         IF model_id IS NULL THEN
-            RAISE EXCEPTION 'model_id is required' USING ERRCODE = 'invalid_parameter_value';
+            RAISE EXCEPTION 'model_id is required' USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'Deploy a specific model with ml_stack.deploy(model_id); SELECT id FROM ml_stack.models lists them.';
         END IF;
         SELECT p.* INTO proj FROM ml_stack.projects AS p JOIN ml_stack.models AS m ON m.project_id = p.id
         WHERE m.id = model_id;
