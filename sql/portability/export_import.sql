@@ -84,7 +84,10 @@ BEGIN
         IF p IS NULL OR p < 1 OR k < 1 OR jsonb_array_length(art -> 'intercepts') <> k
            OR jsonb_array_length(art -> 'impute') <> p
            OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'coefficients') AS w WHERE jsonb_array_length(w) <> p)
-           OR art ->> 'link' NOT IN ('identity', 'logistic', 'softmax')
+           OR coalesce(art ->> 'link', '') NOT IN ('identity', 'logistic', 'softmax')
+           OR (jsonb_typeof(model -> 'features') = 'array' AND jsonb_array_length(model -> 'features') NOT IN (0, p))
+           -- classes strictly ascending: predict_proba's columns follow them
+           OR EXISTS (SELECT FROM unnest(classes) WITH ORDINALITY AS c(v, i) WHERE c.v >= classes[c.i + 1])
            OR (task = 'regression') <> (art ->> 'link' = 'identity')
            OR (task = 'classification' AND (classes IS NULL OR cardinality(classes) < 2
                                             OR k <> CASE WHEN cardinality(classes) = 2 THEN 1 ELSE cardinality(classes) END))

@@ -32,22 +32,40 @@ BEGIN
                   HINT = format('Install the extension of engine "%s".', m.engine);
     END IF;
     guard := format('WHEN cardinality(features) <> %s THEN %%s', m.num_features);
-    EXECUTE format(
-        'CREATE OR REPLACE FUNCTION ml_stack.%I(features float8[]) RETURNS float8 '
-        'LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
-        format('_model_%s_predict', m.id),
+    PERFORM ml_stack._create_predictor(format('_model_%s_predict', m.id), 'float8',
         format('SELECT CASE %s ELSE %s END',
                format(guard, format('ml_stack._wrong_feature_count(%s, %s, features)', m.id, m.num_features)),
                ml_stack._predict_sql(m.artifact, m.classes, 'features[%s]')));
-    EXECUTE format(
-        'CREATE OR REPLACE FUNCTION ml_stack.%I(features float8[]) RETURNS float8[] '
-        'LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
-        format('_model_%s_proba', m.id),
+    PERFORM ml_stack._create_predictor(format('_model_%s_proba', m.id), 'float8[]',
         CASE WHEN m.classes IS NULL
              THEN format('SELECT ml_stack._no_probabilities(%s, features)', m.id)
              ELSE format('SELECT CASE %s ELSE %s END',
                          format(guard, format('ARRAY[ml_stack._wrong_feature_count(%s, %s, features)]', m.id, m.num_features)),
                          ml_stack._proba_sql(m.artifact, 'features[%s]')) END);
+END
+$$;
+
+-- (Re)create one compiled predictor ml_stack.<name>(features float8[]) as a free-standing
+-- function. Drop-and-create rather than CREATE OR REPLACE: inside ALTER EXTENSION UPDATE,
+-- PostgreSQL refuses to replace an object the extension does not own, and a function
+-- created there becomes a member, which pg_dump would leave out, so it is released.
+CREATE FUNCTION ml_stack._create_predictor(name text, result_type text, body text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fn regprocedure;
+BEGIN
+    EXECUTE format('DROP FUNCTION IF EXISTS ml_stack.%I(float8[])', name);
+    EXECUTE format('CREATE FUNCTION ml_stack.%I(features float8[]) RETURNS %s '
+                   'LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
+                   name, result_type::regtype, body);
+    fn := to_regprocedure(format('ml_stack.%I(float8[])', name));
+    IF EXISTS (SELECT FROM pg_catalog.pg_depend AS d
+               WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = fn AND d.deptype = 'e') THEN
+        EXECUTE format('ALTER EXTENSION ml_stack DROP FUNCTION %s', fn);
+    END IF;
 END
 $$;
 

@@ -1,0 +1,262 @@
+"""pg_dump / pg_restore keeps a working ml_stack (DESIGN §4).
+
+The registry tables are extension configuration, so pg_dump dumps their rows; the compiled predictors
+(``ml_stack._model_<id>_predict/_proba``) are created at run time, are not extension members, and so are dumped
+as ordinary functions. The four dispatch functions behind ``predict()`` are members: pg_dump leaves them out and
+``CREATE EXTENSION`` brings them back with their install-time body (no model). What brings them back to the
+dumped state is the registry triggers firing while the restore COPYs the registry rows. If any link of that
+chain breaks, a restored database silently loses its models or serves stale ones, hence every check here
+compares the restored database with the source one exactly, right after the restore, with no extra call.
+"""
+
+import subprocess
+from typing import NamedTuple
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+
+from datasets import feature_columns, load_sklearn_dataset
+
+REGISTRY_TABLES = ("projects", "snapshots", "models", "deployments")
+
+# project -> (dataset, task). The dataset table carries the project's name, so a restored database has the same
+# relation to train on again.
+PROJECTS = {
+    "diabetes": ("diabetes", "regression"),
+    "breast_cancer": ("breast_cancer", "classification"),
+    "iris": ("iris", "classification"),
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _train_source(conn):
+    """Models of every kind the SQL engine has, and a deployment history a rollback can walk back.
+
+    diabetes: OLS (deployed automatically), then ridge not deployed automatically but by id, so the
+    project serves ridge and rolling back must give OLS again.
+    """
+    for dataset, _ in PROJECTS.values():
+        load_sklearn_dataset(conn, dataset)
+    ids = {}
+    ids["ols"] = conn.execute(
+        "SELECT model_id FROM ml_stack.train('diabetes', 'regression', 'diabetes', 'target')").fetchone()[0]
+    ids["ridge"] = conn.execute(
+        "SELECT model_id FROM ml_stack.train('diabetes', algorithm => 'ridge', hyperparams => '{\"alpha\": 0.5}',"
+        " automatic_deploy => false)").fetchone()[0]
+    conn.execute("SELECT * FROM ml_stack.deploy(%s::bigint)", (ids["ridge"],))
+    ids["binary"] = conn.execute(
+        "SELECT model_id FROM ml_stack.train('breast_cancer', 'classification', 'breast_cancer', 'target')"
+    ).fetchone()[0]
+    ids["multinomial"] = conn.execute(
+        "SELECT model_id FROM ml_stack.train('iris', 'classification', 'iris', 'target')").fetchone()[0]
+    return ids
+
+
+def _features(dataset):
+    """``ARRAY[col, ...]`` over a dataset table's feature columns, in training order."""
+    return sql.SQL("ARRAY[{}]::float8[]").format(sql.SQL(", ").join(map(sql.Identifier, feature_columns(dataset))))
+
+
+def _serving(conn):
+    """Every prediction and probability the database serves, for every row of every project's data.
+
+    Keys: ("project", name) and ("model", id); values: a list of (features, prediction, probabilities) in the
+    table's order. The features are part of each row so that a change of row order shows up as a difference
+    instead of comparing two different rows' predictions.
+    """
+    out = {}
+    models = conn.execute(
+        "SELECT p.name, m.id FROM ml_stack.models AS m JOIN ml_stack.projects AS p ON p.id = m.project_id"
+        " ORDER BY m.id").fetchall()
+    for project, (dataset, task) in PROJECTS.items():
+        proba = task == "classification"
+        targets = [("project", project)] + [("model", mid) for name, mid in models if name == project]
+        for kind, key in targets:
+            arg = sql.Literal(key) if kind == "project" else sql.SQL("{}::bigint").format(sql.Literal(key))
+            query = sql.SQL(
+                "SELECT f, ml_stack.predict({arg}, f), {proba} FROM (SELECT {f} AS f FROM {t}) AS r").format(
+                arg=arg, f=_features(dataset), t=sql.Identifier(dataset),
+                proba=sql.SQL("ml_stack.predict_proba({}, f)").format(arg) if proba else sql.NULL)
+            out[(kind, key)] = conn.execute(query).fetchall()
+    return out
+
+
+def _registry(conn):
+    """Registry rows as text (exact: float8 prints shortest-exact), the deployed_models view, the sequences."""
+    state = {}
+    for table in REGISTRY_TABLES:
+        state[table] = [r[0] for r in conn.execute(
+            sql.SQL("SELECT t::text FROM ml_stack.{} AS t ORDER BY t.id").format(sql.Identifier(table)))]
+        state[f"{table}_id_seq"] = conn.execute(
+            sql.SQL("SELECT last_value, is_called FROM ml_stack.{}").format(sql.Identifier(f"{table}_id_seq"))
+        ).fetchone()
+    state["deployed_models"] = [r[0] for r in conn.execute(
+        "SELECT d::text FROM ml_stack.deployed_models AS d ORDER BY d.project_name")]
+    return state
+
+
+def _serving_functions(conn):
+    """Bodies of the compiled predictors and of the dispatch functions, and whether each is an extension member.
+
+    Equal bodies in source and restore mean the triggers rebuilt the dispatch exactly as it was; membership must
+    stay as it was, or the next dump would lose the predictors (members are never dumped).
+    """
+    return conn.execute(r"""
+        SELECT p.oid::regprocedure::text, p.prosrc, p.provolatile, p.proparallel,
+               EXISTS (SELECT FROM pg_catalog.pg_depend AS d
+                       WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+        FROM pg_catalog.pg_proc AS p
+        WHERE p.pronamespace = 'ml_stack'::regnamespace
+          AND (p.proname ~ '^_model_\d+_(predict|proba)$'
+               OR p.proname IN ('_predict_project', '_predict_proba_project', '_predict_model', '_predict_proba_model'))
+        ORDER BY 1""").fetchall()
+
+
+def _client(pg_server, program, *args):
+    """Run a PostgreSQL client program against the test server; return the finished process.
+
+    The tests may run as root while the server's only role is ``postgres``: name it explicitly.
+    """
+    cmd = [pg_server.bin(program), "-h", pg_server.host, "-p", str(pg_server.port), "-U", pg_server.user, *args]
+    return subprocess.run(cmd, env=pg_server.env(), capture_output=True, text=True, timeout=300)
+
+
+def _dump(pg_server, conn, path, fmt):
+    dbname = conn.info.dbname
+    res = _client(pg_server, "pg_dump", "-F", fmt, "-f", str(path), dbname)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == "", res.stderr
+
+
+def _dump_text(path):
+    """A plain dump's lines, without the random key of ``\\restrict`` (pg_dump >= 15.14) that differs per run."""
+    return [line for line in path.read_text().splitlines() if not line.startswith(("\\restrict", "\\unrestrict"))]
+
+
+def _restore(pg_server, new_db, tmp_path, conn, method):
+    """Dump the source database and restore it into a new empty one with ``method``; return the new name."""
+    target = new_db("ml_stack_restored")
+    if method == "plain":
+        dump = tmp_path / "dump.sql"
+        _dump(pg_server, conn, dump, "p")
+        # -X: no ~/.psqlrc; ON_ERROR_STOP: the first error fails the load, as --exit-on-error does.
+        res = _client(pg_server, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", target, "-f", str(dump))
+    else:
+        dump = tmp_path / "dump.custom"
+        _dump(pg_server, conn, dump, "c")
+        options = {
+            "exit_on_error": ["--exit-on-error"],
+            "single_transaction": ["--exit-on-error", "--single-transaction"],
+            "jobs": ["--exit-on-error", "--jobs=2"],
+        }[method]
+        res = _client(pg_server, "pg_restore", *options, "-d", target, str(dump))
+    assert res.returncode == 0, f"restore ({method}) failed:\n{res.stderr}"
+    assert "ERROR" not in res.stderr and "error:" not in res.stderr, res.stderr
+    return target
+
+
+# --------------------------------------------------------------------------------------------------------------
+# fixtures
+
+
+class Source(NamedTuple):
+    conn: psycopg.Connection
+    ids: dict  # "ols", "ridge", "binary", "multinomial" -> model id
+    served: dict  # _serving() before the dump
+    registry: dict  # _registry() before the dump
+
+
+@pytest.fixture
+def source(conn):
+    """The test database with trained models, and what it serves and holds before any dump."""
+    ids = _train_source(conn)
+    return Source(conn, ids, _serving(conn), _registry(conn))
+
+
+def _restored(pg_server, new_db, tmp_path, source, method):
+    """Connection to a new database restored from ``source`` with ``method``."""
+    return pg_server.connect(_restore(pg_server, new_db, tmp_path, source.conn, method))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# tests
+
+
+@pytest.mark.parametrize("method", ["exit_on_error", "single_transaction", "plain"])
+def test_restore_serves_identical_predictions(pg_server, new_db, tmp_path, source, method):
+    # The deploy by id took effect before the dump, so the project's dispatch is not simply "the newest model".
+    assert source.served[("project", "diabetes")] == source.served[("model", source.ids["ridge"])]
+    with _restored(pg_server, new_db, tmp_path, source, method) as restored:
+        # First thing the new database is asked: no refresh call, no warm-up.
+        after = _serving(restored)
+        assert after.keys() == source.served.keys()
+        for key, rows in source.served.items():
+            assert after[key] == rows, f"{key} serves other values after the restore"
+        assert _registry(restored) == source.registry
+        assert _serving_functions(restored) == _serving_functions(source.conn)
+
+
+@pytest.mark.parametrize("method", ["exit_on_error", "plain"])
+def test_restored_database_dumps_like_the_source(pg_server, new_db, tmp_path, source, method):
+    """Whatever a restore loses or adds shows in a second dump; and a restored database must restore again."""
+    with _restored(pg_server, new_db, tmp_path, source, method) as restored:
+        _dump(pg_server, source.conn, tmp_path / "source.sql", "p")
+        _dump(pg_server, restored, tmp_path / "restored.sql", "p")
+    assert _dump_text(tmp_path / "restored.sql") == _dump_text(tmp_path / "source.sql")
+
+
+def test_training_continues_after_restore(pg_server, new_db, tmp_path, source):
+    last = {t: source.conn.execute(sql.SQL("SELECT max(id) FROM ml_stack.{}").format(sql.Identifier(t))).fetchone()[0]
+            for t in REGISTRY_TABLES}
+    with _restored(pg_server, new_db, tmp_path, source, "single_transaction") as restored:
+        # Retrain with only the project name: the restored project keeps its relation, label and task.
+        row = restored.execute(
+            "SELECT model_id, task, algorithm FROM ml_stack.train('diabetes', algorithm => 'ridge',"
+            " hyperparams => '{\"alpha\": 0.1}', automatic_deploy => false)").fetchone()
+        # Sequences restored: ids continue instead of colliding with (or reusing) the restored ones.
+        assert row == (last["models"] + 1, "regression", "ridge")
+        snapshot_id = restored.execute("SELECT snapshot_id FROM ml_stack.models WHERE id = %s", (row[0],)).fetchone()[0]
+        assert snapshot_id == last["snapshots"] + 1
+        restored.execute("SELECT ml_stack.train('diabetes_again', 'regression', 'diabetes', 'target')")
+        project_id = restored.execute("SELECT id FROM ml_stack.projects WHERE name = 'diabetes_again'").fetchone()[0]
+        assert project_id == last["projects"] + 1
+        assert restored.execute("SELECT max(id) FROM ml_stack.deployments").fetchone()[0] == last["deployments"] + 1
+
+        # The new model serves, and the restored ones still serve what they did.
+        assert restored.execute("SELECT ml_stack.predict(%s::bigint, ARRAY[0,0,0,0,0,0,0,0,0,0])",
+                                (row[0],)).fetchone()[0] is not None
+        after = _serving(restored)
+        for key, rows in source.served.items():
+            assert after[key] == rows, key
+
+
+def test_rollback_on_restored_history(pg_server, new_db, tmp_path, source):
+    ids, served = source.ids, source.served
+    with _restored(pg_server, new_db, tmp_path, source, "exit_on_error") as restored:
+        # The history was OLS (automatic) then ridge (specific): a rollback must go back to OLS.
+        row = restored.execute(
+            "SELECT project, strategy, algorithm, model_id FROM ml_stack.deploy('diabetes', 'rollback')").fetchone()
+        assert row == ("diabetes", "rollback", "linear", ids["ols"])
+        assert _serving(restored)[("project", "diabetes")] == served[("model", ids["ols"])]
+        # OLS is now the project's first deployment again: nothing left to roll back to.
+        with pytest.raises(errors.ObjectNotInPrerequisiteState, match="nothing to roll back to"):
+            restored.execute("SELECT * FROM ml_stack.deploy('diabetes', 'rollback')")
+        # The restored metrics still drive deploy decisions: best_score picks the better r2 of the source.
+        r2 = dict(source.conn.execute("SELECT id, (metrics ->> 'r2')::float8 FROM ml_stack.models"
+                                      " WHERE id IN (%s, %s)", (ids["ols"], ids["ridge"])).fetchall())
+        best = restored.execute("SELECT model_id FROM ml_stack.deploy('diabetes', 'best_score')").fetchone()[0]
+        assert best == max(r2, key=r2.get)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "pg_restore --jobs loads the registry tables in parallel: snapshots, models and deployments are COPYed before "
+    "projects has committed, and their foreign keys to projects reject every row (without --exit-on-error only "
+    "the projects survive); the FK order pg_dump gives extension configuration tables is not kept by --jobs"))
+def test_parallel_restore(pg_server, new_db, tmp_path, source):
+    with _restored(pg_server, new_db, tmp_path, source, "jobs") as restored:
+        assert _registry(restored) == source.registry
+        assert _serving(restored) == source.served

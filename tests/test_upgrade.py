@@ -1,0 +1,510 @@
+"""The upgrade mechanism (DESIGN §4): ``ALTER EXTENSION ml_stack UPDATE`` from every released version ends with
+exactly the schema of a fresh install and keeps every model serving, with no extra call.
+
+Released versions are the install scripts ``extension/ml_stack--X.Y.Z.sql``; the current one is the control
+file's ``default_version``. While there is no older release the parametrized upgrade test has nothing to run,
+so the mechanism is also proven on a synthetic previous version: the current install script under another
+version name, plus the upgrade script that a release without SQL changes would ship. That exercises the real
+path (an upgrade script running inside ``ALTER EXTENSION``, the registry triggers, the serving refresh) and the
+schema comparison, which the real releases will rely on.
+
+The schema comparison is ``describe_extension()``: a catalog description of everything the extension owns,
+minus what legitimately differs between two databases (OIDs, and the bodies of the four dispatch functions,
+which are generated from the registry's contents).
+"""
+
+import os
+import re
+import subprocess
+from collections import deque
+from pathlib import Path
+
+import pytest
+from psycopg import errors, sql
+
+from datasets import feature_columns, load_sklearn_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+EXTENSION_DIR = REPO / "extension"
+EXTNAME = "ml_stack"
+
+# Members whose body is regenerated from the registry (sql/serving/compile.sql): in two databases with different
+# models they differ by design, so only their signature and properties are compared.
+DISPATCH_FUNCTIONS = ("_predict_project", "_predict_proba_project", "_predict_model", "_predict_proba_model")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# versions and scripts in the repository
+
+
+def _version_key(version):
+    return tuple(int(part) for part in version.split("."))
+
+
+def current_version():
+    control = (REPO / "control" / f"{EXTNAME}.control").read_text()
+    return re.search(r"^default_version\s*=\s*'([^']+)'", control, re.M).group(1)
+
+
+def released_versions():
+    """Versions that have an install script, oldest first. Upgrade scripts (``A--B``) are not install scripts."""
+    found = [m.group(1) for p in EXTENSION_DIR.glob(f"{EXTNAME}--*.sql")
+             if (m := re.fullmatch(rf"{EXTNAME}--(\d+\.\d+\.\d+)\.sql", p.name))]
+    return sorted(found, key=_version_key)
+
+
+def upgrade_scripts():
+    """{(from, to): path} of every upgrade script in the repository."""
+    return {(m.group(1), m.group(2)): p for p in EXTENSION_DIR.glob(f"{EXTNAME}--*--*.sql")
+            if (m := re.fullmatch(rf"{EXTNAME}--([^-]+(?:-[^-]+)*)--([^-]+(?:-[^-]+)*)\.sql", p.name))}
+
+
+def upgrade_path(source, target, edges):
+    """Shortest chain of versions from ``source`` to ``target`` over ``edges``, or None (as PostgreSQL picks)."""
+    queue, seen = deque([[source]]), {source}
+    while queue:
+        path = queue.popleft()
+        if path[-1] == target:
+            return path
+        for a, b in sorted(edges):
+            if a == path[-1] and b not in seen:
+                seen.add(b)
+                queue.append(path + [b])
+    return None
+
+
+CURRENT = current_version()
+OLDER = [v for v in released_versions() if _version_key(v) < _version_key(CURRENT)]
+# Parameters of the per-release tests: say why nothing runs rather than pytest's "empty parameter set".
+OLDER_PARAMS = OLDER or [pytest.param(None, marks=pytest.mark.skip(
+    reason=f"no released version older than {CURRENT} (test_update_mechanism_on_synthetic_version covers the path)"))]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the schema description
+
+
+_DESCRIBE = {
+    # Every member, as PostgreSQL names it: catches objects added or left behind by an upgrade script.
+    "members": r"""
+        SELECT pg_describe_object(d.classid, d.objid, d.objsubid)
+        FROM pg_depend AS d, ext
+        WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e'""",
+    "extension": r"""
+        SELECT format('version %s, schema %s, relocatable %s, config %s, conditions %s',
+                      e.extversion, e.extnamespace::regnamespace, e.extrelocatable,
+                      (SELECT array_agg(c::regclass::text ORDER BY c::regclass::text) FROM unnest(e.extconfig) AS c),
+                      e.extcondition)
+        FROM pg_extension AS e, ext WHERE e.oid = ext.oid""",
+    # The extension's schema: CREATE EXTENSION makes it, but it is not a member (the extension depends on it).
+    "schema": r"""
+        SELECT format('%s owner %s acl %s comment %L', n.nspname, pg_get_userbyid(n.nspowner), n.nspacl,
+                      obj_description(n.oid, 'pg_namespace'))
+        FROM pg_namespace AS n JOIN pg_extension AS e ON e.extnamespace = n.oid, ext WHERE e.oid = ext.oid""",
+    # Functions: everything CREATE FUNCTION can say, including the body, except the dispatch bodies.
+    "functions": r"""
+        SELECT format(E'%s(%s) RETURNS %s\n  kind %s lang %s volatility %s parallel %s strict %s secdef %s '
+                      'leakproof %s cost %s rows %s config %s owner %s acl %s' || E'\n  comment %L\n  body %s',
+                      p.oid::regproc::text, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid),
+                      p.prokind, l.lanname, p.provolatile, p.proparallel, p.proisstrict, p.prosecdef,
+                      p.proleakproof, p.procost, p.prorows, p.proconfig, pg_get_userbyid(p.proowner), p.proacl,
+                      obj_description(p.oid, 'pg_proc'),
+                      CASE WHEN p.proname = ANY (:dispatch) THEN '<generated from the registry>'
+                           ELSE p.prosrc END)
+        FROM pg_proc AS p
+        JOIN members AS m ON m.classid = 'pg_proc'::regclass AND m.objid = p.oid
+        JOIN pg_language AS l ON l.oid = p.prolang""",
+    "relations": r"""
+        SELECT format('%s kind %s persistence %s options %s owner %s acl %s rls %s comment %L',
+                      c.oid::regclass, c.relkind, c.relpersistence, c.reloptions, pg_get_userbyid(c.relowner),
+                      c.relacl, c.relrowsecurity, obj_description(c.oid, 'pg_class'))
+        FROM pg_class AS c JOIN members AS m ON m.classid = 'pg_class'::regclass AND m.objid = c.oid""",
+    # Columns by logical position (dropped columns skipped): column order matters to SELECT *, to COPY without a
+    # column list, and to the row types PL/pgSQL declares (``proj ml_stack.projects``).
+    "columns": r"""
+        SELECT format('%s #%s %s %s not null %s default %s identity %L generated %L collation %s comment %L',
+                      c.oid::regclass, lpad((row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum))::text, 3, '0'),
+                      a.attname,
+                      format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(ad.adbin, ad.adrelid),
+                      a.attidentity, a.attgenerated, a.attcollation::regcollation,
+                      col_description(c.oid, a.attnum))
+        FROM pg_class AS c
+        JOIN members AS m ON m.classid = 'pg_class'::regclass AND m.objid = c.oid
+        JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        LEFT JOIN pg_attrdef AS ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum""",
+    "constraints": r"""
+        SELECT format('%s %s %s', co.conrelid::regclass, co.conname, pg_get_constraintdef(co.oid))
+        FROM pg_constraint AS co
+        JOIN members AS m ON m.classid = 'pg_class'::regclass AND m.objid = co.conrelid""",
+    "indexes": r"""
+        SELECT pg_get_indexdef(i.indexrelid)
+        FROM pg_index AS i JOIN members AS m ON m.classid = 'pg_class'::regclass AND m.objid = i.indrelid""",
+    "triggers": r"""
+        SELECT format('%s enabled %s', pg_get_triggerdef(t.oid), t.tgenabled)
+        FROM pg_trigger AS t JOIN members AS m ON m.classid = 'pg_class'::regclass AND m.objid = t.tgrelid
+        WHERE NOT t.tgisinternal""",
+    "views": r"""
+        SELECT format(E'%s\n%s', c.oid::regclass, pg_get_viewdef(c.oid))
+        FROM pg_class AS c JOIN members AS m ON m.classid = 'pg_class'::regclass AND m.objid = c.oid
+        WHERE c.relkind IN ('v', 'm')""",
+    # Sequence parameters and ownership (OWNED BY ties it to its serial column), not its current value.
+    "sequences": r"""
+        SELECT format('%s type %s start %s increment %s min %s max %s cache %s cycle %s owned by %s',
+                      s.seqrelid::regclass, s.seqtypid::regtype, s.seqstart, s.seqincrement, s.seqmin, s.seqmax,
+                      s.seqcache, s.seqcycle,
+                      (SELECT pg_describe_object(d.refclassid, d.refobjid, d.refobjsubid) FROM pg_depend AS d
+                       WHERE d.classid = 'pg_class'::regclass AND d.objid = s.seqrelid AND d.deptype IN ('a', 'i')))
+        FROM pg_sequence AS s JOIN members AS m ON m.classid = 'pg_class'::regclass AND m.objid = s.seqrelid""",
+    "policies": r"""
+        SELECT format('%s %s %s %s using %s check %s', p.polrelid::regclass, p.polname, p.polcmd, p.polroles,
+                      pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid))
+        FROM pg_policy AS p JOIN members AS m ON m.classid = 'pg_class'::regclass AND m.objid = p.polrelid""",
+    "types": r"""
+        SELECT format('%s type %s comment %L enum %s', t.oid::regtype, t.typtype, obj_description(t.oid, 'pg_type'),
+                      (SELECT array_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum AS e
+                       WHERE e.enumtypid = t.oid))
+        FROM pg_type AS t JOIN members AS m ON m.classid = 'pg_type'::regclass AND m.objid = t.oid""",
+}
+
+
+def describe_extension(conn, extname=EXTNAME):
+    """{section: sorted lines} describing extension ``extname`` as installed in ``conn``'s database.
+
+    Two databases with equal descriptions have the same extension schema: same members, function signatures,
+    bodies (dispatch functions aside), settings, volatility, comments, privileges; same tables, columns and their
+    order, types, defaults, constraints, indexes, triggers, views, sequences, and configuration tables for
+    pg_dump. Objects are named, never numbered by OID, so databases compare with each other.
+    """
+    prefix = sql.SQL(r"""
+        WITH ext AS (SELECT e.oid FROM pg_extension AS e WHERE e.extname = {}),
+             members AS (SELECT d.classid, d.objid FROM pg_depend AS d, ext
+                         WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e')
+    """).format(extname).as_string(conn)
+    dispatch = sql.SQL("ARRAY[{}]::name[]").format(
+        sql.SQL(", ").join(map(sql.Literal, DISPATCH_FUNCTIONS))).as_string(conn)
+    description = {}
+    for section, query in _DESCRIBE.items():
+        # Sent without parameters: the queries are full of format()'s % directives.
+        rows = conn.execute(prefix + query.replace(":dispatch", dispatch)).fetchall()
+        description[section] = sorted(r[0] for r in rows)
+    return description
+
+
+def diff_descriptions(got, expected):
+    """Readable differences between two descriptions; empty when they are equal."""
+    lines = []
+    for section in expected.keys() | got.keys():
+        g, e = set(got.get(section, ())), set(expected.get(section, ()))
+        lines += [f"[{section}] only in the first:  {x}" for x in sorted(g - e)]
+        lines += [f"[{section}] only in the second: {x}" for x in sorted(e - g)]
+    return lines
+
+
+def assert_same_schema(got, expected):
+    differences = diff_descriptions(got, expected)
+    assert not differences, "extension schemas differ:\n" + "\n".join(differences)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# models and what they serve
+
+
+def _train_models(conn):
+    """One model of every kind the SQL engine makes, and a deployment history to roll back (OLS deployed
+    automatically, then ridge by id). Projects are named after their dataset table. Returns the model ids.
+
+    Written against the current API; a release whose train() differs needs its own variant here.
+    """
+    for dataset in ("diabetes", "breast_cancer", "iris"):
+        load_sklearn_dataset(conn, dataset)
+    ids = {}
+    ids["ols"] = conn.execute(
+        "SELECT model_id FROM ml_stack.train('diabetes', 'regression', 'diabetes', 'target')").fetchone()[0]
+    ids["ridge"] = conn.execute("SELECT model_id FROM ml_stack.train('diabetes', algorithm => 'ridge',"
+                                " automatic_deploy => false)").fetchone()[0]
+    conn.execute("SELECT ml_stack.deploy(%s::bigint)", (ids["ridge"],))
+    ids["binary"] = conn.execute("SELECT model_id FROM ml_stack.train('breast_cancer', 'classification',"
+                                 " 'breast_cancer', 'target')").fetchone()[0]
+    ids["multinomial"] = conn.execute(
+        "SELECT model_id FROM ml_stack.train('iris', 'classification', 'iris', 'target')").fetchone()[0]
+    return ids
+
+
+def _serving(conn):
+    """Every row's (features, prediction, probabilities), by project and by model id, for every model.
+
+    Keys ("project", name) and ("model", id). The features come along so a change of row order shows as such.
+    """
+    out = {}
+    for project, task, model_id in conn.execute(
+            "SELECT p.name, p.task, m.id FROM ml_stack.models AS m JOIN ml_stack.projects AS p ON p.id = m.project_id"
+            " ORDER BY m.id").fetchall():
+        f = sql.SQL("ARRAY[{}]::float8[]").format(
+            sql.SQL(", ").join(map(sql.Identifier, feature_columns(project))))
+        for key, arg in ((("project", project), sql.Literal(project)),
+                         (("model", model_id), sql.SQL("{}::bigint").format(sql.Literal(model_id)))):
+            proba = sql.SQL("ml_stack.predict_proba({}, f)").format(arg) if task == "classification" else sql.NULL
+            out[key] = conn.execute(
+                sql.SQL("SELECT f, ml_stack.predict({a}, f), {p} FROM (SELECT {f} AS f FROM {t}) AS r").format(
+                    a=arg, p=proba, f=f, t=sql.Identifier(project))).fetchall()
+    return out
+
+
+def _registry(conn):
+    return {t: [r[0] for r in conn.execute(
+        sql.SQL("SELECT t::text FROM ml_stack.{} AS t ORDER BY t.id").format(sql.Identifier(t)))]
+        for t in ("projects", "snapshots", "models", "deployments")}
+
+
+def _compiled_predictors(conn):
+    """The run-time predictor functions, and whether each is an extension member (it must never be one: members
+    are not dumped, and an upgrade script may not replace an object the extension does not own)."""
+    return conn.execute(r"""
+        SELECT p.oid::regprocedure::text,
+               EXISTS (SELECT FROM pg_depend AS d
+                       WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+        FROM pg_proc AS p
+        WHERE p.pronamespace = 'ml_stack'::regnamespace AND p.proname ~ '^_model_\d+_(predict|proba)$'
+        ORDER BY 1""").fetchall()
+
+
+def _extversion(conn):
+    return conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'ml_stack'").fetchone()[0]
+
+
+def _fresh_install_description(pg_server, new_db):
+    with pg_server.connect(new_db("ml_stack_fresh")) as fresh:
+        fresh.execute("CREATE EXTENSION ml_stack")
+        return describe_extension(fresh)
+
+
+def check_upgrade(pg_server, new_db, from_version):
+    """Install ``from_version``, train, update to the current version: same predictions, fresh-install schema."""
+    dbname = new_db("ml_stack_upgrade")
+    with pg_server.connect(dbname) as old:
+        old.execute(sql.SQL("CREATE EXTENSION ml_stack VERSION {}").format(sql.Literal(from_version)))
+        assert _extversion(old) == from_version
+        ids = _train_models(old)
+        served, registry = _serving(old), _registry(old)
+        next_model_id = old.execute("SELECT max(id) + 1 FROM ml_stack.models").fetchone()[0]
+        old.execute("ALTER EXTENSION ml_stack UPDATE")
+    # A new session, as an application would open after the upgrade: nothing to call first.
+    with pg_server.connect(dbname) as upgraded:
+        assert _extversion(upgraded) == CURRENT
+        after = _serving(upgraded)
+        for key, rows in served.items():
+            assert after[key] == rows, f"{key} serves other values after the upgrade"
+        assert _registry(upgraded) == registry
+        assert_same_schema(describe_extension(upgraded), _fresh_install_description(pg_server, new_db))
+        assert all(not member for _, member in _compiled_predictors(upgraded))
+        # The upgraded registry keeps working: train again, the ids continue, deploy and rollback.
+        new_id = upgraded.execute("SELECT model_id FROM ml_stack.train('diabetes', algorithm => 'ridge',"
+                                  " hyperparams => '{\"alpha\": 0.1}', automatic_deploy => false)").fetchone()[0]
+        assert new_id == next_model_id
+        rollback = upgraded.execute("SELECT model_id FROM ml_stack.deploy('diabetes', 'rollback')").fetchone()[0]
+        assert rollback == ids["ols"]
+        assert _serving(upgraded)[("project", "diabetes")] == after[("model", ids["ols"])]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the repository's versions and scripts
+
+
+def test_extension_directory_holds_versioned_scripts():
+    """Every file is an install or upgrade script these tests recognise (a misnamed one would go untested), and
+    the current version has its install script."""
+    recognised = {f"{EXTNAME}--{v}.sql" for v in released_versions()} | {p.name for p in upgrade_scripts().values()}
+    assert sorted(p.name for p in EXTENSION_DIR.iterdir()) == sorted(recognised)
+    assert CURRENT in released_versions(), f"extension/{EXTNAME}--{CURRENT}.sql is missing"
+
+
+def test_install_script_is_built_from_sources():
+    """The committed install script is what scripts/build_script.sh makes from sql/ (no drift either way)."""
+    res = subprocess.run(["make", "--no-print-directory", "check-built"], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, f"make check-built: the install script differs from sql/:\n{res.stdout}{res.stderr}"
+
+
+def test_upgrade_scripts_form_paths_to_current():
+    """Every released version reaches the current one through upgrade scripts, each going forward between known
+    versions and ending with the serving refresh (compile.sql: upgrade scripts call _refresh_serving())."""
+    scripts = upgrade_scripts()
+    released = released_versions()
+    for (a, b), path in scripts.items():
+        assert a in released and (b in released or b == CURRENT), f"{path.name}: unknown version"
+        assert _version_key(a) < _version_key(b) <= _version_key(CURRENT), f"{path.name} does not go forward"
+        assert re.search(r"ml_stack\._refresh_serving\(\)", path.read_text()), \
+            f"{path.name} does not call ml_stack._refresh_serving()"
+    for version in OLDER:
+        assert upgrade_path(version, CURRENT, scripts), f"no upgrade path from {version} to {CURRENT}"
+
+
+def test_server_has_every_released_version(conn):
+    """`make install` installed every script: the server can install each release and update it to current."""
+    available = {r[0] for r in conn.execute(
+        "SELECT version FROM pg_available_extension_versions WHERE name = 'ml_stack'")}
+    assert set(released_versions()) <= available
+    paths = dict(((s, t), p) for s, t, p in conn.execute(
+        "SELECT source, target, path FROM pg_extension_update_paths('ml_stack')"))
+    for version in OLDER:
+        assert paths.get((version, CURRENT)), f"the server finds no update path from {version} to {CURRENT}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the schema description helper
+
+
+def test_description_fresh_install_equals_fresh_install(pg_server, new_db, conn):
+    first = _fresh_install_description(pg_server, new_db)
+    second = _fresh_install_description(pg_server, new_db)
+    assert_same_schema(first, second)
+    # The per-test database is a clone of the harness's template: the same install.
+    assert_same_schema(describe_extension(conn), first)
+    # Not vacuous: it sees the registry, the API and the dispatch functions.
+    assert {"table ml_stack.models", "function ml_stack.predict(text,double precision[])",
+            "function ml_stack._predict_project(text,double precision[])"} <= set(first["members"])
+    assert any(line.startswith("CREATE TRIGGER compile_inserted") for line in first["triggers"])
+
+
+def test_description_ignores_models_but_not_schema_changes(conn):
+    """Training only changes what is excluded on purpose; every kind of schema change shows in its section."""
+    fresh = describe_extension(conn)
+    _train_models(conn)
+    trained = describe_extension(conn)
+    assert_same_schema(trained, fresh)
+    predictors = _compiled_predictors(conn)
+    assert len(predictors) == 2 * 4 and not any(member for _, member in predictors)
+
+    changes = [
+        ("functions", "CREATE OR REPLACE FUNCTION ml_stack._key_metric(task text) RETURNS text"
+                      " LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp"
+                      " AS $$ SELECT 'r2' $$"),
+        ("functions", "ALTER FUNCTION ml_stack._key_metric(text) SET work_mem = '8MB'"),
+        ("functions", "ALTER FUNCTION ml_stack.predict(text, float8[]) VOLATILE"),
+        ("functions", "COMMENT ON FUNCTION ml_stack.export_model(bigint) IS 'changed'"),
+        ("columns", "ALTER TABLE ml_stack.models ALTER COLUMN status SET DEFAULT 'imported'"),
+        ("columns", "ALTER TABLE ml_stack.models ADD COLUMN extra integer"),
+        ("constraints", "ALTER TABLE ml_stack.projects ADD CONSTRAINT short_name CHECK (length(name) < 100)"),
+        ("indexes", "CREATE INDEX ON ml_stack.models (created_at)"),
+        ("triggers", "ALTER TABLE ml_stack.deployments DISABLE TRIGGER refresh_serving"),
+        ("relations", "COMMENT ON TABLE ml_stack.snapshots IS 'changed'"),
+        ("relations", "GRANT SELECT ON ml_stack.models TO PUBLIC"),
+        ("sequences", "ALTER SEQUENCE ml_stack.models_id_seq INCREMENT 2"),
+        ("schema", "COMMENT ON SCHEMA ml_stack IS 'changed'"),
+        ("views", "DO $$ BEGIN EXECUTE 'CREATE OR REPLACE VIEW ml_stack.deployed_models AS '"
+                  " || rtrim(pg_get_viewdef('ml_stack.deployed_models'::regclass), ';') || ' LIMIT 1000'; END $$"),
+        # Leaving the extension takes a sequence out of the configuration that pg_dump dumps.
+        ("extension", "ALTER EXTENSION ml_stack DROP SEQUENCE ml_stack.snapshots_id_seq"),
+        ("members", "ALTER EXTENSION ml_stack DROP FUNCTION ml_stack._argmax(float8[])"),
+    ]
+    before = trained
+    for section, statement in changes:
+        conn.execute(statement)
+        after = describe_extension(conn)
+        changed = {s for s in after if after[s] != before[s]}
+        assert section in changed, f"not seen in [{section}]: {statement}"
+        before = after
+
+    # The dispatch bodies are the exception: replacing one (as the triggers do) changes nothing described.
+    conn.execute("SELECT ml_stack._refresh_serving()")
+    conn.execute("CREATE OR REPLACE FUNCTION ml_stack._predict_model(model_id bigint, features float8[])"
+                 " RETURNS float8 LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT NULL::float8 $$")
+    assert_same_schema(describe_extension(conn), before)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# updates
+
+
+def test_update_on_current_version_is_a_no_op(conn):
+    _train_models(conn)
+    served, registry, schema = _serving(conn), _registry(conn), describe_extension(conn)
+    notices = []
+    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+    conn.execute("ALTER EXTENSION ml_stack UPDATE")
+    conn.execute(sql.SQL("ALTER EXTENSION ml_stack UPDATE TO {}").format(sql.Literal(CURRENT)))
+    assert notices == [f'version "{CURRENT}" of extension "ml_stack" is already installed'] * 2
+    assert _serving(conn) == served
+    assert _registry(conn) == registry
+    assert_same_schema(describe_extension(conn), schema)
+
+
+@pytest.mark.parametrize("from_version", OLDER_PARAMS)
+def test_update_from_released_version(pg_server, new_db, from_version):
+    check_upgrade(pg_server, new_db, from_version)
+
+
+@pytest.mark.parametrize("from_version", OLDER_PARAMS)
+def test_dump_of_released_version_restores_under_current(pg_server, new_db, tmp_path, from_version):
+    check_dump_restores_under_current(pg_server, new_db, tmp_path, from_version)
+
+
+def check_dump_restores_under_current(pg_server, new_db, tmp_path, from_version):
+    """A dump taken under an older release restores into a server that has the current one: pg_dump writes
+    CREATE EXTENSION without a version, so the registry rows of the old version are COPYed into the new tables."""
+    source = new_db("ml_stack_old")
+    with pg_server.connect(source) as old:
+        old.execute(sql.SQL("CREATE EXTENSION ml_stack VERSION {}").format(sql.Literal(from_version)))
+        _train_models(old)
+        served = _serving(old)
+    dump, target = tmp_path / "old.dump", new_db("ml_stack_new")
+    common = ["-h", pg_server.host, "-p", str(pg_server.port), "-U", pg_server.user]
+    for cmd in ([pg_server.bin("pg_dump"), *common, "-Fc", "-f", str(dump), source],
+                [pg_server.bin("pg_restore"), *common, "--exit-on-error", "--single-transaction", "-d", target,
+                 str(dump)]):
+        res = subprocess.run(cmd, env=pg_server.env(), capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+    with pg_server.connect(target) as restored:
+        assert _extversion(restored) == CURRENT
+        assert _serving(restored) == served
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the mechanism, on a synthetic previous version
+
+
+@pytest.fixture
+def synthetic_version(pg_server):
+    """A previous version named ``<current>-selftest<pid>`` in the server's extension directory.
+
+    Its install script is the installed current one (so a fresh install is what it should update to); the
+    returned function writes its upgrade script with the given body and returns the version name. Both files
+    are removed afterwards; the pid keeps concurrent test runs apart.
+    """
+    with pg_server.connect() as c:
+        sharedir = c.execute("SELECT setting FROM pg_config WHERE name = 'SHAREDIR'").fetchone()[0]
+    target_dir = Path(sharedir) / "extension"
+    if not os.access(target_dir, os.W_OK):
+        pytest.skip(f"{target_dir} is not writable: cannot install a synthetic version")
+    version = f"{CURRENT}-selftest{os.getpid()}"
+    install = target_dir / f"{EXTNAME}--{version}.sql"
+    upgrade = target_dir / f"{EXTNAME}--{version}--{CURRENT}.sql"
+    try:
+        install.write_text((target_dir / f"{EXTNAME}--{CURRENT}.sql").read_text())
+
+        def with_upgrade_script(body):
+            upgrade.write_text(f"-- synthetic upgrade {version} -> {CURRENT} (tests/test_upgrade.py)\n{body}\n")
+            return version
+
+        yield with_upgrade_script
+    finally:
+        install.unlink(missing_ok=True)
+        upgrade.unlink(missing_ok=True)
+
+
+def test_update_mechanism_on_synthetic_version(pg_server, new_db, synthetic_version):
+    """What a release without SQL changes ships: an upgrade script that only refreshes the serving layer."""
+    version = synthetic_version("SELECT ml_stack._refresh_serving();")
+    check_upgrade(pg_server, new_db, version)
+
+
+def test_dump_of_synthetic_version_restores_under_current(pg_server, new_db, tmp_path, synthetic_version):
+    check_dump_restores_under_current(pg_server, new_db, tmp_path, synthetic_version("SELECT 1;"))
+
+
+def test_update_can_recompile_predictors(pg_server, new_db, synthetic_version):
+    """A release that changes how models compile must rebuild every predictor during the update, from the
+    upgrade script, since predictions must be right with no extra call. ml_stack._create_predictor drops and
+    creates each predictor and releases it from the extension, so it stays free-standing and pg_dump keeps it."""
+    version = synthetic_version("SELECT ml_stack._compile_model(id) FROM ml_stack.models ORDER BY id;\n"
+                                "SELECT ml_stack._refresh_serving();")
+    check_upgrade(pg_server, new_db, version)
