@@ -191,12 +191,7 @@ def main(argv=None) -> int:
     if not (args.dir / MARKER).exists():
         print(f"pgserver.py: {args.dir} is not a directory made by 'pgserver.py start'; left alone", file=sys.stderr)
         return 1
-    port = 0
-    pid_file = args.dir / "data" / "postmaster.pid"
-    if pid_file.exists():
-        lines = pid_file.read_text().splitlines()
-        port = int(lines[3]) if len(lines) > 3 and lines[3].isdigit() else 0
-    PgServer(args.dir, port).stop()
+    PgServer(args.dir, port=0).stop()  # the port is not needed to stop it
     return 0
 
 

@@ -1,0 +1,115 @@
+-- ml_stack walkthrough, run by demo/run.sh with
+--   psql -X -q -v ON_ERROR_STOP=1 -f demo/demo.sql
+-- in a fresh database holding the tables diabetes (age, sex, bmi, bp, s1 .. s6, target) and breast_cancer
+-- (30 features, target 0/1), loaded by demo/load_dataset.py. The split seed is drawn per project, so the
+-- metrics differ a little from run to run.
+
+-- train() reports progress with NOTICEs (rows read, fit time, iterations): useful, but not here.
+SET client_min_messages = warning;
+\pset footer off
+
+\echo '== 1. Install'
+\echo 'CREATE EXTENSION ml_stack;'
+CREATE EXTENSION ml_stack;
+SELECT extversion AS ml_stack_version FROM pg_extension WHERE extname = 'ml_stack';
+
+\echo
+\echo '== 2. Train a linear regression on diabetes (ordinary least squares, 25% of the rows held out)'
+\echo 'SELECT * FROM ml_stack.train(''diabetes'', ''regression'', ''diabetes'', ''target'');'
+SELECT project, task, algorithm, engine, model_id, deployed,
+       round((metrics ->> 'r2')::numeric, 4) AS r2
+FROM ml_stack.train('diabetes', 'regression', 'diabetes', 'target');
+
+\echo
+\echo '== 3. Train ridge regressions: same project, so same data, label and test split'
+\echo 'SELECT * FROM ml_stack.train(''diabetes'', algorithm => ''ridge'', hyperparams => ''{"alpha": 0.01}'');'
+SELECT project, algorithm, model_id, deployed, round((metrics ->> 'r2')::numeric, 4) AS r2
+FROM ml_stack.train('diabetes', algorithm => 'ridge', hyperparams => '{"alpha": 0.01}');
+\echo '-- and alpha 0.1, 0.5'
+SELECT project, algorithm, model_id, deployed, round((metrics ->> 'r2')::numeric, 4) AS r2
+FROM ml_stack.train('diabetes', algorithm => 'ridge', hyperparams => '{"alpha": 0.1}');
+SELECT project, algorithm, model_id, deployed, round((metrics ->> 'r2')::numeric, 4) AS r2
+FROM ml_stack.train('diabetes', algorithm => 'ridge', hyperparams => '{"alpha": 0.5}');
+\echo '(a new model is deployed automatically only when it beats the deployed one on r2)'
+
+\echo
+\echo '== 4. Compare the models (metrics on the test split)'
+SELECT m.id, m.algorithm, m.hyperparams,
+       round((m.metrics ->> 'r2')::numeric, 4) AS r2,
+       round((m.metrics ->> 'mean_absolute_error')::numeric, 2) AS mean_absolute_error
+FROM ml_stack.models AS m JOIN ml_stack.projects AS p ON p.id = m.project_id
+WHERE p.name = 'diabetes'
+ORDER BY m.id;
+
+\echo
+\echo '== 5. What is deployed'
+\echo 'SELECT * FROM ml_stack.deployed_models;   -- (some columns)'
+SELECT project_name, model_id, algorithm, strategy, round((metrics ->> 'r2')::numeric, 4) AS r2
+FROM ml_stack.deployed_models;
+
+\echo
+\echo '== 6. Predict: the deployed model of the project, and one model by id'
+SELECT min(id) AS first_model FROM ml_stack.models \gset
+\echo 'SELECT target, ml_stack.predict(''diabetes'', ARRAY[age, sex, bmi, bp, s1, s2, s3, s4, s5, s6]) FROM diabetes LIMIT 5;'
+SELECT target AS truth,
+       round(ml_stack.predict('diabetes', ARRAY[age, sex, bmi, bp, s1, s2, s3, s4, s5, s6])::numeric, 1)
+           AS "deployed model",
+       round(ml_stack.predict(:first_model, ARRAY[age, sex, bmi, bp, s1, s2, s3, s4, s5, s6])::numeric, 1)
+           AS "model 1 (by id)"
+FROM diabetes
+LIMIT 5;
+
+\echo
+\echo '== 7. Deploy the most recent model (whatever its score), then roll back to the one before'
+\echo 'SELECT * FROM ml_stack.deploy(''diabetes'', ''most_recent'');'
+SELECT * FROM ml_stack.deploy('diabetes', 'most_recent');
+\echo 'SELECT * FROM ml_stack.deploy(''diabetes'', ''rollback'');'
+SELECT * FROM ml_stack.deploy('diabetes', 'rollback');
+\echo '-- the deployment history (ml_stack.deployments)'
+SELECT d.id, d.model_id, d.strategy
+FROM ml_stack.deployments AS d JOIN ml_stack.projects AS p ON p.id = d.project_id
+WHERE p.name = 'diabetes'
+ORDER BY d.id;
+
+\echo
+\echo '== 8. Export the deployed model as JSON, import it under another project'
+SELECT model_id AS deployed_model FROM ml_stack.deployed_models WHERE project_name = 'diabetes' \gset
+SELECT e ->> 'project' AS project, e ->> 'algorithm' AS algorithm, e ->> 'task' AS task,
+       (SELECT string_agg(f ->> 'name', ',') FROM jsonb_array_elements(e -> 'features') AS f) AS features,
+       pg_column_size(e) AS bytes
+FROM ml_stack.export_model(:deployed_model) AS e;
+\echo 'SELECT ml_stack.import_model(''diabetes_copy'', ml_stack.export_model(:deployed_model));'
+SELECT ml_stack.import_model('diabetes_copy', ml_stack.export_model(:deployed_model)) AS imported_model_id;
+SELECT count(*) AS rows,
+       max(abs(ml_stack.predict('diabetes_copy', ARRAY[age, sex, bmi, bp, s1, s2, s3, s4, s5, s6])
+               - ml_stack.predict('diabetes', ARRAY[age, sex, bmi, bp, s1, s2, s3, s4, s5, s6])))
+           AS max_difference
+FROM diabetes;
+
+\echo
+\echo '== 9. Classification: breast cancer (logistic regression, stratified split)'
+\echo 'SELECT * FROM ml_stack.train(''breast_cancer'', ''classification'', ''breast_cancer'', ''target'', test_sampling => ''stratified'');'
+SELECT project, algorithm, model_id, deployed,
+       round((metrics ->> 'accuracy')::numeric, 4) AS accuracy,
+       round((metrics ->> 'f1')::numeric, 4) AS f1,
+       round((metrics ->> 'roc_auc')::numeric, 4) AS roc_auc,
+       round((metrics ->> 'log_loss')::numeric, 4) AS log_loss
+FROM ml_stack.train('breast_cancer', 'classification', 'breast_cancer', 'target', test_sampling => 'stratified');
+-- the 30 feature columns in table order, as psql variable :features
+SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) AS features
+FROM pg_attribute
+WHERE attrelid = 'breast_cancer'::regclass AND attnum > 0 AND NOT attisdropped AND attname <> 'target' \gset
+\echo 'SELECT target, ml_stack.predict(''breast_cancer'', ARRAY[mean_radius, ...]), ml_stack.predict_proba(''breast_cancer'', ARRAY[...]) FROM breast_cancer LIMIT 6 OFFSET 17;'
+SELECT target AS truth,
+       ml_stack.predict('breast_cancer', ARRAY[:features]) AS predicted_class,
+       (SELECT array_agg(round(p::numeric, 4))
+        FROM unnest(ml_stack.predict_proba('breast_cancer', ARRAY[:features])) AS p) AS "probabilities (class 0, 1)"
+FROM breast_cancer
+LIMIT 6 OFFSET 17;
+
+\echo
+\echo '== 10. Every project now'
+SELECT project_name, task, model_id, algorithm, strategy,
+       round(coalesce(metrics ->> 'r2', metrics ->> 'f1')::numeric, 4) AS key_metric
+FROM ml_stack.deployed_models
+ORDER BY project_name;

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The ml_stack walkthrough on scikit-learn's diabetes and breast cancer datasets (`make demo`).
+#
+# Needs what `make setup` and `make install` give: PostgreSQL 15, ml_stack installed into it, and .venv.
+# Starts a throwaway server in a temporary directory (Unix socket only; as the `postgres` OS user when run
+# as root), loads the datasets, runs demo/demo.sql with psql, and always stops the server and removes the
+# directory, on failure too. Exits non-zero when any step fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=.venv/bin/python
+DBNAME=ml_stack_demo
+
+die() { echo "demo: $*" >&2; exit 1; }
+
+[ -x "$PY" ] || die ".venv is missing: run 'make setup' first (or 'make demo', which does it all)"
+sharedir=$(pg_config --sharedir) || die "pg_config not found: run 'make setup' first"
+psql="$(pg_config --bindir)/psql"
+[ -f "$sharedir/extension/ml_stack.control" ] || die "ml_stack is not installed: run 'make install' first"
+
+# Nothing from the caller's environment may point libpq elsewhere.
+while read -r var; do unset "$var"; done < <(compgen -e | grep '^PG' || true)
+
+# The server's directory is made here, before anything can fail, so that the trap always knows what to remove.
+ML_STACK_PGDIR=$(mktemp -d "${TMPDIR:-/tmp}/ml_stack_demo_XXXXXX")
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM HUP
+    if [ -e "$ML_STACK_PGDIR/data/postmaster.pid" ]; then
+        "$PY" scripts/pgserver.py stop "$ML_STACK_PGDIR" || rc=1
+    fi
+    rm -rf "$ML_STACK_PGDIR"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+
+echo "demo: starting a throwaway PostgreSQL server in $ML_STACK_PGDIR"
+exports=$("$PY" scripts/pgserver.py start --dir "$ML_STACK_PGDIR")
+eval "$exports"
+export PGDATABASE=$DBNAME
+
+"$psql" -X -q -v ON_ERROR_STOP=1 -d postgres -c "CREATE DATABASE $DBNAME"
+"$PY" demo/load_dataset.py diabetes breast_cancer | sed 's/^/demo: /'
+echo
+"$psql" -X -q -v ON_ERROR_STOP=1 -f demo/demo.sql
+echo
+echo "demo: done"
