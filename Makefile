@@ -23,7 +23,7 @@ VENV_PY     := $(PYTHON_VENV)/bin/python
 all: $(CURRENT_SCRIPT)
 
 $(CURRENT_SCRIPT): $(MANIFEST) $(SOURCES) control/$(EXTNAME).control
-	scripts/build_script.sh $(EXTVERSION) $(MANIFEST) > $@.tmp
+	sh scripts/build_script.sh $(EXTVERSION) $(MANIFEST) > $@.tmp
 	mv $@.tmp $@
 
 # On a fresh machine PGXS arrives with `make setup` (postgresql-server-dev-15);
@@ -57,7 +57,7 @@ bench: setup all
 
 # The committed install script must be what the sources build (no drift).
 check-built:
-	scripts/build_script.sh $(EXTVERSION) $(MANIFEST) | cmp - $(CURRENT_SCRIPT)
+	sh scripts/build_script.sh $(EXTVERSION) $(MANIFEST) | cmp - $(CURRENT_SCRIPT)
 
 # Upgrade path: every released version updates to the current one (tests/test_upgrade.py).
 updatecheck: setup all
