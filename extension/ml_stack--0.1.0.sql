@@ -1509,11 +1509,12 @@ BEGIN
             LIMIT 1;
         WHEN 'rollback' THEN
             -- replay the history as a stack: a rollback pops, any other deployment pushes
+            -- (a redeploy of the model already serving changes nothing to roll back to)
             FOR dep IN SELECT d.model_id, d.strategy FROM ml_stack.deployments AS d
                        WHERE d.project_id = proj.id ORDER BY d.id LOOP
                 IF dep.strategy = 'rollback' THEN
                     stack := stack[1 : cardinality(stack) - 1];
-                ELSE
+                ELSIF stack[cardinality(stack)] IS DISTINCT FROM dep.model_id THEN
                     stack := stack || dep.model_id;
                 END IF;
             END LOOP;
@@ -1736,7 +1737,7 @@ BEGIN
     new_score := (metrics ->> key)::float8;
     SELECT (d.metrics ->> key)::float8 INTO current_score
     FROM ml_stack.deployed_models AS d WHERE d.project_id = proj.id;
-    was_deployed := automatic_deploy AND (NOT FOUND OR new_score > current_score
+    was_deployed := coalesce(automatic_deploy, true) AND (NOT FOUND OR new_score > current_score
                                           OR (current_score IS NULL AND new_score IS NOT NULL));
     IF was_deployed THEN
         INSERT INTO ml_stack.deployments (project_id, model_id, strategy) VALUES (proj.id, trained_model_id, 'automatic');

@@ -285,6 +285,16 @@ def test_rollback_of_automatic_deploys(db):
     assert deploy(db, "p", "rollback")["model_id"] == first["model_id"]
 
 
+def test_rollback_skips_redeploys_of_the_serving_model(db, three_models):
+    # deploying the model that already serves (e.g. most_recent right after it was deployed) is recorded, but
+    # rollback still returns to the model that served before it, never to itself
+    a, b = three_models["linear"], three_models["ridge_good"]
+    deploy(db, a)
+    deploy(db, b)
+    deploy(db, b)
+    assert deploy(db, "p", "rollback")["model_id"] == a
+
+
 def test_deployments_are_append_only_history(db, three_models):
     a, b, c = three_models["linear"], three_models["ridge_good"], three_models["ridge_bad"]
     expected = []

@@ -62,11 +62,12 @@ BEGIN
             LIMIT 1;
         WHEN 'rollback' THEN
             -- replay the history as a stack: a rollback pops, any other deployment pushes
+            -- (a redeploy of the model already serving changes nothing to roll back to)
             FOR dep IN SELECT d.model_id, d.strategy FROM ml_stack.deployments AS d
                        WHERE d.project_id = proj.id ORDER BY d.id LOOP
                 IF dep.strategy = 'rollback' THEN
                     stack := stack[1 : cardinality(stack) - 1];
-                ELSE
+                ELSIF stack[cardinality(stack)] IS DISTINCT FROM dep.model_id THEN
                     stack := stack || dep.model_id;
                 END IF;
             END LOOP;

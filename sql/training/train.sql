@@ -169,7 +169,7 @@ BEGIN
     new_score := (metrics ->> key)::float8;
     SELECT (d.metrics ->> key)::float8 INTO current_score
     FROM ml_stack.deployed_models AS d WHERE d.project_id = proj.id;
-    was_deployed := automatic_deploy AND (NOT FOUND OR new_score > current_score
+    was_deployed := coalesce(automatic_deploy, true) AND (NOT FOUND OR new_score > current_score
                                           OR (current_score IS NULL AND new_score IS NOT NULL));
     IF was_deployed THEN
         INSERT INTO ml_stack.deployments (project_id, model_id, strategy) VALUES (proj.id, trained_model_id, 'automatic');
