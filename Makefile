@@ -54,6 +54,7 @@ demo: setup all
 bench: setup all
 	$(MAKE) install
 	$(VENV_PY) bench/predict_linear.py
+	$(VENV_PY) bench/train_linear.py
 
 # The committed install script must be what the sources build (no drift).
 check-built:

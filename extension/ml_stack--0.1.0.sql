@@ -1285,7 +1285,9 @@ AS $$
 DECLARE
     fn regprocedure;
 BEGIN
-    EXECUTE format('DROP FUNCTION IF EXISTS ml_stack.%I(float8[])', name);
+    IF to_regprocedure(format('ml_stack.%I(float8[])', name)) IS NOT NULL THEN
+        EXECUTE format('DROP FUNCTION ml_stack.%I(float8[])', name);
+    END IF;
     EXECUTE format('CREATE FUNCTION ml_stack.%I(features float8[]) RETURNS %s '
                    'LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
                    name, result_type::regtype, body);

@@ -18,6 +18,7 @@ import pytest
 from psycopg import sql
 
 from datasets import load_sklearn_dataset
+from helpers import private_database, registry_rows, train_query
 
 # SQLSTATE classes (the first two characters of the code).
 DATA = "22"          # data exception: invalid_parameter_value, null_value_not_allowed
@@ -26,15 +27,9 @@ UNSUPPORTED = "0A"   # feature_not_supported
 PREREQ = "55"        # object_not_in_prerequisite_state
 NO_DATA = "P0"       # no_data_found
 
-REGISTRY = ("projects", "snapshots", "models", "deployments")
 DIABETES_FEATURES = 10
 IRIS_FEATURES = 4
 CANARY_ROWS = 3
-
-
-def registry_state(conn):
-    """Every row of the registry, in id order."""
-    return {t: conn.execute(f"SELECT * FROM ml_stack.{t} ORDER BY id").fetchall() for t in REGISTRY}
 
 
 def catalog_state(conn):
@@ -54,7 +49,7 @@ def assert_canary_alive(conn):
 def assert_rejected(conn, query, sqlstate_class, message, hint=None):
     """Run ``query``, expect an error of ``sqlstate_class`` whose message matches ``message`` (regex, case-
     insensitive) and that has a HINT (matching ``hint`` if given); nothing in the registry or catalog changes."""
-    registry, catalog = registry_state(conn), catalog_state(conn)
+    registry, catalog = registry_rows(conn), catalog_state(conn)
     with pytest.raises(psycopg.Error) as info:
         conn.execute(query)
     diag = info.value.diag
@@ -63,7 +58,7 @@ def assert_rejected(conn, query, sqlstate_class, message, hint=None):
     assert diag.message_hint, f"no HINT for: {diag.message_primary}"
     if hint:
         assert re.search(hint, diag.message_hint, re.I), diag.message_hint
-    assert registry_state(conn) == registry, "a rejected call changed the registry"
+    assert registry_rows(conn) == registry, "a rejected call changed the registry"
     assert catalog_state(conn) == catalog, "a rejected call changed the catalog"
     assert_canary_alive(conn)
     return info.value
@@ -100,19 +95,9 @@ def _prepare(conn):
 def shared_db(pg_server):
     """One database for the whole module: a rejected call changes nothing (each case checks it), so the cases
     can share it, and a fresh database per case would cost more than all the cases together."""
-    name = "ml_stack_bad_input"
-    with pg_server.connect() as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    conn = pg_server.connect(name)
-    try:
-        conn.execute("CREATE EXTENSION ml_stack")
+    with private_database(pg_server, "ml_stack_bad_input") as conn:
         _prepare(conn)
         yield conn
-    finally:
-        conn.close()
-        with pg_server.connect() as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
@@ -122,110 +107,95 @@ def db(shared_db):
     assert shared_db.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
-# Casts of train()'s named arguments: positional ones and the rest are text.
-_CASTS = {"hyperparams": "jsonb", "preprocess": "jsonb", "test_size": "real", "automatic_deploy": "boolean"}
-
-
-def train(*args, **kwargs):
-    """``SELECT * FROM ml_stack.train(...)`` with every value as a quoted literal: hostile strings below must
-    reach ml_stack as data, whatever quotes they hold (queries without parameters run as simple queries)."""
-    parts = [sql.Literal(a) for a in args]
-    for name, value in kwargs.items():
-        if isinstance(value, (dict, list)):
-            value = json.dumps(value)
-        cast = sql.SQL("::" + _CASTS[name]) if name in _CASTS else sql.SQL("")
-        parts.append(sql.SQL("{} => {}{}").format(sql.Identifier(name), sql.Literal(value), cast))
-    return sql.SQL("SELECT * FROM ml_stack.train({})").format(sql.SQL(", ").join(parts))
-
-
 # (id, call, SQLSTATE class, message regex, hint regex or None)
 TRAIN_CASES = [
-    ("missing relation", train("p", "regression", "no_such_table", "target"),
+    ("missing relation", train_query("p", "regression", "no_such_table", "target"),
      UNDEFINED, r'relation "no_such_table" does not exist', None),
-    ("missing schema", train("p", "regression", "no_schema.diabetes", "target"),
+    ("missing schema", train_query("p", "regression", "no_schema.diabetes", "target"),
      UNDEFINED, r'"no_schema.diabetes" does not exist', None),
-    ("missing label column", train("p", "regression", "diabetes", "no_such_column"),
+    ("missing label column", train_query("p", "regression", "diabetes", "no_such_column"),
      UNDEFINED, r'column "no_such_column" does not exist', r"\bage\b.*\bbmi\b"),
-    ("unknown algorithm", train("p", "regression", "diabetes", "target", algorithm="lineer"),
+    ("unknown algorithm", train_query("p", "regression", "diabetes", "target", algorithm="lineer"),
      DATA, r'unknown algorithm "lineer"', r"\blinear\b"),
-    ("unknown task", train("p", "clustering", "diabetes", "target"),
+    ("unknown task", train_query("p", "clustering", "diabetes", "target"),
      DATA, r'unknown task "clustering"', r"regression.*classification"),
-    ("unknown engine", train("p", "regression", "diabetes", "target", engine="gpu"),
+    ("unknown engine", train_query("p", "regression", "diabetes", "target", engine="gpu"),
      DATA, r'unknown engine "gpu"', r"\bsql\b"),
     ("ridge classification on the sql engine",
-     train("p", "classification", "iris", "target", algorithm="ridge", engine="sql"),
+     train_query("p", "classification", "iris", "target", algorithm="ridge", engine="sql"),
      UNSUPPORTED, r"sql engine has no ridge .*classification", r"\blinear\b"),
     # Without the engine named, an algorithm the sql engine lacks must point at the extension that has it.
-    ("ridge classification, engine chosen", train("p", "classification", "iris", "target", algorithm="ridge"),
+    ("ridge classification, engine chosen", train_query("p", "classification", "iris", "target", algorithm="ridge"),
      UNSUPPORTED, r"python engine", r"ml_stack_python"),
-    ("xgboost needs the python engine", train("p", "regression", "diabetes", "target", algorithm="xgboost"),
+    ("xgboost needs the python engine", train_query("p", "regression", "diabetes", "target", algorithm="xgboost"),
      UNSUPPORTED, r"xgboost.*python engine", r"ml_stack_python"),
-    ("empty relation", train("p", "regression", "empty_rel", "target"),
+    ("empty relation", train_query("p", "regression", "empty_rel", "target"),
      NO_DATA, r"no rows", None),
-    ("all labels NULL", train("p", "regression", "null_labels", "target"),
+    ("all labels NULL", train_query("p", "regression", "null_labels", "target"),
      NO_DATA, r"no rows with a label", r"NULL"),
-    ("one class", train("p", "classification", "one_class", "target"),
+    ("one class", train_query("p", "classification", "one_class", "target"),
      DATA, r"single class", None),
-    ("test_size above the row count", train("p", "regression", "diabetes", "target", test_size=500),
+    ("test_size above the row count", train_query("p", "regression", "diabetes", "target", test_size=500),
      DATA, r"test_size 500 leaves no training rows", None),
-    ("test_size equal to the row count", train("p", "regression", "diabetes", "target", test_size=442),
+    ("test_size equal to the row count", train_query("p", "regression", "diabetes", "target", test_size=442),
      DATA, r"leaves no training rows", None),
-    ("test_size 0", train("p", "regression", "diabetes", "target", test_size=0),
+    ("test_size 0", train_query("p", "regression", "diabetes", "target", test_size=0),
      DATA, r"test_size", None),
-    ("test_size negative", train("p", "regression", "diabetes", "target", test_size=-0.25),
+    ("test_size negative", train_query("p", "regression", "diabetes", "target", test_size=-0.25),
      DATA, r"test_size", None),
-    ("test_size NaN", train("p", "regression", "diabetes", "target", test_size=float("nan")),
+    ("test_size NaN", train_query("p", "regression", "diabetes", "target", test_size=float("nan")),
      DATA, r"test_size", None),
-    ("test_size fractional count", train("p", "regression", "diabetes", "target", test_size=10.5),
+    ("test_size fractional count", train_query("p", "regression", "diabetes", "target", test_size=10.5),
      DATA, r"test_size 10.5 is neither a fraction .* nor a whole row count", None),
-    ("unknown test_sampling", train("p", "regression", "diabetes", "target", test_sampling="sequential"),
+    ("unknown test_sampling", train_query("p", "regression", "diabetes", "target", test_sampling="sequential"),
      DATA, r'unknown test_sampling "sequential"', r"random"),
-    ("stratified regression", train("p", "regression", "diabetes", "target", test_sampling="stratified"),
+    ("stratified regression", train_query("p", "regression", "diabetes", "target", test_sampling="stratified"),
      DATA, r"stratified.*classification", None),
     # The message must say which column and how many NULLs, so the user knows what to impute.
-    ("NULL features, no impute rule", train("p", "regression", "with_nulls", "target"),
+    ("NULL features, no impute rule", train_query("p", "regression", "with_nulls", "target"),
      DATA, r"bmi \(7 NULLs\)", r'"bmi": \{"impute"'),
     ("unknown impute rule",
-     train("p", "regression", "with_nulls", "target", preprocess={"bmi": {"impute": "mode"}}),
+     train_query("p", "regression", "with_nulls", "target", preprocess={"bmi": {"impute": "mode"}}),
      DATA, r'unknown impute rule "mode" for column "bmi"', r"mean"),
-    ("unknown scale rule", train("p", "regression", "diabetes", "target", preprocess={"bmi": {"scale": "log"}}),
+    ("unknown scale rule", train_query("p", "regression", "diabetes", "target", preprocess={"bmi": {"scale": "log"}}),
      DATA, r'unknown scale rule "log" for column "bmi"', r"standard"),
-    ("unknown preprocess rule", train("p", "regression", "diabetes", "target", preprocess={"bmi": {"clip": 3}}),
+    ("unknown preprocess rule", train_query("p", "regression", "diabetes", "target", preprocess={"bmi": {"clip": 3}}),
      DATA, r'unknown preprocess rule "clip"', r"impute"),
     ("preprocess names a missing column",
-     train("p", "regression", "diabetes", "target", preprocess={"weight": {"impute": "mean"}}),
+     train_query("p", "regression", "diabetes", "target", preprocess={"weight": {"impute": "mean"}}),
      UNDEFINED, r'"weight".*not a feature', r"\bbmi\b"),
     ("preprocess names the label",
-     train("p", "regression", "diabetes", "target", preprocess={"target": {"scale": "standard"}}),
+     train_query("p", "regression", "diabetes", "target", preprocess={"target": {"scale": "standard"}}),
      UNDEFINED, r'"target".*not a feature', None),
     ("hyperparameter not a number",
-     train("p", "regression", "diabetes", "target", algorithm="ridge", hyperparams={"alpha": "abc"}),
+     train_query("p", "regression", "diabetes", "target", algorithm="ridge", hyperparams={"alpha": "abc"}),
      DATA, r'"alpha" must be a number', r"alpha"),
-    ("negative alpha", train("p", "regression", "diabetes", "target", algorithm="ridge", hyperparams={"alpha": -1}),
+    ("negative alpha",
+     train_query("p", "regression", "diabetes", "target", algorithm="ridge", hyperparams={"alpha": -1}),
      DATA, r'"alpha" must be >= 0', None),
-    ("C = 0", train("p", "classification", "iris", "target", hyperparams={"C": 0}),
+    ("C = 0", train_query("p", "classification", "iris", "target", hyperparams={"C": 0}),
      DATA, r'"C" must be > 0', None),
-    ("C < 0", train("p", "classification", "iris", "target", hyperparams={"C": -2.5}),
+    ("C < 0", train_query("p", "classification", "iris", "target", hyperparams={"C": -2.5}),
      DATA, r'"C" must be > 0', None),
     ("unknown hyperparameter",
-     train("p", "regression", "diabetes", "target", algorithm="ridge", hyperparams={"alpah": 1}),
+     train_query("p", "regression", "diabetes", "target", algorithm="ridge", hyperparams={"alpah": 1}),
      DATA, r'unknown hyperparameter "alpah"', r"\balpha\b"),
     ("unknown hyperparameter of logistic",
-     train("p", "classification", "iris", "target", hyperparams={"penalty": "l1"}),
+     train_query("p", "classification", "iris", "target", hyperparams={"penalty": "l1"}),
      DATA, r'unknown hyperparameter "penalty"', r"\bC\b.*max_iter"),
-    ("hyperparams not an object", train("p", "regression", "diabetes", "target", hyperparams=[1, 2]),
+    ("hyperparams not an object", train_query("p", "regression", "diabetes", "target", hyperparams=[1, 2]),
      DATA, r"hyperparams must be a JSON object", None),
-    ("text feature column", train("p", "regression", "text_feature", "target"),
+    ("text feature column", train_query("p", "regression", "text_feature", "target"),
      UNDEFINED, r'feature column "note" has type text', None),
-    ("text label", train("p", "regression", "text_label", "target"),
+    ("text label", train_query("p", "regression", "text_label", "target"),
      UNDEFINED, r'label column "target" has type text', None),
-    ("changing the task of a project", train("diab", "classification"),
+    ("changing the task of a project", train_query("diab", "classification"),
      DATA, r'"diab" is a regression project', r"new project name"),
-    ("retraining a project that does not exist", train("ghost"),
+    ("retraining a project that does not exist", train_query("ghost"),
      DATA, r'"ghost" does not exist', r"ml_stack\.train\('ghost'"),
-    ("empty project name", train("", "regression", "diabetes", "target"),
+    ("empty project name", train_query("", "regression", "diabetes", "target"),
      DATA, r"project_name is required", None),
-    ("search on the sql engine", train("p", "regression", "diabetes", "target", search="grid"),
+    ("search on the sql engine", train_query("p", "regression", "diabetes", "target", search="grid"),
      UNSUPPORTED, r"search needs the python engine", r"ml_stack_python"),
 ]
 
@@ -239,7 +209,7 @@ def test_train_rejects(db, query, sqlstate_class, message, hint):
 def test_retrain_error_keeps_the_project_as_it_was(db):
     # A retrain that fails after the project row was found (here: on the new relation) must not move the
     # project to that relation, nor leave a snapshot or model behind.
-    assert_rejected(db, train("diab", relation_name="with_nulls"), DATA, r"bmi \(7 NULLs\)")
+    assert_rejected(db, train_query("diab", relation_name="with_nulls"), DATA, r"bmi \(7 NULLs\)")
 
 
 DEPLOY_CASES = [
@@ -349,40 +319,40 @@ def test_null_feature_array_predicts_null(db):
 INJECTION = "); DROP TABLE public.canary; --"
 
 HOSTILE_CASES = [
-    ("relation with semicolon", train("p", "regression", "diabetes; DROP TABLE public.canary; --", "target"),
+    ("relation with semicolon", train_query("p", "regression", "diabetes; DROP TABLE public.canary; --", "target"),
      UNDEFINED, r"does not exist"),
-    ("relation with paren", train("p", "regression", "diabetes" + INJECTION, "target"),
+    ("relation with paren", train_query("p", "regression", "diabetes" + INJECTION, "target"),
      UNDEFINED, r"does not exist"),
-    ("relation with a closing quote", train("p", "regression", 'diabetes"' + INJECTION, "target"),
+    ("relation with a closing quote", train_query("p", "regression", 'diabetes"' + INJECTION, "target"),
      UNDEFINED, r"does not exist"),
-    ("relation with an unbalanced quote", train("p", "regression", '"diabetes', "target"),
+    ("relation with an unbalanced quote", train_query("p", "regression", '"diabetes', "target"),
      UNDEFINED, r"does not exist"),
-    ("relation with a single quote", train("p", "regression", "diabetes' OR '1'='1", "target"),
+    ("relation with a single quote", train_query("p", "regression", "diabetes' OR '1'='1", "target"),
      UNDEFINED, r"does not exist"),
-    ("relation as a subquery", train("p", "regression", "(SELECT * FROM diabetes) AS s", "target"),
+    ("relation as a subquery", train_query("p", "regression", "(SELECT * FROM diabetes) AS s", "target"),
      UNDEFINED, r"does not exist"),
-    ("label with semicolon", train("p", "regression", "diabetes", "target; DROP TABLE public.canary; --"),
+    ("label with semicolon", train_query("p", "regression", "diabetes", "target; DROP TABLE public.canary; --"),
      UNDEFINED, r"does not exist"),
-    ("label with a closing quote", train("p", "regression", "diabetes", 'target"' + INJECTION),
+    ("label with a closing quote", train_query("p", "regression", "diabetes", 'target"' + INJECTION),
      UNDEFINED, r"does not exist"),
-    ("label as an expression", train("p", "regression", "diabetes", "target * 2"),
+    ("label as an expression", train_query("p", "regression", "diabetes", "target * 2"),
      UNDEFINED, r"does not exist"),
-    ("preprocess key", train("p", "regression", "diabetes", "target",
-                             preprocess={'bmi"' + INJECTION: {"impute": "mean"}}),
+    ("preprocess key", train_query("p", "regression", "diabetes", "target",
+                                   preprocess={'bmi"' + INJECTION: {"impute": "mean"}}),
      UNDEFINED, r"not a feature"),
-    ("impute rule", train("p", "regression", "with_nulls", "target",
-                          preprocess={"bmi": {"impute": "mean'" + INJECTION}}),
+    ("impute rule", train_query("p", "regression", "with_nulls", "target",
+                                preprocess={"bmi": {"impute": "mean'" + INJECTION}}),
      DATA, r"unknown impute rule"),
-    ("scale rule", train("p", "regression", "diabetes", "target",
-                         preprocess={"bmi": {"scale": "standard'" + INJECTION}}),
+    ("scale rule", train_query("p", "regression", "diabetes", "target",
+                               preprocess={"bmi": {"scale": "standard'" + INJECTION}}),
      DATA, r"unknown scale rule"),
-    ("hyperparameter value", train("p", "regression", "diabetes", "target", algorithm="ridge",
-                                   hyperparams={"alpha": "1" + INJECTION}),
+    ("hyperparameter value", train_query("p", "regression", "diabetes", "target", algorithm="ridge",
+                                         hyperparams={"alpha": "1" + INJECTION}),
      DATA, r"must be a number"),
-    ("hyperparameter name", train("p", "regression", "diabetes", "target", algorithm="ridge",
-                                  hyperparams={"alpha" + INJECTION: 1}),
+    ("hyperparameter name", train_query("p", "regression", "diabetes", "target", algorithm="ridge",
+                                        hyperparams={"alpha" + INJECTION: 1}),
      DATA, r"unknown hyperparameter"),
-    ("test_sampling", train("p", "regression", "diabetes", "target", test_sampling="last'" + INJECTION),
+    ("test_sampling", train_query("p", "regression", "diabetes", "target", test_sampling="last'" + INJECTION),
      DATA, r"unknown test_sampling"),
 ]
 

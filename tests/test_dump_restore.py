@@ -16,87 +16,11 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
-from datasets import feature_columns, load_sklearn_dataset
-
-REGISTRY_TABLES = ("projects", "snapshots", "models", "deployments")
-
-# project -> (dataset, task). The dataset table carries the project's name, so a restored database has the same
-# relation to train on again.
-PROJECTS = {
-    "diabetes": ("diabetes", "regression"),
-    "breast_cancer": ("breast_cancer", "classification"),
-    "iris": ("iris", "classification"),
-}
+from helpers import REGISTRY_TABLES, registry_state, serving_state, train_every_kind
 
 
 # --------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _train_source(conn):
-    """Models of every kind the SQL engine has, and a deployment history a rollback can walk back.
-
-    diabetes: OLS (deployed automatically), then ridge not deployed automatically but by id, so the
-    project serves ridge and rolling back must give OLS again.
-    """
-    for dataset, _ in PROJECTS.values():
-        load_sklearn_dataset(conn, dataset)
-    ids = {}
-    ids["ols"] = conn.execute(
-        "SELECT model_id FROM ml_stack.train('diabetes', 'regression', 'diabetes', 'target')").fetchone()[0]
-    ids["ridge"] = conn.execute(
-        "SELECT model_id FROM ml_stack.train('diabetes', algorithm => 'ridge', hyperparams => '{\"alpha\": 0.5}',"
-        " automatic_deploy => false)").fetchone()[0]
-    conn.execute("SELECT * FROM ml_stack.deploy(%s::bigint)", (ids["ridge"],))
-    ids["binary"] = conn.execute(
-        "SELECT model_id FROM ml_stack.train('breast_cancer', 'classification', 'breast_cancer', 'target')"
-    ).fetchone()[0]
-    ids["multinomial"] = conn.execute(
-        "SELECT model_id FROM ml_stack.train('iris', 'classification', 'iris', 'target')").fetchone()[0]
-    return ids
-
-
-def _features(dataset):
-    """``ARRAY[col, ...]`` over a dataset table's feature columns, in training order."""
-    return sql.SQL("ARRAY[{}]::float8[]").format(sql.SQL(", ").join(map(sql.Identifier, feature_columns(dataset))))
-
-
-def _serving(conn):
-    """Every prediction and probability the database serves, for every row of every project's data.
-
-    Keys: ("project", name) and ("model", id); values: a list of (features, prediction, probabilities) in the
-    table's order. The features are part of each row so that a change of row order shows up as a difference
-    instead of comparing two different rows' predictions.
-    """
-    out = {}
-    models = conn.execute(
-        "SELECT p.name, m.id FROM ml_stack.models AS m JOIN ml_stack.projects AS p ON p.id = m.project_id"
-        " ORDER BY m.id").fetchall()
-    for project, (dataset, task) in PROJECTS.items():
-        proba = task == "classification"
-        targets = [("project", project)] + [("model", mid) for name, mid in models if name == project]
-        for kind, key in targets:
-            arg = sql.Literal(key) if kind == "project" else sql.SQL("{}::bigint").format(sql.Literal(key))
-            query = sql.SQL(
-                "SELECT f, ml_stack.predict({arg}, f), {proba} FROM (SELECT {f} AS f FROM {t}) AS r").format(
-                arg=arg, f=_features(dataset), t=sql.Identifier(dataset),
-                proba=sql.SQL("ml_stack.predict_proba({}, f)").format(arg) if proba else sql.NULL)
-            out[(kind, key)] = conn.execute(query).fetchall()
-    return out
-
-
-def _registry(conn):
-    """Registry rows as text (exact: float8 prints shortest-exact), the deployed_models view, the sequences."""
-    state = {}
-    for table in REGISTRY_TABLES:
-        state[table] = [r[0] for r in conn.execute(
-            sql.SQL("SELECT t::text FROM ml_stack.{} AS t ORDER BY t.id").format(sql.Identifier(table)))]
-        state[f"{table}_id_seq"] = conn.execute(
-            sql.SQL("SELECT last_value, is_called FROM ml_stack.{}").format(sql.Identifier(f"{table}_id_seq"))
-        ).fetchone()
-    state["deployed_models"] = [r[0] for r in conn.execute(
-        "SELECT d::text FROM ml_stack.deployed_models AS d ORDER BY d.project_name")]
-    return state
 
 
 def _serving_functions(conn):
@@ -166,15 +90,15 @@ def _restore(pg_server, new_db, tmp_path, conn, method):
 class Source(NamedTuple):
     conn: psycopg.Connection
     ids: dict  # "ols", "ridge", "binary", "multinomial" -> model id
-    served: dict  # _serving() before the dump
-    registry: dict  # _registry() before the dump
+    served: dict  # serving_state() before the dump
+    registry: dict  # registry_state() before the dump
 
 
 @pytest.fixture
 def source(conn):
     """The test database with trained models, and what it serves and holds before any dump."""
-    ids = _train_source(conn)
-    return Source(conn, ids, _serving(conn), _registry(conn))
+    ids = train_every_kind(conn)
+    return Source(conn, ids, serving_state(conn), registry_state(conn))
 
 
 def _restored(pg_server, new_db, tmp_path, source, method):
@@ -192,11 +116,11 @@ def test_restore_serves_identical_predictions(pg_server, new_db, tmp_path, sourc
     assert source.served[("project", "diabetes")] == source.served[("model", source.ids["ridge"])]
     with _restored(pg_server, new_db, tmp_path, source, method) as restored:
         # First thing the new database is asked: no refresh call, no warm-up.
-        after = _serving(restored)
+        after = serving_state(restored)
         assert after.keys() == source.served.keys()
         for key, rows in source.served.items():
             assert after[key] == rows, f"{key} serves other values after the restore"
-        assert _registry(restored) == source.registry
+        assert registry_state(restored) == source.registry
         assert _serving_functions(restored) == _serving_functions(source.conn)
 
 
@@ -229,7 +153,7 @@ def test_training_continues_after_restore(pg_server, new_db, tmp_path, source):
         # The new model serves, and the restored ones still serve what they did.
         assert restored.execute("SELECT ml_stack.predict(%s::bigint, ARRAY[0,0,0,0,0,0,0,0,0,0])",
                                 (row[0],)).fetchone()[0] is not None
-        after = _serving(restored)
+        after = serving_state(restored)
         for key, rows in source.served.items():
             assert after[key] == rows, key
 
@@ -241,7 +165,7 @@ def test_rollback_on_restored_history(pg_server, new_db, tmp_path, source):
         row = restored.execute(
             "SELECT project, strategy, algorithm, model_id FROM ml_stack.deploy('diabetes', 'rollback')").fetchone()
         assert row == ("diabetes", "rollback", "linear", ids["ols"])
-        assert _serving(restored)[("project", "diabetes")] == served[("model", ids["ols"])]
+        assert serving_state(restored)[("project", "diabetes")] == served[("model", ids["ols"])]
         # OLS is now the project's first deployment again: nothing left to roll back to.
         with pytest.raises(errors.ObjectNotInPrerequisiteState, match="nothing to roll back to"):
             restored.execute("SELECT * FROM ml_stack.deploy('diabetes', 'rollback')")
@@ -258,5 +182,5 @@ def test_rollback_on_restored_history(pg_server, new_db, tmp_path, source):
     "the projects survive); the FK order pg_dump gives extension configuration tables is not kept by --jobs"))
 def test_parallel_restore(pg_server, new_db, tmp_path, source):
     with _restored(pg_server, new_db, tmp_path, source, "jobs") as restored:
-        assert _registry(restored) == source.registry
-        assert _serving(restored) == source.served
+        assert registry_state(restored) == source.registry
+        assert serving_state(restored) == source.served

@@ -19,7 +19,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from datasets import LABEL, feature_columns, fetch_xy, load_sklearn_dataset
-from test_split_metrics import model_row, predictions, train, train_mask
+from helpers import model_row, predictions, train
+from test_split_metrics import train_mask
 
 TASKS = {"diabetes": "regression", "breast_cancer": "classification", "iris": "classification",
          "wine": "classification"}

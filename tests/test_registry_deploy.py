@@ -6,48 +6,24 @@ Regression runs on diabetes (442 rows, 10 features), classification on iris (150
 milliseconds on the SQL engine.
 """
 
-import json
-
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.rows import dict_row
 
 from datasets import feature_columns, load_sklearn_dataset
+from helpers import one_row, private_database, train
 
 DIABETES_COLUMNS = feature_columns("diabetes")
 # One diabetes row as a predict() argument, in training column order.
 X = "ARRAY[0.038, 0.05, 0.062, 0.022, -0.044, -0.035, -0.043, -0.003, 0.02, -0.018]::float8[]"
 
-# Named train() arguments that need a cast; the others are text.
-_CASTS = {"hyperparams": "jsonb", "preprocess": "jsonb", "test_size": "real", "automatic_deploy": "boolean"}
-
-
-def train(conn, *args, **kwargs):
-    """ml_stack.train(...) with Python values (dicts become jsonb); returns its one result row as a dict."""
-    parts = [sql.Literal(a) for a in args]
-    for name, value in kwargs.items():
-        if isinstance(value, (dict, list)):
-            value = json.dumps(value)
-        cast = sql.SQL("::" + _CASTS[name]) if name in _CASTS else sql.SQL("")
-        parts.append(sql.SQL("{} => {}{}").format(sql.Identifier(name), sql.Literal(value), cast))
-    query = sql.SQL("SELECT * FROM ml_stack.train({})").format(sql.SQL(", ").join(parts))
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(query).fetchall()
-    assert len(rows) == 1
-    return rows[0]
-
 
 def deploy(conn, *args):
     """ml_stack.deploy(project[, strategy[, algorithm]]) or ml_stack.deploy(model_id); returns its row as a dict."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        if len(args) == 1 and isinstance(args[0], int):
-            rows = cur.execute("SELECT * FROM ml_stack.deploy(%s::bigint)", args).fetchall()
-        else:
-            placeholders = ", ".join(["%s::text"] * len(args))
-            rows = cur.execute(f"SELECT * FROM ml_stack.deploy({placeholders})", args).fetchall()
-    assert len(rows) == 1
-    return rows[0]
+    if len(args) == 1 and isinstance(args[0], int):
+        return one_row(conn, "SELECT * FROM ml_stack.deploy(%s::bigint)", args)
+    placeholders = ", ".join(["%s::text"] * len(args))
+    return one_row(conn, f"SELECT * FROM ml_stack.deploy({placeholders})", args)
 
 
 def deployed(conn, project):
@@ -408,23 +384,12 @@ def test_redeploy_is_visible_to_other_sessions_at_commit(db, pg_server, three_mo
 def trained(pg_server):
     """Projects 'p' (regression, diabetes) and 'c' (classification, iris), one deployed model each. Shared by the
     tests below, which only read: a fresh database each would cost more than the tests themselves."""
-    name = "ml_stack_registry_ro"
-    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-    with pg_server.connect() as admin:
-        admin.execute(drop)
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    conn = pg_server.connect(name)
-    try:
-        conn.execute("CREATE EXTENSION ml_stack")
+    with private_database(pg_server, "ml_stack_registry_ro") as conn:
         load_sklearn_dataset(conn, "diabetes")
         load_sklearn_dataset(conn, "iris")
         train(conn, "p", "regression", "diabetes", "target")
         train(conn, "c", "classification", "iris", "target")
         yield conn
-    finally:
-        conn.close()
-        with pg_server.connect() as admin:
-            admin.execute(drop)
 
 
 # --- the serving path is inlined -------------------------------------------------------------------------------

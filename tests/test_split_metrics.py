@@ -1,7 +1,7 @@
 """The train/test split and the snapshot that records it (DESIGN §2-3).
 
 The split is reproduced here in Python from what the snapshot stores (seed, test_rows, test_sampling), so that
-the tests can score a model on exactly the rows the server used. ``test_oracle.py`` imports the helpers.
+the tests can score a model on exactly the rows the server used. ``test_oracle.py`` imports ``train_mask``.
 
 Fingerprint of a split: the snapshot keeps per-feature statistics of the *training* rows (count, mean, min,
 max) and the label's statistics; recomputing them from a reproduced mask tells whether the mask is the
@@ -15,43 +15,15 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from datasets import LABEL, feature_columns, load_sklearn_dataset
-
-# ml_stack.train's parameters and their SQL types: psycopg sends a Python float as float8 and an int as
-# int2/int4/int8, which do not all cast implicitly to train()'s real/jsonb parameters.
-_TRAIN_PARAM_TYPES = {
-    "task": "text", "relation_name": "text", "y_column_name": "text", "algorithm": "text",
-    "hyperparams": "jsonb", "test_size": "real", "test_sampling": "text", "preprocess": "jsonb",
-    "automatic_deploy": "boolean", "engine": "text",
-}
-
-
-def train(conn, project, task=None, relation=None, label=None, **kwargs):
-    """Call ml_stack.train with named arguments; return the result row as a dict."""
-    args = {"task": task, "relation_name": relation, "y_column_name": label, **kwargs}
-    parts, params = [sql.Literal(project)], []
-    for name, value in args.items():
-        if value is None:
-            continue
-        if name not in _TRAIN_PARAM_TYPES:
-            raise TypeError(f"train() has no parameter {name!r}")
-        parts.append(sql.SQL("{} => %s::{}").format(sql.Identifier(name), sql.SQL(_TRAIN_PARAM_TYPES[name])))
-        params.append(Jsonb(value) if _TRAIN_PARAM_TYPES[name] == "jsonb" else value)
-    query = sql.SQL("SELECT * FROM ml_stack.train({})").format(sql.SQL(", ").join(parts))
-    cur = conn.execute(query, params)
-    names = [d.name for d in cur.description]
-    return dict(zip(names, cur.fetchone()))
+from helpers import model_row, one_row, predictions, train
 
 
 def snapshot(conn, model_id):
     """The snapshot row of a model, as a dict."""
-    cur = conn.execute(
-        "SELECT s.* FROM ml_stack.models AS m JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id"
-        " WHERE m.id = %s", (model_id,))
-    names = [d.name for d in cur.description]
-    return dict(zip(names, cur.fetchone()))
+    return one_row(conn, "SELECT s.* FROM ml_stack.models AS m JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id"
+                         " WHERE m.id = %s", (model_id,))
 
 
 def expected_test_rows(n, test_size):
@@ -131,22 +103,8 @@ def assert_snapshot_matches_mask(snap, X, y, train_mask_, columns):
         assert np.isclose(f["mean"], present.mean(), rtol=1e-12, atol=1e-15), f["name"]
 
 
-def predictions(conn, relation, columns, model):
-    """Predictions of the server for every row of ``relation`` in its own order; ``model`` is a project name
-    (its deployed model) or a model id."""
-    arr = sql.SQL(", ").join(map(sql.Identifier, columns))
-    ref = sql.SQL("%s::bigint") if isinstance(model, int) else sql.SQL("%s::text")
-    q = sql.SQL("SELECT ml_stack.predict({}, ARRAY[{}]) FROM {}").format(ref, arr, sql.Identifier(relation))
-    return np.array([r[0] for r in conn.execute(q, (model,))], dtype=np.float64)
-
-
 def r2(y, yhat):
     return 1 - np.sum((y - yhat) ** 2) / np.sum((y - y.mean()) ** 2)
-
-
-def model_row(conn, model_id):
-    cur = conn.execute("SELECT * FROM ml_stack.models WHERE id = %s", (model_id,))
-    return dict(zip([d.name for d in cur.description], cur.fetchone()))
 
 
 DIABETES_COLS = feature_columns("diabetes")

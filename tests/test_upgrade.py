@@ -20,9 +20,9 @@ from collections import deque
 from pathlib import Path
 
 import pytest
-from psycopg import errors, sql
+from psycopg import sql
 
-from datasets import feature_columns, load_sklearn_dataset
+from helpers import registry_rows, serving_state, train_every_kind
 
 REPO = Path(__file__).resolve().parent.parent
 EXTENSION_DIR = REPO / "extension"
@@ -209,53 +209,6 @@ def assert_same_schema(got, expected):
 # models and what they serve
 
 
-def _train_models(conn):
-    """One model of every kind the SQL engine makes, and a deployment history to roll back (OLS deployed
-    automatically, then ridge by id). Projects are named after their dataset table. Returns the model ids.
-
-    Written against the current API; a release whose train() differs needs its own variant here.
-    """
-    for dataset in ("diabetes", "breast_cancer", "iris"):
-        load_sklearn_dataset(conn, dataset)
-    ids = {}
-    ids["ols"] = conn.execute(
-        "SELECT model_id FROM ml_stack.train('diabetes', 'regression', 'diabetes', 'target')").fetchone()[0]
-    ids["ridge"] = conn.execute("SELECT model_id FROM ml_stack.train('diabetes', algorithm => 'ridge',"
-                                " automatic_deploy => false)").fetchone()[0]
-    conn.execute("SELECT ml_stack.deploy(%s::bigint)", (ids["ridge"],))
-    ids["binary"] = conn.execute("SELECT model_id FROM ml_stack.train('breast_cancer', 'classification',"
-                                 " 'breast_cancer', 'target')").fetchone()[0]
-    ids["multinomial"] = conn.execute(
-        "SELECT model_id FROM ml_stack.train('iris', 'classification', 'iris', 'target')").fetchone()[0]
-    return ids
-
-
-def _serving(conn):
-    """Every row's (features, prediction, probabilities), by project and by model id, for every model.
-
-    Keys ("project", name) and ("model", id). The features come along so a change of row order shows as such.
-    """
-    out = {}
-    for project, task, model_id in conn.execute(
-            "SELECT p.name, p.task, m.id FROM ml_stack.models AS m JOIN ml_stack.projects AS p ON p.id = m.project_id"
-            " ORDER BY m.id").fetchall():
-        f = sql.SQL("ARRAY[{}]::float8[]").format(
-            sql.SQL(", ").join(map(sql.Identifier, feature_columns(project))))
-        for key, arg in ((("project", project), sql.Literal(project)),
-                         (("model", model_id), sql.SQL("{}::bigint").format(sql.Literal(model_id)))):
-            proba = sql.SQL("ml_stack.predict_proba({}, f)").format(arg) if task == "classification" else sql.NULL
-            out[key] = conn.execute(
-                sql.SQL("SELECT f, ml_stack.predict({a}, f), {p} FROM (SELECT {f} AS f FROM {t}) AS r").format(
-                    a=arg, p=proba, f=f, t=sql.Identifier(project))).fetchall()
-    return out
-
-
-def _registry(conn):
-    return {t: [r[0] for r in conn.execute(
-        sql.SQL("SELECT t::text FROM ml_stack.{} AS t ORDER BY t.id").format(sql.Identifier(t)))]
-        for t in ("projects", "snapshots", "models", "deployments")}
-
-
 def _compiled_predictors(conn):
     """The run-time predictor functions, and whether each is an extension member (it must never be one: members
     are not dumped, and an upgrade script may not replace an object the extension does not own)."""
@@ -284,17 +237,17 @@ def check_upgrade(pg_server, new_db, from_version):
     with pg_server.connect(dbname) as old:
         old.execute(sql.SQL("CREATE EXTENSION ml_stack VERSION {}").format(sql.Literal(from_version)))
         assert _extversion(old) == from_version
-        ids = _train_models(old)
-        served, registry = _serving(old), _registry(old)
+        ids = train_every_kind(old)
+        served, registry = serving_state(old), registry_rows(old)
         next_model_id = old.execute("SELECT max(id) + 1 FROM ml_stack.models").fetchone()[0]
         old.execute("ALTER EXTENSION ml_stack UPDATE")
     # A new session, as an application would open after the upgrade: nothing to call first.
     with pg_server.connect(dbname) as upgraded:
         assert _extversion(upgraded) == CURRENT
-        after = _serving(upgraded)
+        after = serving_state(upgraded)
         for key, rows in served.items():
             assert after[key] == rows, f"{key} serves other values after the upgrade"
-        assert _registry(upgraded) == registry
+        assert registry_rows(upgraded) == registry
         assert_same_schema(describe_extension(upgraded), _fresh_install_description(pg_server, new_db))
         assert all(not member for _, member in _compiled_predictors(upgraded))
         # The upgraded registry keeps working: train again, the ids continue, deploy and rollback.
@@ -303,7 +256,7 @@ def check_upgrade(pg_server, new_db, from_version):
         assert new_id == next_model_id
         rollback = upgraded.execute("SELECT model_id FROM ml_stack.deploy('diabetes', 'rollback')").fetchone()[0]
         assert rollback == ids["ols"]
-        assert _serving(upgraded)[("project", "diabetes")] == after[("model", ids["ols"])]
+        assert serving_state(upgraded)[("project", "diabetes")] == after[("model", ids["ols"])]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -368,7 +321,7 @@ def test_description_fresh_install_equals_fresh_install(pg_server, new_db, conn)
 def test_description_ignores_models_but_not_schema_changes(conn):
     """Training only changes what is excluded on purpose; every kind of schema change shows in its section."""
     fresh = describe_extension(conn)
-    _train_models(conn)
+    train_every_kind(conn)
     trained = describe_extension(conn)
     assert_same_schema(trained, fresh)
     predictors = _compiled_predictors(conn)
@@ -416,15 +369,15 @@ def test_description_ignores_models_but_not_schema_changes(conn):
 
 
 def test_update_on_current_version_is_a_no_op(conn):
-    _train_models(conn)
-    served, registry, schema = _serving(conn), _registry(conn), describe_extension(conn)
+    train_every_kind(conn)
+    served, registry, schema = serving_state(conn), registry_rows(conn), describe_extension(conn)
     notices = []
     conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
     conn.execute("ALTER EXTENSION ml_stack UPDATE")
     conn.execute(sql.SQL("ALTER EXTENSION ml_stack UPDATE TO {}").format(sql.Literal(CURRENT)))
     assert notices == [f'version "{CURRENT}" of extension "ml_stack" is already installed'] * 2
-    assert _serving(conn) == served
-    assert _registry(conn) == registry
+    assert serving_state(conn) == served
+    assert registry_rows(conn) == registry
     assert_same_schema(describe_extension(conn), schema)
 
 
@@ -444,8 +397,8 @@ def check_dump_restores_under_current(pg_server, new_db, tmp_path, from_version)
     source = new_db("ml_stack_old")
     with pg_server.connect(source) as old:
         old.execute(sql.SQL("CREATE EXTENSION ml_stack VERSION {}").format(sql.Literal(from_version)))
-        _train_models(old)
-        served = _serving(old)
+        train_every_kind(old)
+        served = serving_state(old)
     dump, target = tmp_path / "old.dump", new_db("ml_stack_new")
     common = ["-h", pg_server.host, "-p", str(pg_server.port), "-U", pg_server.user]
     for cmd in ([pg_server.bin("pg_dump"), *common, "-Fc", "-f", str(dump), source],
@@ -455,7 +408,7 @@ def check_dump_restores_under_current(pg_server, new_db, tmp_path, from_version)
         assert res.returncode == 0, res.stderr
     with pg_server.connect(target) as restored:
         assert _extversion(restored) == CURRENT
-        assert _serving(restored) == served
+        assert serving_state(restored) == served
 
 
 # --------------------------------------------------------------------------------------------------------------
