@@ -112,8 +112,9 @@ class PgServer:
 
     @classmethod
     def start(cls, settings: dict | None = None, prefix: str = "ml_stack_server_",
-              basedir: Path | None = None) -> "PgServer":
-        """Start a server in a new temporary directory, or in ``basedir`` (an empty directory to use)."""
+              basedir: Path | None = None, extra_settings=None) -> "PgServer":
+        """Start a server in a new temporary directory, or in ``basedir`` (an empty directory to use).
+        ``extra_settings(server)`` adds settings that depend on the server's own paths or port."""
         if basedir is None:
             basedir = Path(tempfile.mkdtemp(prefix=prefix))
         elif any(Path(basedir).iterdir()):
@@ -131,7 +132,7 @@ class PgServer:
             server._run([str(server.bindir / "initdb"), "-D", str(server.datadir), "-A", "trust", "-U",
                          DB_SUPERUSER, "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"], "initdb")
             conf = {**BASE_SETTINGS, "unix_socket_directories": server.host, "port": str(server.port),
-                    **(settings or {})}
+                    **(settings or {}), **(extra_settings(server) if extra_settings else {})}
             with open(server.datadir / "postgresql.conf", "a") as f:
                 f.write("\n# ml_stack throwaway server (scripts/pgserver.py)\n")
                 for key, value in conf.items():
