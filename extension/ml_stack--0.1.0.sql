@@ -1712,6 +1712,7 @@ BEGIN
     t0 := clock_timestamp();
     metrics := ml_stack._test_metrics(task, artifact, classes, dataset);
     metrics := metrics || jsonb_build_object('fit_time', fit_time, 'score_time', extract(epoch FROM clock_timestamp() - t0));
+    DROP TABLE pg_temp._ml_stack_rows;  -- done with the data: free it now, not at the end of the transaction
 
     -- everything checked and fitted: now write the registry
     IF proj.id IS NULL THEN
