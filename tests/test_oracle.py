@@ -174,6 +174,34 @@ def test_multinomial_logistic(conn, dataset):
     assert_not_worse_than_sklearn(conn, m["model_id"], ref, X[train_], y[train_], 1.0, dataset)
 
 
+@pytest.mark.parametrize("classes", [2, 3])
+def test_logistic_on_large_data_starts_from_a_sample(conn, classes):
+    """From 160k training rows, Newton first runs on a 1/16 sample, then on all rows from there: the result
+    must still be the optimum on all training rows."""
+    # the helpers read rows in table order; a parallel scan of this larger table would return them shuffled
+    conn.execute("SET max_parallel_workers_per_gather = 0")
+    conn.execute("SELECT setseed(0.5)")
+    conn.execute(f"""
+        CREATE TABLE big AS
+        SELECT x1, x2, x3,
+               width_bucket(x1 + 0.5 * x2 - x3 + random() - 0.5, (ARRAY[-1e9, 2.5, 3.5]::float8[])[1:{classes}]) - 1
+                   AS target
+        FROM (SELECT random() AS x1, random() * 10 AS x2, random() AS x3 FROM generate_series(1, 200000)) AS g""")
+    X, y = fetch_xy(conn, "big", ["x1", "x2", "x3"])
+    notices = []
+    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+    m = train(conn, "p", "classification", "big", "target", test_size=0.1)
+    train_, _ = train_mask(conn, m["model_id"], y)
+    assert train_.sum() >= 160000
+    assert any("(sample)" in n for n in notices) and any("(all rows)" in n for n in notices)
+    ref = fit_quiet(exact_logistic(multinomial=classes > 2), X[train_], y[train_])
+    proba = probabilities(conn, "big", ["x1", "x2", "x3"], "p")
+    d = max_abs(proba, ref.predict_proba(X))
+    print(f"logistic on 200k rows, {classes} classes: predict_proba max abs diff {d:.2e}")
+    assert d < 1e-6
+    assert_not_worse_than_sklearn(conn, m["model_id"], ref, X[train_], y[train_], 1.0, f"big, {classes} classes")
+
+
 # --- preprocessing ----------------------------------------------------------------------------------------------
 
 def test_standard_scaling_wine_proline(conn):
