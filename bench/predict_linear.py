@@ -17,6 +17,7 @@ them alternating, --reps times each, with jit off and with jit on (the server de
       (context: the serving path without building ARRAY[x1 .. x10] per row)
   (f) ml_stack.predict('bench', f) FROM (SELECT ARRAY[x1 .. x10] AS f FROM t OFFSET 0)
       (context: the array built once per row in a fenced subquery, then passed on)
+  (g), (h) CREATE TABLE AS of (a) and (b): batch scoring that writes its predictions (jit off)
 
 Why (a) costs more than (b): the planner inlines predict() down to the model's arithmetic, but it substitutes
 the argument expression ARRAY[x1 .. x10] for every reference to the parameter (the feature-count guard and each
@@ -176,6 +177,20 @@ def main() -> int:
                         "label": queries[k][0], "times_s": [round(t, 4) for t in times[k]],
                         "median_s": round(med[k], 4), "ratio_vs_b": round(med[k] / med["b"], 3)}
                     for k in queries}
+            # Batch scoring that writes its predictions (CREATE TABLE AS), as a scoring job does: the per-row
+            # cost of forming and writing the output tuples is paid by both sides.
+            conn.execute("SET jit = off")
+            ctas = {"a": f"SELECT ml_stack.predict('bench', ARRAY[{FEATURES}]) AS yhat FROM t",
+                    "b": f"SELECT {hand_written(artifact)} AS yhat FROM t"}
+            ctas_times = {"a": [], "b": []}
+            for rep in range(args.reps):
+                for k in (("a", "b") if rep % 2 == 0 else ("b", "a")):
+                    conn.execute("DROP TABLE IF EXISTS bench_out")
+                    t0 = time.perf_counter()
+                    conn.execute(f"CREATE UNLOGGED TABLE bench_out AS {ctas[k]}")
+                    ctas_times[k].append(time.perf_counter() - t0)
+            conn.execute("DROP TABLE IF EXISTS bench_out")
+            ctas_med = {k: statistics.median(v) for k, v in ctas_times.items()}
             settings = dict(conn.execute(
                 "SELECT name, current_setting(name) FROM pg_settings WHERE name IN ('max_parallel_workers_per_gather', "
                 "'shared_buffers', 'jit_above_cost', 'server_version')").fetchall())
@@ -187,6 +202,10 @@ def main() -> int:
         print(f"({k}) {off['label']:<38} {off['median_s']:>8.3f}s {off['ratio_vs_b']:>6.2f}x "
               f"{on['median_s']:>8.3f}s {on['ratio_vs_b']:>6.2f}x")
     print(f"(medians of {args.reps} runs, {args.rows:,} rows; ratio = time / time of (b))")
+    print()
+    ctas_ratio = ctas_med["a"] / ctas_med["b"]
+    print(f"(g) CREATE TABLE AS predict(...)                {ctas_med['a']:>8.3f}s {ctas_ratio:>6.2f}x   (jit=off)")
+    print(f"(h) CREATE TABLE AS hand-written               {ctas_med['b']:>8.3f}s {1:>6.2f}x")
     print()
     for jit in ("off", "on"):
         r = results[jit]["a"]["ratio_vs_b"]
@@ -205,6 +224,9 @@ def main() -> int:
         "metrics": metrics, "predict_inlined": inlined,
         "ratio_predict_vs_hand_written": {jit: results[jit]["a"]["ratio_vs_b"] for jit in results},
         "results": results,
+        "create_table_as": {"jit": "off", "predict_median_s": round(ctas_med["a"], 4),
+                            "hand_written_median_s": round(ctas_med["b"], 4), "ratio": round(ctas_ratio, 3),
+                            "times_s": {k: [round(t, 4) for t in v] for k, v in ctas_times.items()}},
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(doc, indent=2) + "\n")
