@@ -1,5 +1,6 @@
 """Packaging: one version everywhere, and a PGXN distribution that builds and installs on its own."""
 
+import hashlib
 import json
 import re
 import shutil
@@ -52,3 +53,21 @@ def test_make_dist_builds_and_installs_from_the_zip(tmp_path):
     assert {"ml_stack.control", f"ml_stack--{version}.sql"} <= installed
     # make may rebuild the script (unzipped timestamps): from the shipped sources it is the shipped script
     assert (src / "extension" / f"ml_stack--{version}.sql").read_bytes() == shipped_script
+
+
+def test_released_scripts_are_never_edited():
+    """Extensions are forever: every install or upgrade script of a released version is recorded in
+    extension/released.sha256 when released, and must stay byte for byte what was released. A new version's
+    scripts join the list when that version is released."""
+    recorded = {}
+    for line in (REPO / "extension" / "released.sha256").read_text().splitlines():
+        digest, name = line.split()
+        recorded[name] = digest
+    current = f"ml_stack--{control_version()}.sql"
+    for script in sorted((REPO / "extension").glob("ml_stack--*.sql")):
+        if script.name == current or script.name.endswith(f"--{control_version()}.sql"):
+            continue  # the version being developed (its install script and the upgrade scripts into it)
+        assert script.name in recorded, f"{script.name} belongs to a released version: record it in released.sha256"
+    for name, digest in recorded.items():
+        actual = hashlib.sha256((REPO / "extension" / name).read_bytes()).hexdigest()
+        assert actual == digest, f"{name} was released and must not change (sha256 {actual} != {digest})"
