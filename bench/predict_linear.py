@@ -37,11 +37,10 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
-from pgserver import PgServer, terminate_on_signals  # noqa: E402
+from pgserver import ml_stack_database, terminate_on_signals  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "predict_linear.json"
 P = 10  # features
@@ -109,91 +108,86 @@ def main() -> int:
     terminate_on_signals()  # SIGTERM/SIGHUP: the `with` below still stops the server and removes its files
 
     print(f"bench: starting a throwaway PostgreSQL server; {args.rows:,} rows x {P} float8 features", flush=True)
-    with PgServer.start(SERVER_SETTINGS, prefix="ml_stack_bench_") as server:
-        with psycopg.connect(server.conninfo("postgres"), autocommit=True) as c:
-            c.execute("CREATE DATABASE ml_stack_bench")
-        with psycopg.connect(server.conninfo("ml_stack_bench"), autocommit=True) as conn:
-            conn.execute("SET client_min_messages = warning")
-            conn.execute("CREATE EXTENSION ml_stack")
-            t0 = time.perf_counter()
-            make_table(conn, args.rows)
-            load_s = time.perf_counter() - t0
+    with ml_stack_database(SERVER_SETTINGS, prefix="ml_stack_bench_", dbname="ml_stack_bench") as conn:
+        t0 = time.perf_counter()
+        make_table(conn, args.rows)
+        load_s = time.perf_counter() - t0
 
-            t0 = time.perf_counter()
-            model_id, metrics = conn.execute(
-                "SELECT model_id, metrics FROM ml_stack.train('bench', 'regression', 't', 'y', test_size => 0.01)"
-            ).fetchone()
-            train_s = time.perf_counter() - t0
-            artifact = conn.execute("SELECT artifact FROM ml_stack.models WHERE id = %s", (model_id,)).fetchone()[0]
-            print(f"bench: table loaded in {load_s:.1f} s; ml_stack.train in {train_s:.1f} s "
-                  f"(model {model_id}, r2 {metrics['r2']:.6f})", flush=True)
+        t0 = time.perf_counter()
+        model_id, metrics = conn.execute(
+            "SELECT model_id, metrics FROM ml_stack.train('bench', 'regression', 't', 'y', test_size => 0.01)"
+        ).fetchone()
+        train_s = time.perf_counter() - t0
+        artifact = conn.execute("SELECT artifact FROM ml_stack.models WHERE id = %s", (model_id,)).fetchone()[0]
+        print(f"bench: table loaded in {load_s:.1f} s; ml_stack.train in {train_s:.1f} s "
+              f"(model {model_id}, r2 {metrics['r2']:.6f})", flush=True)
 
-            conn.execute(PLPGSQL_LOOP)
-            coef_array = "ARRAY[" + ", ".join(repr(v) for v in artifact["coefficients"][0]) + "]::float8[]"
-            queries = {
-                "a": ("predict('bench', ...)", f"SELECT sum(ml_stack.predict('bench', ARRAY[{FEATURES}])) FROM t"),
-                "b": ("hand-written expression", f"SELECT sum({hand_written(artifact)}) FROM t"),
-                "c": (f"predict({model_id}, ...)",
-                      f"SELECT sum(ml_stack.predict({model_id}::bigint, ARRAY[{FEATURES}])) FROM t"),
-                "d": ("PL/pgSQL loop over coefficients",
-                      f"SELECT sum(public.bench_plpgsql_predict({artifact['intercepts'][0]!r}::float8, {coef_array}, "
-                      f"ARRAY[{FEATURES}])) FROM t"),
-                "e": ("predict('bench', f), f float8[] column",
-                      "SELECT sum(ml_stack.predict('bench', f)) FROM t_array"),
-                "f": ("predict('bench', f), fenced ARRAY[...]",
-                      f"SELECT sum(ml_stack.predict('bench', f)) FROM (SELECT ARRAY[{FEATURES}] AS f FROM t OFFSET 0) AS s"),
-            }
+        conn.execute(PLPGSQL_LOOP)
+        coef_array = "ARRAY[" + ", ".join(repr(v) for v in artifact["coefficients"][0]) + "]::float8[]"
+        queries = {
+            "a": ("predict('bench', ...)", f"SELECT sum(ml_stack.predict('bench', ARRAY[{FEATURES}])) FROM t"),
+            "b": ("hand-written expression", f"SELECT sum({hand_written(artifact)}) FROM t"),
+            "c": (f"predict({model_id}, ...)",
+                  f"SELECT sum(ml_stack.predict({model_id}::bigint, ARRAY[{FEATURES}])) FROM t"),
+            "d": ("PL/pgSQL loop over coefficients",
+                  f"SELECT sum(public.bench_plpgsql_predict({artifact['intercepts'][0]!r}::float8, {coef_array}, "
+                  f"ARRAY[{FEATURES}])) FROM t"),
+            "e": ("predict('bench', f), f float8[] column",
+                  "SELECT sum(ml_stack.predict('bench', f)) FROM t_array"),
+            "f": ("predict('bench', f), fenced ARRAY[...]",
+                  f"SELECT sum(ml_stack.predict('bench', f)) FROM (SELECT ARRAY[{FEATURES}] AS f FROM t OFFSET 0) AS s"),
+        }
 
-            # Same numbers before timing anything. Sums over parallel workers may add in another order: 1e-9.
-            conn.execute("SET jit = off")
-            sums = {k: conn.execute(q).fetchone()[0] for k, (_, q) in queries.items()}
-            for k in "acdef":
-                rel = abs(sums[k] - sums["b"]) / max(abs(sums["b"]), 1e-300)
-                if not rel <= 1e-9:
-                    print(f"bench: FAILED: sum of ({k}) = {sums[k]!r} but hand-written sum = {sums['b']!r} "
-                          f"(relative difference {rel:.3g})", file=sys.stderr)
-                    return 1
-            print(f"bench: sums agree (a, c, d, e, f vs b within 1e-9 relative): {sums['b']:.6f}")
+        # Same numbers before timing anything. Sums over parallel workers may add in another order: 1e-9.
+        conn.execute("SET jit = off")
+        sums = {k: conn.execute(q).fetchone()[0] for k, (_, q) in queries.items()}
+        for k in "acdef":
+            rel = abs(sums[k] - sums["b"]) / max(abs(sums["b"]), 1e-300)
+            if not rel <= 1e-9:
+                print(f"bench: FAILED: sum of ({k}) = {sums[k]!r} but hand-written sum = {sums['b']!r} "
+                      f"(relative difference {rel:.3g})", file=sys.stderr)
+                return 1
+        print(f"bench: sums agree (a, c, d, e, f vs b within 1e-9 relative): {sums['b']:.6f}")
 
-            # Does predict() inline down to arithmetic? (EXPLAIN VERBOSE shows the expression it runs.)
-            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (VERBOSE, COSTS OFF) {queries['a'][1]}"))
-            inlined = "predict" not in plan
-            print(f"bench: predict('bench', ...) inlined to arithmetic: {'yes' if inlined else 'NO'}")
+        # Does predict() inline down to arithmetic? (EXPLAIN VERBOSE shows the expression it runs.)
+        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (VERBOSE, COSTS OFF) {queries['a'][1]}"))
+        inlined = "predict" not in plan
+        print(f"bench: predict('bench', ...) inlined to arithmetic: {'yes' if inlined else 'NO'}")
 
-            results = {}
-            for jit in ("off", "on"):
-                conn.execute(f"SET jit = {jit}")
-                for _, q in queries.values():  # warm-up (caches, plan, JIT code paths)
-                    conn.execute(q).fetchone()
-                times = {k: [] for k in queries}
-                keys = list(queries)
-                for rep in range(args.reps):
-                    order = keys[rep % len(keys):] + keys[:rep % len(keys)]  # rotate: no query always goes first
-                    for k in order:
-                        times[k].append(timed(conn, queries[k][1])[0])
-                med = {k: statistics.median(v) for k, v in times.items()}
-                results[jit] = {
-                    k: {"query": queries[k][1] if k != "b" else "SELECT sum(<b + x1 * w1 + ... + x10 * w10>) FROM t",
-                        "label": queries[k][0], "times_s": [round(t, 4) for t in times[k]],
-                        "median_s": round(med[k], 4), "ratio_vs_b": round(med[k] / med["b"], 3)}
-                    for k in queries}
-            # Batch scoring that writes its predictions (CREATE TABLE AS), as a scoring job does: the per-row
-            # cost of forming and writing the output tuples is paid by both sides.
-            conn.execute("SET jit = off")
-            ctas = {"a": f"SELECT ml_stack.predict('bench', ARRAY[{FEATURES}]) AS yhat FROM t",
-                    "b": f"SELECT {hand_written(artifact)} AS yhat FROM t"}
-            ctas_times = {"a": [], "b": []}
+        results = {}
+        for jit in ("off", "on"):
+            conn.execute(f"SET jit = {jit}")
+            for _, q in queries.values():  # warm-up (caches, plan, JIT code paths)
+                conn.execute(q).fetchone()
+            times = {k: [] for k in queries}
+            keys = list(queries)
             for rep in range(args.reps):
-                for k in (("a", "b") if rep % 2 == 0 else ("b", "a")):
-                    conn.execute("DROP TABLE IF EXISTS bench_out")
-                    t0 = time.perf_counter()
-                    conn.execute(f"CREATE UNLOGGED TABLE bench_out AS {ctas[k]}")
-                    ctas_times[k].append(time.perf_counter() - t0)
-            conn.execute("DROP TABLE IF EXISTS bench_out")
-            ctas_med = {k: statistics.median(v) for k, v in ctas_times.items()}
-            settings = dict(conn.execute(
-                "SELECT name, current_setting(name) FROM pg_settings WHERE name IN ('max_parallel_workers_per_gather', "
-                "'shared_buffers', 'jit_above_cost', 'server_version')").fetchall())
+                order = keys[rep % len(keys):] + keys[:rep % len(keys)]  # rotate: no query always goes first
+                for k in order:
+                    times[k].append(timed(conn, queries[k][1])[0])
+            med = {k: statistics.median(v) for k, v in times.items()}
+            results[jit] = {
+                k: {"query": queries[k][1] if k != "b" else "SELECT sum(<b + x1 * w1 + ... + x10 * w10>) FROM t",
+                    "label": queries[k][0], "times_s": [round(t, 4) for t in times[k]],
+                    "median_s": round(med[k], 4), "ratio_vs_b": round(med[k] / med["b"], 3)}
+                for k in queries}
+        # Batch scoring that writes its predictions (CREATE TABLE AS), as a scoring job does: the per-row
+        # cost of forming and writing the output tuples is paid by both sides.
+        conn.execute("SET jit = off")
+        ctas = {"a": f"SELECT ml_stack.predict('bench', ARRAY[{FEATURES}]) AS yhat FROM t",
+                "b": f"SELECT {hand_written(artifact)} AS yhat FROM t"}
+        ctas_times = {"a": [], "b": []}
+        for rep in range(args.reps):
+            for k in (("a", "b") if rep % 2 == 0 else ("b", "a")):
+                conn.execute("DROP TABLE IF EXISTS bench_out")
+                t0 = time.perf_counter()
+                conn.execute(f"CREATE UNLOGGED TABLE bench_out AS {ctas[k]}")
+                ctas_times[k].append(time.perf_counter() - t0)
+        conn.execute("DROP TABLE IF EXISTS bench_out")
+        ctas_med = {k: statistics.median(v) for k, v in ctas_times.items()}
+        settings = dict(conn.execute(
+            "SELECT name, current_setting(name) FROM pg_settings WHERE name IN ('max_parallel_workers_per_gather', "
+            "'shared_buffers', 'jit_above_cost', 'server_version')").fetchall())
 
     print()
     print(f"{'query':<42} {'jit=off':>9} {'ratio':>7} {'jit=on':>9} {'ratio':>7}")

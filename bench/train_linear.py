@@ -25,12 +25,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psycopg
 from sklearn.linear_model import LinearRegression
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
-from pgserver import PgServer, terminate_on_signals  # noqa: E402
+from pgserver import ml_stack_database, terminate_on_signals  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "train_linear.json"
 SERVER_SETTINGS = {"shared_buffers": "1GB", "temp_buffers": "1GB", "work_mem": "64MB", "max_wal_size": "4GB",
@@ -75,48 +74,43 @@ def main() -> int:
     p = args.features
 
     print(f"bench: throwaway server; {args.rows:,} rows x {p} float8 features", flush=True)
-    with PgServer.start(SERVER_SETTINGS, prefix="ml_stack_bench_") as server:
-        with psycopg.connect(server.conninfo("postgres"), autocommit=True) as c:
-            c.execute("CREATE DATABASE ml_stack_bench")
-        with psycopg.connect(server.conninfo("ml_stack_bench"), autocommit=True) as conn:
-            conn.execute("SET client_min_messages = warning")
-            conn.execute("CREATE EXTENSION ml_stack")
-            make_table(conn, args.rows, p)
+    with ml_stack_database(SERVER_SETTINGS, prefix="ml_stack_bench_", dbname="ml_stack_bench") as conn:
+        make_table(conn, args.rows, p)
 
-            # agreement first: LinearRegression on the rows ml_stack trained on
-            model_id = train_in_database(conn)
-            art = conn.execute("SELECT artifact FROM ml_stack.models WHERE id = %s", (model_id,)).fetchone()[0]
-            seed, n_test = conn.execute("SELECT seed, test_rows FROM ml_stack.snapshots").fetchone()
-            train_rows = [r for (r,) in conn.execute(
-                "SELECT r FROM generate_series(1, %s) AS r ORDER BY md5(%s || ':' || r) OFFSET %s",
-                (args.rows, seed, n_test))]
+        # agreement first: LinearRegression on the rows ml_stack trained on
+        model_id = train_in_database(conn)
+        art = conn.execute("SELECT artifact FROM ml_stack.models WHERE id = %s", (model_id,)).fetchone()[0]
+        seed, n_test = conn.execute("SELECT seed, test_rows FROM ml_stack.snapshots").fetchone()
+        train_rows = [r for (r,) in conn.execute(
+            "SELECT r FROM generate_series(1, %s) AS r ORDER BY md5(%s || ':' || r) OFFSET %s",
+            (args.rows, seed, n_test))]
+        data = export_numpy(conn, p)
+        mask = np.zeros(args.rows, dtype=bool)
+        mask[np.asarray(train_rows) - 1] = True
+        oracle = LinearRegression().fit(data[mask, :p], data[mask, p])
+        ours = np.asarray(art["coefficients"][0])
+        rel = float(np.max(np.abs(ours - oracle.coef_) / np.abs(oracle.coef_)))
+        print(f"bench: coefficients agree with scikit-learn: max relative difference {rel:.2e}")
+        if not rel <= 1e-6:
+            print("bench: FAILED: coefficients differ", file=sys.stderr)
+            return 1
+        del data
+
+        times = {"a": [], "b": [], "c": []}
+        for _ in range(args.reps):
+            t0 = time.perf_counter()
+            train_in_database(conn)
+            times["a"].append(time.perf_counter() - t0)
+
+            t0 = time.perf_counter()
             data = export_numpy(conn, p)
-            mask = np.zeros(args.rows, dtype=bool)
-            mask[np.asarray(train_rows) - 1] = True
-            oracle = LinearRegression().fit(data[mask, :p], data[mask, p])
-            ours = np.asarray(art["coefficients"][0])
-            rel = float(np.max(np.abs(ours - oracle.coef_) / np.abs(oracle.coef_)))
-            print(f"bench: coefficients agree with scikit-learn: max relative difference {rel:.2e}")
-            if not rel <= 1e-6:
-                print("bench: FAILED: coefficients differ", file=sys.stderr)
-                return 1
+            t_export = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            LinearRegression().fit(data[:, :p], data[:, p])
+            t_fit = time.perf_counter() - t0
+            times["b"].append(t_export + t_fit)
+            times["c"].append(t_fit)
             del data
-
-            times = {"a": [], "b": [], "c": []}
-            for _ in range(args.reps):
-                t0 = time.perf_counter()
-                train_in_database(conn)
-                times["a"].append(time.perf_counter() - t0)
-
-                t0 = time.perf_counter()
-                data = export_numpy(conn, p)
-                t_export = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                LinearRegression().fit(data[:, :p], data[:, p])
-                t_fit = time.perf_counter() - t0
-                times["b"].append(t_export + t_fit)
-                times["c"].append(t_fit)
-                del data
 
     med = {k: statistics.median(v) for k, v in times.items()}
     labels = {"a": "ml_stack.train (in the database, all included)",

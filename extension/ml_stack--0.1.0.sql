@@ -1344,31 +1344,21 @@ AS $$
                 ELSE format('SELECT CASE %s %s ELSE %s END', key, arms, fallback) END
 $$;
 
--- Compile the models that have no predictor yet, then regenerate the dispatch
--- functions from the registry. Serialised: two sessions must not replace a
--- function at the same time.
+-- Regenerate the dispatch functions from the registry (the models' own
+-- predictors are compiled by the trigger on ml_stack.models). Serialised: two
+-- sessions must not replace a function at the same time.
 CREATE FUNCTION ml_stack._refresh_serving()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    model_id bigint;
     by_project text;
     by_project_proba text;
     by_model text;
     by_model_proba text;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('ml_stack._refresh_serving'));
-    FOR model_id IN
-        SELECT m.id FROM ml_stack.models AS m
-        WHERE to_regprocedure(format('ml_stack._model_%s_predict(float8[])', m.id)) IS NULL
-           OR to_regprocedure(format('ml_stack._model_%s_proba(float8[])', m.id)) IS NULL
-        ORDER BY m.id
-    LOOP
-        PERFORM ml_stack._compile_model(model_id);
-    END LOOP;
-
     SELECT string_agg(format('WHEN %L THEN ml_stack.%I(features)', d.project_name, format('_model_%s_predict', d.model_id)), ' '
                       ORDER BY d.project_name),
            string_agg(format('WHEN %L THEN ml_stack.%I(features)', d.project_name, format('_model_%s_proba', d.model_id)), ' '
@@ -1399,7 +1389,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ml_stack._refresh_serving() IS
-    'ml_stack internal: compile missing model predictors and regenerate the predict() dispatch from the registry.';
+    'ml_stack internal: regenerate the predict() dispatch functions from the registry.';
 
 CREATE FUNCTION ml_stack._registry_changed()
 RETURNS trigger

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 SERVER_OS_USER = "postgres"  # the OS user the server runs as when we are root
@@ -158,6 +159,21 @@ class PgServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+@contextmanager
+def ml_stack_database(settings: dict | None = None, prefix: str = "ml_stack_server_", dbname: str = "ml_stack"):
+    """A throwaway server and an autocommit psycopg connection to a new database with ml_stack installed
+    (NOTICEs off); both gone at the end. For the benchmarks."""
+    import psycopg  # only the Python users of this module need it, not `pgserver.py start|stop`
+
+    with PgServer.start(settings, prefix=prefix) as server:
+        with psycopg.connect(server.conninfo("postgres"), autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{dbname}"')
+        with psycopg.connect(server.conninfo(dbname), autocommit=True) as conn:
+            conn.execute("SET client_min_messages = warning")
+            conn.execute("CREATE EXTENSION ml_stack")
+            yield conn
 
 
 def _parse_settings(pairs):

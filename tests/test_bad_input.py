@@ -368,6 +368,8 @@ def test_hostile_but_real_names_train_and_serve(conn):
     """Names full of quotes and semicolons are legal SQL identifiers: they must work as data, not run as code."""
     db = conn  # this one trains: a database of its own
     _prepare(db)
+    diab_before = db.execute(f"SELECT ml_stack.predict('diab', {features(DIABETES_FEATURES)})").fetchone()[0]
+    assert diab_before is not None
     table = 'we"ird' + INJECTION
     cols = ["a'" + INJECTION, 'b"' + INJECTION]
     label = "y;" + INJECTION
@@ -390,7 +392,7 @@ def test_hostile_but_real_names_train_and_serve(conn):
     assert db.execute("SELECT model_id FROM ml_stack.train(%s)", (project,)).fetchone()[0] > row[0]
     assert_canary_alive(db)
     # the deployed model of every other project is untouched by the new dispatch code
-    assert db.execute(f"SELECT ml_stack.predict('diab', {features(DIABETES_FEATURES)})").fetchone()[0] is not None
+    assert db.execute(f"SELECT ml_stack.predict('diab', {features(DIABETES_FEATURES)})").fetchone()[0] == diab_before
 
 
 # --- import_model ----------------------------------------------------------------------------------------------

@@ -331,7 +331,11 @@ def test_predict_follows_the_deployment(db, three_models):
     deploy(db, c)
     assert predict(db, "p") == pc
     # by model id: any model, deployed or not
-    assert predict(db, a) == pa and predict(db, three_models["ridge_good"]) is not None
+    b = three_models["ridge_good"]
+    art = db.execute("SELECT artifact FROM ml_stack.models WHERE id = %s", (b,)).fetchone()[0]
+    x = [float(v) for v in X[len("ARRAY["):X.index("]")].split(",")]
+    expected_b = art["intercepts"][0] + sum(w * v for w, v in zip(art["coefficients"][0], x))
+    assert predict(db, a) == pa and predict(db, b) == pytest.approx(expected_b, rel=1e-12)
     # the same arithmetic serves a whole table
     n = db.execute(f"SELECT count(*) FROM diabetes WHERE ml_stack.predict('p', ARRAY[{', '.join(DIABETES_COLUMNS)}])"
                    f" IS DISTINCT FROM ml_stack.predict({c}::bigint, ARRAY[{', '.join(DIABETES_COLUMNS)}])"
