@@ -5,26 +5,36 @@
 # sql/ml_stack.manifest. Install scripts of released versions and hand-written
 # upgrade scripts live in extension/ and are never regenerated or edited.
 
-EXTNAME     := ml_stack
-EXTVERSION  := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" control/$(EXTNAME).control)
+# The bundle's two extensions. Each has its control file, its manifest and its
+# version (read from the control file).
+EXTENSIONS  := ml_stack ml_stack_python
+version_of   = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" control/$(1).control)
+# The newest released install script older than the current version: the upgrade starts there.
+previous_of  = $(lastword $(shell ls extension/$(1)--*.sql 2>/dev/null | sed -n 's|^extension/$(1)--\([0-9.]*\)\.sql$$|\1|p' \
+                                 | grep -vx '$(call version_of,$(1))' | sort -V))
+EXTVERSION  := $(call version_of,ml_stack)
 # The Debian server's own pg_config, when installed (another client version's may come first on PATH).
 PG_CONFIG   ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
 
-CURRENT_SCRIPT := extension/$(EXTNAME)--$(EXTVERSION).sql
-MANIFEST       := sql/$(EXTNAME).manifest
-SOURCES        := $(shell grep -v '^\#' $(MANIFEST) 2>/dev/null | sed 's|^|sql/|')
+# Generated scripts of the current versions: install scripts, and the upgrade from the previous release.
+BUILT := $(foreach e,$(EXTENSIONS),extension/$(e)--$(call version_of,$(e)).sql \
+            $(if $(call previous_of,$(e)),extension/$(e)--$(call previous_of,$(e))--$(call version_of,$(e)).sql))
+SOURCES := $(shell grep -hv '^\#' sql/*.manifest 2>/dev/null | awk 'NF {print $$1}' | sed '/^python\//!s|^|sql/|') \
+           $(wildcard python/ml_stack_python/*.py) scripts/build_script.sh
 
 MODULEDIR   := extension
-DATA        := control/$(EXTNAME).control $(sort $(wildcard extension/*.sql) $(CURRENT_SCRIPT))
+DATA        := $(foreach e,$(EXTENSIONS),control/$(e).control) $(sort $(wildcard extension/*.sql) $(BUILT))
 
 PYTHON_VENV := .venv
 VENV_PY     := $(PYTHON_VENV)/bin/python
 
-all: $(CURRENT_SCRIPT)
+all: $(BUILT)
 
-$(CURRENT_SCRIPT): $(MANIFEST) $(SOURCES) control/$(EXTNAME).control
-	sh scripts/build_script.sh $(EXTVERSION) $(MANIFEST) > $@.tmp
+$(BUILT): extension/%.sql: $(SOURCES) $(wildcard control/*.control) $(wildcard sql/*.manifest)
+	sh scripts/build_script.sh $(call build_args,$*) > $@.tmp
 	mv $@.tmp $@
+# "ml_stack--0.2.0" -> install ml_stack 0.2.0 ...; "ml_stack--0.1.0--0.2.0" -> upgrade ml_stack 0.1.0 0.2.0 ...
+build_args = $(if $(word 3,$(subst --, ,$(1))),upgrade,install) $(subst --, ,$(1)) sql/$(firstword $(subst --, ,$(1))).manifest
 
 # On a fresh machine PGXS arrives with `make setup` (postgresql-server-dev-15);
 # the targets below run `make install` in a sub-make, which finds it then.
@@ -58,7 +68,9 @@ bench: setup all
 
 # The committed install script must be what the sources build (no drift).
 check-built:
-	sh scripts/build_script.sh $(EXTVERSION) $(MANIFEST) | cmp - $(CURRENT_SCRIPT)
+	@for f in $(BUILT); do n=$${f#extension/}; n=$${n%.sql}; \
+	    sh scripts/build_script.sh $$(echo $$n | sed 's/--/ /g' | awk '{print (NF == 3 ? "upgrade" : "install"), $$0}') \
+	        sql/$${n%%--*}.manifest | cmp - $$f || exit 1; done
 
 # Upgrade path: every released version updates to the current one (tests/test_upgrade.py).
 updatecheck: setup all

@@ -1,7 +1,7 @@
 -- Resolve a user-given relation name to its OID, or fail with a clear message.
 -- to_regclass() parses the name like SQL would (quotes, schema), so nothing in
 -- it is ever executed; the OID is what later dynamic SQL uses (as regclass text).
-CREATE FUNCTION ml_stack._resolve_relation(relation_name text, caller_search_path text)
+CREATE OR REPLACE FUNCTION ml_stack._resolve_relation(relation_name text, caller_search_path text)
 RETURNS regclass
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -39,7 +39,7 @@ $$;
 
 -- The numeric hyperparameter `name` of `hyperparams`, or `default_value`; a clear
 -- error when it is not a number or outside [min_value, +inf).
-CREATE FUNCTION ml_stack._numeric_hyperparam(
+CREATE OR REPLACE FUNCTION ml_stack._numeric_hyperparam(
     hyperparams jsonb, name text, default_value float8, min_value float8, exclusive_min boolean DEFAULT false)
 RETURNS float8
 LANGUAGE plpgsql IMMUTABLE

@@ -1,7 +1,7 @@
 -- Errors raised from compiled predictors. They take the feature array so that the
 -- planner never folds them for a row that does not reach their CASE arm (DESIGN §6).
 
-CREATE FUNCTION ml_stack._wrong_feature_count(model_id bigint, expected integer, features float8[])
+CREATE OR REPLACE FUNCTION ml_stack._wrong_feature_count(model_id bigint, expected integer, features float8[])
 RETURNS float8
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -13,7 +13,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION ml_stack._no_probabilities(model_id bigint, features float8[])
+CREATE OR REPLACE FUNCTION ml_stack._no_probabilities(model_id bigint, features float8[])
 RETURNS float8[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -25,7 +25,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION ml_stack._no_deployed_model(project_name text, features float8[])
+CREATE OR REPLACE FUNCTION ml_stack._no_deployed_model(project_name text, features float8[])
 RETURNS float8
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -45,7 +45,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION ml_stack._unknown_model(model_id bigint, features float8[])
+CREATE OR REPLACE FUNCTION ml_stack._unknown_model(model_id bigint, features float8[])
 RETURNS float8
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp

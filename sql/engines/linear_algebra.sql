@@ -4,7 +4,7 @@
 -- of the scaled matrix) is degenerate (constant or collinear features, the
 -- softmax intercept shift): its component is set to 0, which gives a
 -- least-squares solution with the same predictions as the minimum-norm one.
-CREATE FUNCTION ml_stack._solve_psd(a float8[], b float8[], tolerance float8 DEFAULT 1e-10)
+CREATE OR REPLACE FUNCTION ml_stack._solve_psd(a float8[], b float8[], tolerance float8 DEFAULT 1e-10)
 RETURNS float8[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp

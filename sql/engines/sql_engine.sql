@@ -5,7 +5,7 @@
 --    "intercepts": [b..], "coefficients": [[w..], ..], "impute": [v | null, ..]}
 -- score_k = intercepts[k] + sum_j coefficients[k][j] * coalesce(x_j, impute[j]).
 
-CREATE FUNCTION ml_stack._sql_engine_hyperparams(task text, algorithm text)
+CREATE OR REPLACE FUNCTION ml_stack._sql_engine_hyperparams(task text, algorithm text)
 RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -19,7 +19,7 @@ $$;
 COMMENT ON FUNCTION ml_stack._sql_engine_hyperparams(text, text) IS
     'ml_stack internal: the hyperparameters of a SQL-engine algorithm for a task; NULL when it lacks the pair.';
 
-CREATE FUNCTION ml_stack._sql_fit(task text, algorithm text, hyperparams jsonb, dataset jsonb)
+CREATE OR REPLACE FUNCTION ml_stack._sql_fit(task text, algorithm text, hyperparams jsonb, dataset jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp

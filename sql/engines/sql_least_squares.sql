@@ -4,7 +4,7 @@
 -- small dense solve. Ridge adds alpha to the diagonal; the intercept is not
 -- penalised (as scikit-learn's Ridge, which centres the data).
 -- Returns {"intercepts": [b], "coefficients": [[w1..wp]]} on the preprocessed features.
-CREATE FUNCTION ml_stack._fit_least_squares(dataset jsonb, alpha float8)
+CREATE OR REPLACE FUNCTION ml_stack._fit_least_squares(dataset jsonb, alpha float8)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp

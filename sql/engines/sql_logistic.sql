@@ -9,7 +9,7 @@
 -- the objective is halved (backtracking). On large data, a first phase on a
 -- sample of the rows gives the full-data Newton a starting point near the optimum.
 -- Returns {"intercepts": [..], "coefficients": [[..], ..]} on the preprocessed features.
-CREATE FUNCTION ml_stack._fit_logistic(dataset jsonb, c float8, max_iter integer, tol float8)
+CREATE OR REPLACE FUNCTION ml_stack._fit_logistic(dataset jsonb, c float8, max_iter integer, tol float8)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp

@@ -1,6 +1,6 @@
 -- Models as portable JSON documents: everything needed to serve the model in
 -- another database, plus its provenance (features, label, metrics, hyperparameters).
-CREATE FUNCTION ml_stack.export_model(model_id bigint)
+CREATE OR REPLACE FUNCTION ml_stack.export_model(model_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -41,7 +41,7 @@ $$;
 COMMENT ON FUNCTION ml_stack.export_model(bigint) IS
     'ml_stack: a model as a JSON document that ml_stack.import_model() loads into another database.';
 
-CREATE FUNCTION ml_stack.import_model(project_name text, model jsonb, deploy boolean DEFAULT true)
+CREATE OR REPLACE FUNCTION ml_stack.import_model(project_name text, model jsonb, deploy boolean DEFAULT true)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp

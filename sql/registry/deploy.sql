@@ -1,5 +1,5 @@
 -- The key metric that deploy decisions compare: higher is better.
-CREATE FUNCTION ml_stack._key_metric(task text)
+CREATE OR REPLACE FUNCTION ml_stack._key_metric(task text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -7,7 +7,7 @@ AS $$ SELECT CASE task WHEN 'regression' THEN 'r2' WHEN 'classification' THEN 'f
 
 -- Record a deployment (the registry triggers recompile the dispatch, so it serves
 -- every session once the transaction commits). Returns the model id.
-CREATE FUNCTION ml_stack._deploy(project_name text, strategy text, algorithm text DEFAULT NULL, model_id bigint DEFAULT NULL)
+CREATE OR REPLACE FUNCTION ml_stack._deploy(project_name text, strategy text, algorithm text DEFAULT NULL, model_id bigint DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -92,7 +92,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION ml_stack.deploy(project_name text, strategy text DEFAULT 'best_score', algorithm text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION ml_stack.deploy(project_name text, strategy text DEFAULT 'best_score', algorithm text DEFAULT NULL)
 RETURNS TABLE (project text, strategy text, algorithm text, model_id bigint)
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -105,7 +105,7 @@ $$;
 COMMENT ON FUNCTION ml_stack.deploy(text, text, text) IS
     'ml_stack: deploy a model of the project by strategy: best_score (key metric r2 or f1), most_recent, or rollback (the model deployed before the current one); algorithm restricts the candidates.';
 
-CREATE FUNCTION ml_stack.deploy(model_id bigint)
+CREATE OR REPLACE FUNCTION ml_stack.deploy(model_id bigint)
 RETURNS TABLE (project text, strategy text, algorithm text, model_id bigint)
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp

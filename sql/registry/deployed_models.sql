@@ -1,4 +1,4 @@
-CREATE VIEW ml_stack.deployed_models AS
+CREATE OR REPLACE VIEW ml_stack.deployed_models AS
 SELECT p.name        AS project_name,
        d.model_id,
        m.algorithm,

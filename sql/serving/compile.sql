@@ -11,7 +11,7 @@
 -- tables fires the triggers, which regenerate it; ALTER EXTENSION UPDATE scripts
 -- call ml_stack._refresh_serving() at their end.
 
-CREATE FUNCTION ml_stack._compile_model(model_id bigint)
+CREATE OR REPLACE FUNCTION ml_stack._compile_model(model_id bigint)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -49,7 +49,7 @@ $$;
 -- function. Drop-and-create rather than CREATE OR REPLACE: inside ALTER EXTENSION UPDATE,
 -- PostgreSQL refuses to replace an object the extension does not own, and a function
 -- created there becomes a member, which pg_dump would leave out, so it is released.
-CREATE FUNCTION ml_stack._create_predictor(name text, result_type text, body text)
+CREATE OR REPLACE FUNCTION ml_stack._create_predictor(name text, result_type text, body text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -73,7 +73,7 @@ $$;
 
 -- Body of a dispatch function: CASE over the keys, or only the fallback when
 -- there is no key yet (CASE needs at least one WHEN).
-CREATE FUNCTION ml_stack._case_dispatch(key text, arms text, fallback text)
+CREATE OR REPLACE FUNCTION ml_stack._case_dispatch(key text, arms text, fallback text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -85,7 +85,7 @@ $$;
 -- Regenerate the dispatch functions from the registry (the models' own
 -- predictors are compiled by the trigger on ml_stack.models). Serialised: two
 -- sessions must not replace a function at the same time.
-CREATE FUNCTION ml_stack._refresh_serving()
+CREATE OR REPLACE FUNCTION ml_stack._refresh_serving()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -129,7 +129,7 @@ $$;
 COMMENT ON FUNCTION ml_stack._refresh_serving() IS
     'ml_stack internal: regenerate the predict() dispatch functions from the registry.';
 
-CREATE FUNCTION ml_stack._registry_changed()
+CREATE OR REPLACE FUNCTION ml_stack._registry_changed()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -142,7 +142,7 @@ $$;
 
 -- New or changed models are compiled even when a function of their name exists:
 -- it may be left from an earlier DROP EXTENSION, whose ids the sequence reuses.
-CREATE FUNCTION ml_stack._models_written()
+CREATE OR REPLACE FUNCTION ml_stack._models_written()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -159,18 +159,15 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER refresh_serving AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ml_stack.projects
+CREATE OR REPLACE TRIGGER refresh_serving AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ml_stack.projects
     FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._registry_changed();
-CREATE TRIGGER refresh_serving AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ml_stack.deployments
+CREATE OR REPLACE TRIGGER refresh_serving AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ml_stack.deployments
     FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._registry_changed();
-CREATE TRIGGER refresh_serving AFTER DELETE OR TRUNCATE ON ml_stack.models
+CREATE OR REPLACE TRIGGER refresh_serving AFTER DELETE OR TRUNCATE ON ml_stack.models
     FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._registry_changed();
-CREATE TRIGGER compile_inserted AFTER INSERT ON ml_stack.models
+CREATE OR REPLACE TRIGGER compile_inserted AFTER INSERT ON ml_stack.models
     REFERENCING NEW TABLE AS written_models
     FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._models_written();
-CREATE TRIGGER compile_updated AFTER UPDATE ON ml_stack.models
+CREATE OR REPLACE TRIGGER compile_updated AFTER UPDATE ON ml_stack.models
     REFERENCING NEW TABLE AS written_models
     FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._models_written();
-
--- The dispatch functions as a fresh install has them: no project, no model.
-SELECT ml_stack._refresh_serving();

@@ -3,7 +3,7 @@
 -- `accessor` is a format() string naming raw feature j, e.g. 'features[%s]' or 'x%s'.
 
 -- Probabilities of the two classes from a logistic score; the clamp keeps exp() finite.
-CREATE FUNCTION ml_stack._binary_proba(score float8)
+CREATE OR REPLACE FUNCTION ml_stack._binary_proba(score float8)
 RETURNS float8[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -19,7 +19,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION ml_stack._softmax(scores float8[])
+CREATE OR REPLACE FUNCTION ml_stack._softmax(scores float8[])
 RETURNS float8[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -46,7 +46,7 @@ END
 $$;
 
 -- Position of the largest score (the first on ties, as numpy's argmax); NULL if any is NULL.
-CREATE FUNCTION ml_stack._argmax(scores float8[])
+CREATE OR REPLACE FUNCTION ml_stack._argmax(scores float8[])
 RETURNS integer
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -66,7 +66,7 @@ END
 $$;
 
 -- The linear scores of a 'linear'-format artifact.
-CREATE FUNCTION ml_stack._score_sql(artifact jsonb, accessor text)
+CREATE OR REPLACE FUNCTION ml_stack._score_sql(artifact jsonb, accessor text)
 RETURNS text[]
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -100,7 +100,7 @@ END
 $$;
 
 -- SQL expression of the prediction (regression value or class label).
-CREATE FUNCTION ml_stack._predict_sql(artifact jsonb, classes float8[], accessor text)
+CREATE OR REPLACE FUNCTION ml_stack._predict_sql(artifact jsonb, classes float8[], accessor text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -125,7 +125,7 @@ END
 $$;
 
 -- SQL expression of the class probabilities (float8[], classes ascending); NULL for regression.
-CREATE FUNCTION ml_stack._proba_sql(artifact jsonb, accessor text)
+CREATE OR REPLACE FUNCTION ml_stack._proba_sql(artifact jsonb, accessor text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp

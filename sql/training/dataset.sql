@@ -10,7 +10,7 @@
 --   label {name, type, mean, std, min, max}, classes [..] (classification),
 --   x [SQL expression of each preprocessed feature], x_mean, x_std (train rows),
 --   transform [{impute, shift, scale}]  (what preprocessing does to raw feature j).
-CREATE FUNCTION ml_stack._prepare_dataset(
+CREATE OR REPLACE FUNCTION ml_stack._prepare_dataset(
     rel regclass, y_column_name text, task text, test_size real, test_sampling text,
     seed bigint, preprocess jsonb)
 RETURNS jsonb

@@ -4,7 +4,7 @@
 -- present in truth or prediction (0 where undefined), roc_auc from probabilities
 -- with ties counted half (NULL when the test split has one class), log_loss with
 -- probabilities clipped to [eps, 1 - eps].
-CREATE FUNCTION ml_stack._test_metrics(task text, artifact jsonb, classes float8[], dataset jsonb)
+CREATE OR REPLACE FUNCTION ml_stack._test_metrics(task text, artifact jsonb, classes float8[], dataset jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp

@@ -1,6 +1,6 @@
 -- Algorithm names known to ml_stack (PostgresML's), to tell a typo from an
 -- algorithm whose engine is not installed.
-CREATE FUNCTION ml_stack._known_algorithms()
+CREATE OR REPLACE FUNCTION ml_stack._known_algorithms()
 RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -11,7 +11,7 @@ $$;
 
 -- The engine that fits `algorithm` for `task`: the requested one, or 'sql' when it
 -- has the algorithm, else 'python'. Errors name what to install or use instead.
-CREATE FUNCTION ml_stack._choose_engine(task text, algorithm text, engine text)
+CREATE OR REPLACE FUNCTION ml_stack._choose_engine(task text, algorithm text, engine text)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -47,7 +47,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION ml_stack._train(
+CREATE OR REPLACE FUNCTION ml_stack._train(
     project_name text, task text, relation_name text, y_column_name text, algorithm text,
     hyperparams jsonb, search text, search_params jsonb, search_args jsonb, test_size real,
     test_sampling text, preprocess jsonb, automatic_deploy boolean, engine text, caller_search_path text,
@@ -185,7 +185,7 @@ $$;
 -- result columns (DESIGN §6). No SET clause here on purpose: it captures the
 -- caller's search_path so that relation_name resolves as the caller typed it;
 -- everything it calls is schema-qualified and pinned.
-CREATE FUNCTION ml_stack.train(
+CREATE OR REPLACE FUNCTION ml_stack.train(
     project_name     text,
     task             text    DEFAULT NULL,
     relation_name    text    DEFAULT NULL,

@@ -1,0 +1,1959 @@
+-- ml_stack 0.2.0 install script. Generated from sql/ by 'make'; do not edit.
+\echo Use "CREATE EXTENSION ml_stack" to load this file. \quit
+
+-- source: sql/common/serving_errors.sql
+-- Errors raised from compiled predictors. They take the feature array so that the
+-- planner never folds them for a row that does not reach their CASE arm (DESIGN §6).
+
+CREATE OR REPLACE FUNCTION ml_stack._wrong_feature_count(model_id bigint, expected integer, features float8[])
+RETURNS float8
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'model % takes % features, got %', model_id, expected, cardinality(features)
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'Pass the features in the order of the training relation''s columns, label excluded.';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml_stack._no_probabilities(model_id bigint, features float8[])
+RETURNS float8[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'model % is a regression model: it has no class probabilities', model_id
+        USING ERRCODE = 'feature_not_supported',
+              HINT = 'Use ml_stack.predict() for regression models.';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml_stack._no_deployed_model(project_name text, features float8[])
+RETURNS float8
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF project_name IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (SELECT FROM ml_stack.projects AS p WHERE p.name = project_name) THEN
+        RAISE EXCEPTION 'project "%" does not exist', project_name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Train it first with ml_stack.train(); SELECT name FROM ml_stack.projects lists the projects.';
+    END IF;
+    RAISE EXCEPTION 'project "%" has no deployed model', project_name
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              HINT = 'Deploy one with ml_stack.deploy(project_name, ''best_score'').';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml_stack._unknown_model(model_id bigint, features float8[])
+RETURNS float8
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF model_id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RAISE EXCEPTION 'model % does not exist', model_id
+        USING ERRCODE = 'undefined_object',
+              HINT = 'SELECT id, algorithm FROM ml_stack.models lists the models.';
+END
+$$;
+
+-- source: sql/common/identifiers.sql
+-- Resolve a user-given relation name to its OID, or fail with a clear message.
+-- to_regclass() parses the name like SQL would (quotes, schema), so nothing in
+-- it is ever executed; the OID is what later dynamic SQL uses (as regclass text).
+CREATE OR REPLACE FUNCTION ml_stack._resolve_relation(relation_name text, caller_search_path text)
+RETURNS regclass
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+BEGIN
+    IF relation_name IS NULL OR btrim(relation_name) = '' THEN
+        RAISE EXCEPTION 'relation_name is required'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name the table or view to train on, e.g. ml_stack.train(''p'', ''regression'', ''my_table'', ''y'').';
+    END IF;
+    BEGIN
+        -- Resolve with the caller's search_path, as a query they typed would;
+        -- the function's own pinned path comes back right after.
+        PERFORM set_config('search_path', coalesce(caller_search_path, 'pg_catalog, pg_temp'), true);
+        rel := to_regclass(relation_name);
+        PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+    EXCEPTION WHEN OTHERS THEN
+        rel := NULL;  -- invalid name syntax: reported below like a missing relation
+    END;
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'relation "%" does not exist', relation_name
+            USING ERRCODE = 'undefined_table',
+                  HINT = 'Check the name and schema (use ''schema.table''); quote mixed-case names as in SQL: ''"MyTable"''.';
+    END IF;
+    IF (SELECT c.relkind FROM pg_catalog.pg_class AS c WHERE c.oid = rel) NOT IN ('r', 'v', 'm', 'p', 'f') THEN
+        RAISE EXCEPTION '"%" is not a table or view', relation_name
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Train on a table, view, materialized view or foreign table.';
+    END IF;
+    RETURN rel;
+END
+$$;
+
+-- The numeric hyperparameter `name` of `hyperparams`, or `default_value`; a clear
+-- error when it is not a number or outside [min_value, +inf).
+CREATE OR REPLACE FUNCTION ml_stack._numeric_hyperparam(
+    hyperparams jsonb, name text, default_value float8, min_value float8, exclusive_min boolean DEFAULT false)
+RETURNS float8
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v jsonb := hyperparams -> name;
+    x float8;
+BEGIN
+    IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
+        RETURN default_value;
+    END IF;
+    IF jsonb_typeof(v) <> 'number' THEN
+        RAISE EXCEPTION 'hyperparameter "%" must be a number, got %', name, v::text
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('e.g. hyperparams => ''{"%s": %s}''', name, default_value);
+    END IF;
+    x := v::text::float8;
+    IF x < min_value OR (exclusive_min AND x = min_value) OR x = 'Infinity'::float8 THEN
+        RAISE EXCEPTION 'hyperparameter "%" must be % %, got %', name,
+            CASE WHEN exclusive_min THEN '>' ELSE '>=' END, min_value, x
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('e.g. hyperparams => ''{"%s": %s}''', name, default_value);
+    END IF;
+    RETURN x;
+END
+$$;
+
+-- source: sql/registry/projects.sql
+-- A project is one prediction problem: a name, a task, and where its data lives.
+CREATE TABLE ml_stack.projects (
+    id            bigserial PRIMARY KEY,
+    name          text NOT NULL UNIQUE CHECK (name <> ''),
+    task          text NOT NULL CHECK (task IN ('regression', 'classification')),
+    relation_name text,      -- as last given to train(); NULL for projects made by import_model()
+    y_column_name text,
+    split_seed    bigint NOT NULL,  -- one seed per project, so every model is scored on the same split
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE ml_stack.projects IS
+    'ml_stack registry: one row per project (prediction problem). Extension configuration: kept by pg_dump.';
+
+SELECT pg_catalog.pg_extension_config_dump('ml_stack.projects', '');
+SELECT pg_catalog.pg_extension_config_dump('ml_stack.projects_id_seq', '');
+
+-- source: sql/registry/snapshots.sql
+-- What a model was trained on: the relation, its columns and statistics, and the split.
+CREATE TABLE ml_stack.snapshots (
+    id            bigserial PRIMARY KEY,
+    project_id    bigint NOT NULL REFERENCES ml_stack.projects (id) ON DELETE CASCADE,
+    relation_name text,
+    y_column_name text NOT NULL,
+    features      jsonb NOT NULL,   -- [{name, type, count, nulls, mean, std, min, max}, ...] in table order
+    label         jsonb NOT NULL,   -- {name, type, mean, std, min, max, classes}
+    rows          bigint NOT NULL,  -- rows used (label not NULL)
+    skipped_rows  bigint NOT NULL DEFAULT 0,  -- rows read whose label was NULL
+    train_rows    bigint NOT NULL,
+    test_rows     bigint NOT NULL,
+    test_size     real NOT NULL,
+    test_sampling text NOT NULL CHECK (test_sampling IN ('random', 'last', 'stratified')),
+    seed          bigint NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON ml_stack.snapshots (project_id);
+COMMENT ON TABLE ml_stack.snapshots IS
+    'ml_stack registry: the data each model was trained on (columns, statistics, split and its seed).';
+
+SELECT pg_catalog.pg_extension_config_dump('ml_stack.snapshots', '');
+SELECT pg_catalog.pg_extension_config_dump('ml_stack.snapshots_id_seq', '');
+
+-- source: sql/registry/models.sql
+-- Every trained or imported model, versioned by id, with what it needs to be served.
+CREATE TABLE ml_stack.models (
+    id           bigserial PRIMARY KEY,
+    project_id   bigint NOT NULL REFERENCES ml_stack.projects (id) ON DELETE CASCADE,
+    snapshot_id  bigint REFERENCES ml_stack.snapshots (id) ON DELETE SET NULL,
+    algorithm    text NOT NULL,
+    engine       text NOT NULL,
+    task         text NOT NULL CHECK (task IN ('regression', 'classification')),
+    hyperparams  jsonb NOT NULL DEFAULT '{}',
+    preprocess   jsonb NOT NULL DEFAULT '{}',
+    num_features integer NOT NULL CHECK (num_features > 0),
+    classes      float8[],          -- classification: class labels, ascending
+    artifact     jsonb NOT NULL,    -- the fitted model, in raw feature space (see serving/expressions.sql)
+    metrics      jsonb NOT NULL DEFAULT '{}',
+    status       text NOT NULL DEFAULT 'successful' CHECK (status IN ('successful', 'imported')),
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON ml_stack.models (project_id);
+COMMENT ON TABLE ml_stack.models IS
+    'ml_stack registry: every model (algorithm, engine, hyperparameters, metrics on the test split, artifact).';
+
+SELECT pg_catalog.pg_extension_config_dump('ml_stack.models', '');
+SELECT pg_catalog.pg_extension_config_dump('ml_stack.models_id_seq', '');
+
+-- source: sql/registry/deployments.sql
+-- Append-only deployment history; the newest row of a project is what predict() serves.
+CREATE TABLE ml_stack.deployments (
+    id         bigserial PRIMARY KEY,
+    project_id bigint NOT NULL REFERENCES ml_stack.projects (id) ON DELETE CASCADE,
+    model_id   bigint NOT NULL REFERENCES ml_stack.models (id) ON DELETE CASCADE,
+    strategy   text NOT NULL
+               CHECK (strategy IN ('best_score', 'most_recent', 'rollback', 'specific', 'automatic', 'import')),
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX ON ml_stack.deployments (project_id, id);
+COMMENT ON TABLE ml_stack.deployments IS
+    'ml_stack registry: append-only deployment history; the newest row per project is the deployed model.';
+
+SELECT pg_catalog.pg_extension_config_dump('ml_stack.deployments', '');
+SELECT pg_catalog.pg_extension_config_dump('ml_stack.deployments_id_seq', '');
+
+-- source: sql/registry/deployed_models.sql
+CREATE OR REPLACE VIEW ml_stack.deployed_models AS
+SELECT p.name        AS project_name,
+       d.model_id,
+       m.algorithm,
+       m.engine,
+       m.metrics,
+       d.created_at  AS deployed_at,
+       d.strategy,
+       p.task,
+       m.hyperparams,
+       p.id          AS project_id
+FROM ml_stack.projects AS p
+CROSS JOIN LATERAL (
+    SELECT dep.model_id, dep.strategy, dep.created_at
+    FROM ml_stack.deployments AS dep
+    WHERE dep.project_id = p.id
+    ORDER BY dep.id DESC
+    LIMIT 1
+) AS d
+JOIN ml_stack.models AS m ON m.id = d.model_id;
+COMMENT ON VIEW ml_stack.deployed_models IS
+    'ml_stack: the model each project serves now (its newest deployment), with its metrics.';
+
+-- source: sql/engines/linear_algebra.sql
+-- Solve A x = b for a symmetric positive semi-definite A (p x p, row-major flat
+-- array), by Cholesky factorisation with symmetric pivoting on the scaled matrix.
+-- A direction whose pivot falls below `tolerance` (relative to the unit diagonal
+-- of the scaled matrix) is degenerate (constant or collinear features, the
+-- softmax intercept shift): its component is set to 0, which gives a
+-- least-squares solution with the same predictions as the minimum-norm one.
+CREATE OR REPLACE FUNCTION ml_stack._solve_psd(a float8[], b float8[], tolerance float8 DEFAULT 1e-10)
+RETURNS float8[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p       integer := cardinality(b);
+    d       float8[] := array_fill(0::float8, ARRAY[p]);  -- scaling: 1/sqrt(diag)
+    l       float8[];                                     -- factor, row-major, scaled system
+    perm    integer[] := array_fill(0, ARRAY[p]);
+    used    boolean[] := array_fill(false, ARRAY[p]);
+    rank    integer := 0;
+    y       float8[] := array_fill(0::float8, ARRAY[p]);
+    x       float8[] := array_fill(0::float8, ARRAY[p]);
+    i integer; j integer; k integer; best integer; pi integer; pj integer;
+    s float8; v float8;
+BEGIN
+    IF cardinality(a) <> p * p THEN
+        RAISE EXCEPTION '_solve_psd: matrix has % elements, expected %', cardinality(a), p * p;
+    END IF;
+    FOR i IN 1 .. p LOOP
+        v := a[(i - 1) * p + i];
+        d[i] := CASE WHEN v > 0 THEN 1 / sqrt(v) ELSE 0 END;
+    END LOOP;
+    -- l holds the scaled matrix, overwritten column by column with the factor.
+    l := array_fill(0::float8, ARRAY[p * p]);
+    FOR i IN 1 .. p LOOP
+        FOR j IN 1 .. p LOOP
+            l[(i - 1) * p + j] := a[(i - 1) * p + j] * d[i] * d[j];
+        END LOOP;
+    END LOOP;
+    FOR k IN 1 .. p LOOP
+        -- the remaining variable with the largest updated diagonal
+        best := 0; v := tolerance;
+        FOR i IN 1 .. p LOOP
+            IF NOT used[i] AND d[i] > 0 THEN
+                s := l[(i - 1) * p + i];
+                IF s > v THEN v := s; best := i; END IF;
+            END IF;
+        END LOOP;
+        EXIT WHEN best = 0;
+        used[best] := true;
+        rank := rank + 1;
+        perm[rank] := best;
+        s := sqrt(l[(best - 1) * p + best]);
+        l[(best - 1) * p + best] := s;
+        FOR i IN 1 .. p LOOP
+            IF NOT used[i] AND d[i] > 0 THEN
+                l[(i - 1) * p + best] := l[(i - 1) * p + best] / s;
+            END IF;
+        END LOOP;
+        FOR i IN 1 .. p LOOP
+            IF NOT used[i] AND d[i] > 0 THEN
+                v := l[(i - 1) * p + best];
+                FOR j IN 1 .. p LOOP
+                    IF NOT used[j] AND d[j] > 0 THEN
+                        l[(i - 1) * p + j] := l[(i - 1) * p + j] - v * l[(j - 1) * p + best];
+                    END IF;
+                END LOOP;
+            END IF;
+        END LOOP;
+    END LOOP;
+    -- forward substitution L y = P' D b, over the pivoted variables
+    FOR k IN 1 .. rank LOOP
+        pi := perm[k];
+        s := b[pi] * d[pi];
+        FOR j IN 1 .. k - 1 LOOP
+            s := s - l[(pi - 1) * p + perm[j]] * y[j];
+        END LOOP;
+        y[k] := s / l[(pi - 1) * p + pi];
+    END LOOP;
+    -- back substitution L' z = y; x = D z (variables left out stay 0)
+    FOR k IN REVERSE rank .. 1 LOOP
+        pi := perm[k];
+        s := y[k];
+        FOR j IN k + 1 .. rank LOOP
+            pj := perm[j];
+            s := s - l[(pj - 1) * p + pi] * x[pj];
+        END LOOP;
+        x[pi] := s / l[(pi - 1) * p + pi];
+    END LOOP;
+    FOR i IN 1 .. p LOOP
+        x[i] := x[i] * d[i];
+    END LOOP;
+    RETURN x;
+END
+$$;
+
+-- source: sql/engines/sql_least_squares.sql
+-- SQL engine: ordinary least squares and ridge regression.
+-- One pass over the training rows builds the centred normal equations
+-- (X'X and X'y around a near-mean shift, so large offsets do not cancel), then a
+-- small dense solve. Ridge adds alpha to the diagonal; the intercept is not
+-- penalised (as scikit-learn's Ridge, which centres the data).
+-- Returns {"intercepts": [b], "coefficients": [[w1..wp]]} on the preprocessed features.
+CREATE OR REPLACE FUNCTION ml_stack._fit_least_squares(dataset jsonb, alpha float8)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET extra_float_digits = 3
+AS $$
+#variable_conflict use_column  -- generated-column aliases (i, ci) in the queries below
+DECLARE
+    p      integer := jsonb_array_length(dataset -> 'x');
+    cy     float8 := (dataset -> 'label' ->> 'mean')::float8;
+    inner_cols text;
+    aggs   text := 'count(*)::float8, sum(dy)';
+    s      float8[];
+    n      float8;
+    sy     float8;
+    a      float8[] := array_fill(0::float8, ARRAY[p * p]);
+    b      float8[] := array_fill(0::float8, ARRAY[p]);
+    sx     float8[] := array_fill(0::float8, ARRAY[p]);
+    mx     float8[] := array_fill(0::float8, ARRAY[p]);
+    w      float8[];
+    pos    integer;
+    i integer; j integer;
+    started timestamptz := clock_timestamp();
+BEGIN
+    SELECT string_agg(format('%s - %s::float8 AS d%s', e, (dataset -> 'x_mean' ->> (i - 1)::integer), i), ', ')
+    INTO inner_cols
+    FROM jsonb_array_elements_text(dataset -> 'x') WITH ORDINALITY AS t(e, i);
+    FOR i IN 1 .. p LOOP
+        aggs := aggs || format(', sum(d%s), sum(d%s * dy)', i, i);
+    END LOOP;
+    FOR i IN 1 .. p LOOP
+        FOR j IN i .. p LOOP
+            aggs := aggs || format(', sum(d%s * d%s)', i, j);
+        END LOOP;
+    END LOOP;
+    -- OFFSET 0 fences the per-row expressions: computed once, not once per aggregate
+    EXECUTE format('SELECT ARRAY[%s] FROM (SELECT %s, y - %s::float8 AS dy FROM pg_temp._ml_stack_rows WHERE %s OFFSET 0) AS t',
+                   aggs, inner_cols, cy, dataset ->> 'train_filter')
+    INTO s;
+    n := s[1]; sy := s[2];
+    FOR i IN 1 .. p LOOP
+        sx[i] := s[3 + (i - 1) * 2];
+        b[i] := s[4 + (i - 1) * 2] - sx[i] * sy / n;
+    END LOOP;
+    pos := 2 + 2 * p;
+    FOR i IN 1 .. p LOOP
+        FOR j IN i .. p LOOP
+            pos := pos + 1;
+            a[(i - 1) * p + j] := s[pos] - sx[i] * sx[j] / n;
+            a[(j - 1) * p + i] := a[(i - 1) * p + j];
+        END LOOP;
+        a[(i - 1) * p + i] := a[(i - 1) * p + i] + alpha;
+    END LOOP;
+    w := ml_stack._solve_psd(a, b);
+    -- intercept = mean(y) - mean(x) . w
+    sy := cy + sy / n;
+    FOR i IN 1 .. p LOOP
+        mx[i] := (dataset -> 'x_mean' ->> (i - 1))::float8 + sx[i] / n;
+        sy := sy - mx[i] * w[i];
+    END LOOP;
+    RAISE NOTICE 'ml_stack: least squares on % rows x % features in % s', n, p,
+        round(extract(epoch FROM clock_timestamp() - started)::numeric, 3);
+    RETURN jsonb_build_object('intercepts', jsonb_build_array(sy), 'coefficients', jsonb_build_array(to_jsonb(w)));
+END
+$$;
+
+-- source: sql/engines/sql_logistic.sql
+-- SQL engine: L2-regularised logistic regression, as scikit-learn's
+-- LogisticRegression (penalty 'l2', intercept not penalised): binary with one
+-- weight vector, multiclass as multinomial softmax over K vectors.
+--
+-- Newton's method, one aggregate pass over the training rows per iteration for
+-- the loss, gradient and Hessian. It runs on standardised features u = (x - m)/s
+-- for conditioning; the penalty on the model's own weights w = v / s becomes
+-- v^2 / (2 C s^2), so the optimum is exactly scikit-learn's. A step that raises
+-- the objective is halved (backtracking). On large data, a first phase on a
+-- sample of the rows gives the full-data Newton a starting point near the optimum.
+-- Returns {"intercepts": [..], "coefficients": [[..], ..]} on the preprocessed features.
+CREATE OR REPLACE FUNCTION ml_stack._fit_logistic(dataset jsonb, c float8, max_iter integer, tol float8)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET extra_float_digits = 3
+AS $$
+#variable_conflict use_column  -- generated-column aliases (i, ci) in the queries below
+DECLARE
+    p       integer := jsonb_array_length(dataset -> 'x');
+    classes float8[] := ARRAY(SELECT jsonb_array_elements_text(dataset -> 'classes')::float8);
+    nk      integer := cardinality(classes);
+    k       integer := CASE WHEN cardinality(classes) = 2 THEN 1 ELSE cardinality(classes) END;  -- weight vectors
+    q       integer := p + 1;            -- parameters per vector (intercept first)
+    np      integer := k * (p + 1);      -- all parameters
+    m       float8[] := ARRAY(SELECT jsonb_array_elements_text(dataset -> 'x_mean')::float8);
+    sd      float8[] := ARRAY(SELECT jsonb_array_elements_text(dataset -> 'x_std')::float8);
+    pen     float8[] := array_fill(0::float8, ARRAY[np]);   -- penalty weight per parameter
+    v       float8[] := array_fill(0::float8, ARRAY[np]);   -- parameters, standardised space
+    v_prev  float8[];
+    dir     float8[];
+    step    float8 := 1;
+    f       float8; f_prev float8 := 'Infinity';
+    res     float8[];
+    g       float8[]; h float8[];
+    u_cols  text; y_cols text; z_cols text; agg text; prob_cols text; row_terms text;
+    rows_filter text;
+    n_train bigint;
+    phase   integer;
+    phase_iter integer;
+    phase_tol float8;
+    pen_scale float8;
+    a_idx   integer; b_idx integer; ci integer; cj integer; ii integer; jj integer;
+    dmax    float8;
+    iter    integer := 0;
+    pos     integer;
+    i integer; j integer;
+    intercepts float8[]; coefs jsonb := '[]'; w float8[]; b0 float8;
+    started timestamptz := clock_timestamp();
+BEGIN
+    IF np > 400 THEN
+        RAISE EXCEPTION 'logistic regression with % classes and % features has % parameters; the SQL engine solves up to 400',
+                        nk, p, np
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Use fewer features, or the python engine (CREATE EXTENSION ml_stack_python; engine => ''python'').';
+    END IF;
+    FOR i IN 1 .. p LOOP
+        IF sd[i] <= 0 THEN sd[i] := 1; END IF;   -- constant feature: its weight stays 0 (no signal)
+    END LOOP;
+    FOR ci IN 1 .. k LOOP
+        FOR i IN 1 .. p LOOP
+            pen[(ci - 1) * q + 1 + i] := 1 / (c * sd[i] * sd[i]);
+        END LOOP;
+    END LOOP;
+
+    -- Level 1 (fenced): standardised features u1..up and class indicators y1..yk.
+    SELECT string_agg(format('(%s - %s::float8) / %s::float8 AS u%s', e, m[i], sd[i], i), ', ')
+    INTO u_cols FROM jsonb_array_elements_text(dataset -> 'x') WITH ORDINALITY AS t(e, i);
+    IF k = 1 THEN
+        y_cols := format('(y = %s::float8)::integer::float8 AS y1', classes[2]);
+    ELSE
+        SELECT string_agg(format('(y = %s::float8)::integer::float8 AS y%s', classes[i], i), ', ')
+        INTO y_cols FROM generate_series(1, k) AS i;
+    END IF;
+    -- Last level (fenced): the per-row factors of the gradient and the Hessian, computed once per row and
+    -- not once per aggregate: g_c = p_c - y_c, w_c = p_c (1 - p_c), b_c_i = w_c u_i, a_c_i = p_c u_i.
+    SELECT string_agg(format('p%1$s - y%1$s AS g%1$s, p%1$s * (1 - p%1$s) AS w%1$s', ci)
+                      || (SELECT string_agg(format(', p%1$s * (1 - p%1$s) * u%2$s AS b%1$s_%2$s', ci, i)
+                                            || CASE WHEN k > 1 THEN format(', p%1$s * u%2$s AS a%1$s_%2$s', ci, i) ELSE '' END, '')
+                          FROM generate_series(1, p) AS i), ', ')
+    INTO row_terms FROM generate_series(1, k) AS ci;
+
+    -- Aggregates: loss, gradient, Hessian (upper triangle).
+    -- Parameter index of (vector ci, term ii) is (ci-1)*q + ii + 1, term 0 = intercept (u0 = 1).
+    agg := 'sum(loss)';
+    FOR ci IN 1 .. k LOOP
+        FOR ii IN 0 .. p LOOP
+            agg := agg || format(', sum(g%s%s)', ci, CASE WHEN ii = 0 THEN '' ELSE format(' * u%s', ii) END);
+        END LOOP;
+    END LOOP;
+    FOR a_idx IN 1 .. np LOOP
+        ci := (a_idx - 1) / q + 1; ii := (a_idx - 1) % q;
+        FOR b_idx IN a_idx .. np LOOP
+            cj := (b_idx - 1) / q + 1; jj := (b_idx - 1) % q;
+            agg := agg || CASE
+                -- one class: w_c u_i u_j
+                WHEN ci = cj AND ii = 0 AND jj = 0 THEN format(', sum(w%s)', ci)
+                WHEN ci = cj AND ii = 0 THEN format(', sum(b%s_%s)', ci, jj)
+                WHEN ci = cj THEN format(', sum(b%s_%s * u%s)', ci, ii, jj)
+                -- two classes (softmax): -p_c u_i p_c' u_j
+                ELSE format(', -sum(%s * %s)',
+                            CASE WHEN ii = 0 THEN format('p%s', ci) ELSE format('a%s_%s', ci, ii) END,
+                            CASE WHEN jj = 0 THEN format('p%s', cj) ELSE format('a%s_%s', cj, jj) END) END;
+        END LOOP;
+    END LOOP;
+
+    -- Phase 1, on large data only: Newton on a 1/16 sample of the training rows (the last hex digit of the
+    -- split key, independent of the split itself), with the penalty scaled alike, to start phase 2 near the
+    -- optimum. Phase 2: Newton on all training rows, to the tolerance. Newton converges quadratically from
+    -- close by, so this saves most full passes.
+    n_train := (dataset ->> 'train_rows')::bigint;
+    FOR phase IN CASE WHEN n_train >= 160000 THEN 1 ELSE 2 END .. 2 LOOP
+        rows_filter := dataset ->> 'train_filter';
+        pen_scale := 1;
+        phase_tol := tol;
+        IF phase = 1 THEN
+            rows_filter := format('(%s) AND right(k, 1) = ''0''', rows_filter);
+            pen_scale := 1.0 / 16;
+            phase_tol := greatest(tol, 1e-3);
+        END IF;
+        f_prev := 'Infinity'; step := 1; phase_iter := 0;
+        LOOP
+            iter := iter + 1; phase_iter := phase_iter + 1;
+            -- Level 2 (fenced): the linear scores z1..zk at the current parameters.
+            SELECT string_agg(format('%s::float8%s AS z%s', v[(ci - 1) * q + 1],
+                                     (SELECT string_agg(format(' + u%s * %s::float8', i, v[(ci - 1) * q + 1 + i]), '')
+                                      FROM generate_series(1, p) AS i), ci), ', ')
+            INTO z_cols FROM generate_series(1, k) AS ci;
+            -- Level 3: probabilities and the loss of each row.
+            IF k = 1 THEN
+                prob_cols := format(
+                    'SELECT u.*, 1 / (1 + exp(-least(greatest(z1, -700), 700))) AS p1, '
+                    '       greatest(z1, 0) + ln(1 + exp(-abs(least(greatest(z1, -700), 700)))) - y1 * z1 AS loss '
+                    'FROM (SELECT u.*, %s FROM (SELECT %s, %s FROM pg_temp._ml_stack_rows WHERE %s OFFSET 0) AS u OFFSET 0) AS u',
+                    z_cols, u_cols, y_cols, rows_filter);
+            ELSE
+                -- softmax with the largest score subtracted: exp never overflows
+                prob_cols := format(
+                    'SELECT e.*, %s, zmax + ln(esum) - (%s) AS loss FROM ('
+                    '  SELECT s.*, %s FROM ('
+                    '    SELECT z.*, greatest(%s) AS zmax FROM ('
+                    '      SELECT u.*, %s FROM (SELECT %s, %s FROM pg_temp._ml_stack_rows WHERE %s OFFSET 0) AS u OFFSET 0'
+                    '    ) AS z OFFSET 0'
+                    '  ) AS s OFFSET 0'
+                    ') AS e',
+                    (SELECT string_agg(format('e%s / esum AS p%s', i, i), ', ') FROM generate_series(1, k) AS i),
+                    (SELECT string_agg(format('y%s * z%s', i, i), ' + ') FROM generate_series(1, k) AS i),
+                    (SELECT string_agg(format('exp(z%s - zmax) AS e%s', i, i), ', ') FROM generate_series(1, k) AS i)
+                        || ', ' || (SELECT string_agg(format('exp(z%s - zmax)', i), ' + ') FROM generate_series(1, k) AS i) || ' AS esum',
+                    (SELECT string_agg(format('z%s', i), ', ') FROM generate_series(1, k) AS i),
+                    z_cols, u_cols, y_cols, rows_filter);
+            END IF;
+            EXECUTE format('SELECT ARRAY[%s] FROM (SELECT t.*, %s FROM (%s OFFSET 0) AS t OFFSET 0) AS r',
+                           agg, row_terms, prob_cols)
+            INTO res;
+
+            f := res[1];
+            FOR i IN 1 .. np LOOP
+                f := f + 0.5 * pen_scale * pen[i] * v[i] * v[i];
+            END LOOP;
+            IF f > f_prev + 1e-12 * abs(f_prev) AND step > 1e-8 THEN
+                -- the last step overshot: halve it and evaluate again
+                step := step / 2;
+                FOR i IN 1 .. np LOOP
+                    v[i] := v_prev[i] + step * dir[i];
+                END LOOP;
+                RAISE NOTICE 'ml_stack: logistic iteration %: loss % (step halved to %)', iter, f, step;
+                CONTINUE WHEN phase_iter < max_iter * 2;
+                EXIT;
+            END IF;
+
+            g := res[2 : 1 + np];
+            h := array_fill(0::float8, ARRAY[np * np]);
+            pos := 1 + np;
+            FOR a_idx IN 1 .. np LOOP
+                g[a_idx] := g[a_idx] + pen_scale * pen[a_idx] * v[a_idx];
+                FOR b_idx IN a_idx .. np LOOP
+                    pos := pos + 1;
+                    h[(a_idx - 1) * np + b_idx] := res[pos];
+                    h[(b_idx - 1) * np + a_idx] := res[pos];
+                END LOOP;
+                h[(a_idx - 1) * np + a_idx] := h[(a_idx - 1) * np + a_idx] + pen_scale * pen[a_idx];
+            END LOOP;
+            dir := ml_stack._solve_psd(h, g);
+            dmax := 0;
+            FOR i IN 1 .. np LOOP
+                dir[i] := -dir[i];
+                dmax := greatest(dmax, abs(dir[i]));
+            END LOOP;
+            RAISE NOTICE 'ml_stack: logistic iteration % (%): loss %, newton step %', iter,
+                CASE WHEN phase = 1 THEN 'sample' ELSE 'all rows' END, f, dmax;
+            v_prev := v; f_prev := f; step := 1;
+            FOR i IN 1 .. np LOOP
+                v[i] := v[i] + dir[i];
+            END LOOP;
+            EXIT WHEN dmax < phase_tol OR phase_iter >= max_iter;
+        END LOOP;
+    END LOOP;
+    IF dmax >= tol THEN
+        RAISE WARNING 'ml_stack: logistic regression stopped after % iterations without converging (last step %)', iter, dmax
+            USING HINT = 'Raise max_iter, or scale the features with preprocess.';
+    END IF;
+
+    -- back to the preprocessed features: w = v / s, b = v0 - sum(w * m)
+    intercepts := '{}';
+    FOR ci IN 1 .. k LOOP
+        w := '{}'; b0 := v[(ci - 1) * q + 1];
+        FOR i IN 1 .. p LOOP
+            w := w || (v[(ci - 1) * q + 1 + i] / sd[i]);
+            b0 := b0 - w[i] * m[i];
+        END LOOP;
+        intercepts := intercepts || b0;
+        coefs := coefs || jsonb_build_array(to_jsonb(w));
+    END LOOP;
+    RAISE NOTICE 'ml_stack: logistic regression converged in % iterations, % s', iter,
+        round(extract(epoch FROM clock_timestamp() - started)::numeric, 3);
+    RETURN jsonb_build_object('intercepts', to_jsonb(intercepts), 'coefficients', coefs);
+END
+$$;
+
+-- source: sql/engines/sql_engine.sql
+-- The SQL engine: which algorithms it has, their hyperparameters, and fitting.
+-- Engines fit on the preprocessed features; this folds the preprocessing back
+-- into the weights, so the artifact works on raw feature values:
+--   {"format": "linear", "link": "identity" | "logistic" | "softmax",
+--    "intercepts": [b..], "coefficients": [[w..], ..], "impute": [v | null, ..]}
+-- score_k = intercepts[k] + sum_j coefficients[k][j] * coalesce(x_j, impute[j]).
+
+CREATE OR REPLACE FUNCTION ml_stack._sql_engine_hyperparams(task text, algorithm text)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN algorithm = 'linear' AND task = 'regression' THEN ARRAY[]::text[]
+        WHEN algorithm = 'ridge' AND task = 'regression' THEN ARRAY['alpha']
+        WHEN algorithm = 'linear' AND task = 'classification' THEN ARRAY['C', 'max_iter', 'tol']
+    END
+$$;
+COMMENT ON FUNCTION ml_stack._sql_engine_hyperparams(text, text) IS
+    'ml_stack internal: the hyperparameters of a SQL-engine algorithm for a task; NULL when it lacks the pair.';
+
+CREATE OR REPLACE FUNCTION ml_stack._sql_fit(task text, algorithm text, hyperparams jsonb, dataset jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3
+AS $$
+DECLARE
+    valid   text[] := ml_stack._sql_engine_hyperparams(task, algorithm);
+    key     text;
+    fit     jsonb;
+    link    text;
+    tf      jsonb := dataset -> 'transform';
+    p       integer := jsonb_array_length(dataset -> 'transform');
+    coefs   jsonb := '[]';
+    ints    float8[] := '{}';
+    w       float8[];
+    b       float8;
+    wk      jsonb;
+    kk      integer;
+    j       integer;
+BEGIN
+    FOR key IN SELECT jsonb_object_keys(hyperparams) LOOP
+        IF NOT key = ANY (valid) THEN
+            RAISE EXCEPTION 'unknown hyperparameter "%" for algorithm % (%)', key, algorithm, task
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = CASE WHEN cardinality(valid) = 0 THEN 'This algorithm takes no hyperparameters.'
+                                  ELSE format('Valid hyperparameters: %s.', array_to_string(valid, ', ')) END;
+        END IF;
+    END LOOP;
+    IF task = 'regression' THEN
+        link := 'identity';
+        fit := ml_stack._fit_least_squares(dataset,
+                   CASE WHEN algorithm = 'ridge' THEN ml_stack._numeric_hyperparam(hyperparams, 'alpha', 1.0, 0) ELSE 0 END);
+    ELSE
+        link := CASE WHEN jsonb_array_length(dataset -> 'classes') = 2 THEN 'logistic' ELSE 'softmax' END;
+        fit := ml_stack._fit_logistic(dataset,
+                   ml_stack._numeric_hyperparam(hyperparams, 'C', 1.0, 0, true),
+                   ml_stack._numeric_hyperparam(hyperparams, 'max_iter', 100, 1)::integer,
+                   ml_stack._numeric_hyperparam(hyperparams, 'tol', 1e-8, 0, true));
+    END IF;
+    -- fold x' = (coalesce(x, impute) - shift) / scale into the weights
+    kk := 0;
+    FOR wk IN SELECT value FROM jsonb_array_elements(fit -> 'coefficients') LOOP
+        kk := kk + 1;
+        b := (fit -> 'intercepts' ->> (kk - 1))::float8;
+        w := '{}';
+        FOR j IN 1 .. p LOOP
+            w := w || ((wk ->> (j - 1))::float8 / (tf -> (j - 1) ->> 'scale')::float8);
+            b := b - w[j] * (tf -> (j - 1) ->> 'shift')::float8;
+        END LOOP;
+        IF b IS NULL OR b IN ('NaN', 'Infinity', '-Infinity') OR EXISTS (
+                SELECT FROM unnest(w) AS x WHERE x IS NULL OR x IN ('NaN', 'Infinity', '-Infinity')) THEN
+            RAISE EXCEPTION 'training % diverged: the weights are not finite numbers', algorithm
+                USING ERRCODE = 'data_exception',
+                      HINT = 'Scale the features (preprocess => ''{"col": {"scale": "standard"}}'') or regularise more.';
+        END IF;
+        ints := ints || b;
+        coefs := coefs || jsonb_build_array(to_jsonb(w));
+    END LOOP;
+    RETURN jsonb_build_object(
+        'format', 'linear', 'link', link, 'intercepts', to_jsonb(ints), 'coefficients', coefs,
+        'impute', (SELECT jsonb_agg(t -> 'impute' ORDER BY i) FROM jsonb_array_elements(tf) WITH ORDINALITY AS e(t, i)));
+END
+$$;
+
+-- source: sql/training/dataset.sql
+-- Read the training relation once into a temporary table, check it, split it and
+-- describe it. Everything after this works on that one consistent read.
+--
+-- pg_temp._ml_stack_rows(r, y, k, x1 .. xp): r is the row's position in the
+-- relation's own order, k a seeded hash of r that orders the random split.
+-- Returns a jsonb description (the "dataset") that engines and metrics use:
+--   n, skipped, train_rows, test_rows, test_size, test_sampling, seed,
+--   train_filter / test_filter  (SQL predicates over the temporary table),
+--   features [{name, type, count, nulls, mean, std, min, max}]  (train rows),
+--   label {name, type, mean, std, min, max}, classes [..] (classification),
+--   x [SQL expression of each preprocessed feature], x_mean, x_std (train rows),
+--   transform [{impute, shift, scale}]  (what preprocessing does to raw feature j).
+CREATE OR REPLACE FUNCTION ml_stack._prepare_dataset(
+    rel regclass, y_column_name text, task text, test_size real, test_sampling text,
+    seed bigint, preprocess jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off   -- wide aggregate queries: LLVM compile time dominates (DESIGN §5)
+SET extra_float_digits = 3  -- numbers written into SQL text must round-trip exactly
+AS $$
+DECLARE
+    numeric_types CONSTANT regtype[] := ARRAY['smallint', 'integer', 'bigint', 'real', 'double precision',
+                                              'numeric', 'boolean']::regtype[];
+    y_att   record;
+    cols    record;
+    names   text[] := '{}';
+    types   text[] := '{}';
+    casts   text[] := '{}';
+    p       integer;
+    n       bigint;
+    total   bigint;
+    counts  float8[];
+    stats   float8[];
+    classes float8[];
+    ntest   bigint;
+    ts      numeric := round(test_size::numeric, 6);
+    test_filter text;
+    features jsonb := '[]';
+    transform jsonb := '[]';
+    x_expr  text[] := '{}';
+    x_mean  float8[] := '{}';
+    x_std   float8[] := '{}';
+    rule    jsonb;
+    impute  text; scale text;
+    iv float8; shift float8; spread float8;
+    m float8; sd float8; mn float8; mx float8; nn float8; nnull float8; mm float8;
+    missing text[] := '{}';
+    sql     text;
+    j integer;
+    started timestamptz := clock_timestamp();
+    class_counts jsonb;
+    key text;
+BEGIN
+    -- label column: must exist and be numeric
+    SELECT a.attname, a.atttypid::regtype AS typ INTO y_att
+    FROM pg_catalog.pg_attribute AS a
+    WHERE a.attrelid = rel AND a.attname = y_column_name AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" does not exist in relation %', y_column_name, rel
+            USING ERRCODE = 'undefined_column',
+                  HINT = format('The columns are: %s.', (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                      FROM pg_catalog.pg_attribute AS a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped));
+    END IF;
+    IF NOT y_att.typ = ANY (numeric_types) THEN
+        RAISE EXCEPTION 'label column "%" has type %, which is not numeric', y_column_name, y_att.typ
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'Encode the label as numbers (e.g. class ids) in a view, and train on the view.';
+    END IF;
+
+    -- features: every other column, in table order
+    FOR cols IN
+        SELECT a.attname, a.atttypid::regtype AS typ
+        FROM pg_catalog.pg_attribute AS a
+        WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> y_column_name
+        ORDER BY a.attnum
+    LOOP
+        IF NOT cols.typ = ANY (numeric_types) THEN
+            RAISE EXCEPTION 'feature column "%" has type %, which is not numeric', cols.attname, cols.typ
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = 'Train on a view that leaves the column out or encodes it as numbers.';
+        END IF;
+        names := names || cols.attname::text;
+        types := types || cols.typ::text;
+        casts := casts || CASE WHEN cols.typ = 'boolean'::regtype
+                               THEN format('%I::integer::float8', cols.attname)
+                               ELSE format('%I::float8', cols.attname) END;
+    END LOOP;
+    p := cardinality(names);
+    IF p = 0 THEN
+        RAISE EXCEPTION 'relation % has no feature columns besides the label "%"', rel, y_column_name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A model needs at least one numeric feature column.';
+    END IF;
+
+    IF preprocess IS NULL OR jsonb_typeof(preprocess) <> 'object' THEN
+        RAISE EXCEPTION 'preprocess must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. preprocess => ''{"age": {"impute": "mean", "scale": "standard"}}''';
+    END IF;
+    FOR key IN SELECT jsonb_object_keys(preprocess) LOOP
+        IF NOT key = ANY (names) THEN
+            RAISE EXCEPTION 'preprocess names column "%", which is not a feature of %', key, rel
+                USING ERRCODE = 'undefined_column',
+                      HINT = format('The features are: %s.', array_to_string(names, ', '));
+        END IF;
+    END LOOP;
+
+    -- the one read of the relation
+    IF to_regclass('pg_temp._ml_stack_rows') IS NOT NULL THEN
+        DROP TABLE pg_temp._ml_stack_rows;  -- an earlier train in this transaction
+    END IF;
+    sql := format(
+        'CREATE TEMPORARY TABLE _ml_stack_rows ON COMMIT DROP AS '
+        'SELECT r, y, md5(%L || '':'' || r) AS k, %s FROM ('
+        '  SELECT row_number() OVER () AS r, %s AS y, %s FROM %s) AS s',
+        seed,
+        (SELECT string_agg(format('x%s', i), ', ') FROM generate_series(1, p) AS i),
+        CASE WHEN y_att.typ = 'boolean'::regtype THEN format('%I::integer::float8', y_column_name)
+             ELSE format('%I::float8', y_column_name) END,
+        (SELECT string_agg(format('%s AS x%s', c, i), ', ') FROM unnest(casts) WITH ORDINALITY AS t(c, i)),
+        rel);
+    EXECUTE sql;
+    GET DIAGNOSTICS total = ROW_COUNT;
+    DELETE FROM pg_temp._ml_stack_rows WHERE y IS NULL;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    n := total - n;
+    RAISE NOTICE 'ml_stack: read % rows from % in % s', total, rel,
+        round(extract(epoch FROM clock_timestamp() - started)::numeric, 3);
+    IF total > n THEN
+        RAISE NOTICE 'ml_stack: % rows with a NULL label "%" are left out', total - n, y_column_name;
+    END IF;
+    IF n = 0 THEN
+        RAISE EXCEPTION 'relation % has no rows with a label to train on', rel
+            USING ERRCODE = 'no_data_found',
+                  HINT = CASE WHEN total > 0 THEN format('All %s rows have a NULL "%s".', total, y_column_name)
+                              ELSE 'Load data into the relation first.' END;
+    END IF;
+
+    -- NULL features need an impute rule
+    EXECUTE format('SELECT ARRAY[%s] FROM pg_temp._ml_stack_rows',
+                   (SELECT string_agg(format('count(x%s)::float8', i), ', ') FROM generate_series(1, p) AS i))
+        INTO counts;
+    FOR j IN 1 .. p LOOP
+        IF counts[j] < n AND (preprocess -> names[j] ->> 'impute') IS NULL THEN
+            missing := missing || format('%s (%s NULLs)', names[j], n - counts[j]::bigint);
+        END IF;
+    END LOOP;
+    IF cardinality(missing) > 0 THEN
+        RAISE EXCEPTION 'feature columns have NULL values and no impute rule: %', array_to_string(missing, ', ')
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = format('Add an impute rule, e.g. preprocess => ''{"%s": {"impute": "mean"}}'', or filter the rows in a view.',
+                                split_part(missing[1], ' ', 1));
+    END IF;
+
+    -- classes
+    IF task = 'classification' THEN
+        SELECT array_agg(y ORDER BY y), jsonb_object_agg(y::text, c)
+        INTO classes, class_counts
+        FROM (SELECT y, count(*) AS c FROM pg_temp._ml_stack_rows GROUP BY y) AS g;
+        IF cardinality(classes) < 2 THEN
+            RAISE EXCEPTION 'label "%" has a single class (%): classification needs at least two', y_column_name, classes[1]
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Check the data or the label column; for a continuous target use task => ''regression''.';
+        END IF;
+    END IF;
+
+    -- split
+    IF test_size IS NULL OR test_size <= 0 OR test_size = 'Infinity'::real OR test_size = 'NaN'::real THEN
+        RAISE EXCEPTION 'test_size must be a fraction in (0, 1) or a row count >= 1, got %', test_size
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The default is 0.25.';
+    END IF;
+    IF test_size < 1 AND (ts <= 0 OR ts >= 1) THEN
+        RAISE EXCEPTION 'test_size % rounds to % at 6 decimals: not a usable fraction', test_size, ts
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use a fraction between 0.000001 and 0.999999, or a row count.';
+    ELSIF ts < 1 THEN
+        ntest := ceil(n * ts);
+    ELSIF ts = trunc(ts) THEN
+        ntest := ts;
+    ELSE
+        RAISE EXCEPTION 'test_size % is neither a fraction below 1 nor a whole row count', test_size
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use e.g. 0.25 or 100.';
+    END IF;
+    IF ntest >= n THEN
+        RAISE EXCEPTION 'test_size % leaves no training rows: % of % rows would be test rows', test_size, ntest, n
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use a smaller test_size (a fraction like 0.25, or fewer rows than the relation has).';
+    END IF;
+    CASE test_sampling
+        WHEN 'last' THEN
+            -- r numbers every row read; rows with a NULL label are gone, so count from the end
+            EXECUTE 'SELECT r FROM pg_temp._ml_stack_rows ORDER BY r DESC OFFSET $1 LIMIT 1' INTO m USING ntest - 1;
+            test_filter := format('r >= %s', m::bigint);
+        WHEN 'random' THEN
+            EXECUTE 'SELECT k FROM pg_temp._ml_stack_rows ORDER BY k OFFSET $1 LIMIT 1' INTO key USING ntest - 1;
+            test_filter := format('k <= %L', key);
+        WHEN 'stratified' THEN
+            IF task <> 'classification' THEN
+                RAISE EXCEPTION 'test_sampling ''stratified'' needs a classification task'
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''random'' or ''last'' for regression.';
+            END IF;
+            -- each class gets its share of the test rows (largest remainder), then its lowest keys
+            WITH shares AS (
+                SELECT c.key::float8 AS y, c.value::bigint AS cnt,
+                       ntest * c.value::numeric / n AS exact
+                FROM jsonb_each_text(class_counts) AS c
+            ), alloc AS (
+                SELECT y, cnt, floor(exact)::bigint
+                       + CASE WHEN row_number() OVER (ORDER BY exact - floor(exact) DESC, y)
+                                   <= ntest - sum(floor(exact)) OVER () THEN 1 ELSE 0 END AS t
+                FROM shares
+            ), thresholds AS (
+                SELECT a.y, a.t, (SELECT s.k FROM pg_temp._ml_stack_rows AS s WHERE s.y = a.y
+                                  ORDER BY s.k OFFSET a.t - 1 LIMIT 1) AS k
+                FROM alloc AS a WHERE a.t > 0
+            )
+            SELECT coalesce(format('CASE y %s ELSE false END',
+                                   string_agg(format('WHEN %s THEN k <= %L', y, k), ' ' ORDER BY y)), 'false')
+            INTO test_filter FROM thresholds;
+        ELSE
+            RAISE EXCEPTION 'unknown test_sampling "%"', test_sampling
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''random'', ''last'' or ''stratified''.';
+    END CASE;
+
+    -- statistics of the raw features and the label on the training rows
+    EXECUTE format(
+        'SELECT ARRAY[count(*)::float8, avg(y), stddev_pop(y), min(y), max(y)%s] FROM pg_temp._ml_stack_rows WHERE NOT (%s)',
+        (SELECT string_agg(format(', count(x%1$s), avg(x%1$s), stddev_pop(x%1$s), min(x%1$s), max(x%1$s)', i), '')
+         FROM generate_series(1, p) AS i),
+        test_filter)
+    INTO stats;
+    IF task = 'classification' THEN
+        EXECUTE format('SELECT count(DISTINCT y) FROM pg_temp._ml_stack_rows WHERE NOT (%s)', test_filter) INTO m;
+        IF m < 2 THEN
+            RAISE EXCEPTION 'the training split has a single class: every other class fell into the test split'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use test_sampling => ''stratified'' or a smaller test_size.';
+        END IF;
+    END IF;
+
+    -- preprocessing of each feature: x' = (coalesce(x, impute) - shift) / scale
+    FOR j IN 1 .. p LOOP
+        nn := stats[6 + (j - 1) * 5]; m := stats[7 + (j - 1) * 5]; sd := stats[8 + (j - 1) * 5];
+        mn := stats[9 + (j - 1) * 5]; mx := stats[10 + (j - 1) * 5];
+        nnull := stats[1] - nn;
+        rule := coalesce(preprocess -> names[j], '{}');
+        IF jsonb_typeof(rule) <> 'object' THEN
+            RAISE EXCEPTION 'preprocess rule for "%" must be an object', names[j]
+                USING ERRCODE = 'invalid_parameter_value', HINT = '{"impute": "mean", "scale": "standard"}';
+        END IF;
+        FOR key IN SELECT jsonb_object_keys(rule) LOOP
+            IF key NOT IN ('impute', 'scale') THEN
+                RAISE EXCEPTION 'unknown preprocess rule "%" for column "%"', key, names[j]
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'The rules are "impute" and "scale".';
+            END IF;
+        END LOOP;
+        impute := rule ->> 'impute';
+        scale := coalesce(rule ->> 'scale', 'preserve');
+        IF nn = 0 AND impute IS DISTINCT FROM 'zero' THEN
+            RAISE EXCEPTION 'feature "%" is NULL in every training row', names[j]
+                USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave the column out in a view.';
+        END IF;
+        iv := CASE impute
+                  WHEN 'mean' THEN m
+                  WHEN 'min' THEN mn
+                  WHEN 'max' THEN mx
+                  WHEN 'zero' THEN 0
+                  WHEN 'median' THEN NULL
+                  ELSE NULL END;
+        IF impute = 'median' THEN
+            EXECUTE format('SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x%s) FROM pg_temp._ml_stack_rows WHERE NOT (%s)',
+                           j, test_filter) INTO iv;
+        ELSIF impute IS NOT NULL AND impute NOT IN ('mean', 'min', 'max', 'zero') THEN
+            RAISE EXCEPTION 'unknown impute rule "%" for column "%"', impute, names[j]
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Use "mean", "median", "min", "max" or "zero".';
+        END IF;
+        -- statistics after imputation (what a scaler after an imputer would see)
+        IF nnull > 0 AND iv IS NOT NULL THEN
+            mm := (nn * coalesce(m, 0) + nnull * iv) / stats[1];
+            sd := sqrt(greatest((nn * (coalesce(sd, 0) ^ 2 + (coalesce(m, 0) - mm) ^ 2) + nnull * (iv - mm) ^ 2) / stats[1], 0));
+            m := mm;
+            mn := least(mn, iv); mx := greatest(mx, iv);
+        END IF;
+        CASE scale
+            WHEN 'preserve' THEN shift := 0; spread := 1;
+            WHEN 'none' THEN shift := 0; spread := 1;
+            WHEN 'standard' THEN shift := m; spread := CASE WHEN sd > 0 THEN sd ELSE 1 END;
+            WHEN 'min_max' THEN shift := mn; spread := CASE WHEN mx > mn THEN mx - mn ELSE 1 END;
+            WHEN 'max_abs' THEN shift := 0;
+                               spread := CASE WHEN greatest(abs(mn), abs(mx)) > 0 THEN greatest(abs(mn), abs(mx)) ELSE 1 END;
+            ELSE
+                RAISE EXCEPTION 'unknown scale rule "%" for column "%"', scale, names[j]
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Use "standard", "min_max", "max_abs" or "preserve".';
+        END CASE;
+        transform := transform || jsonb_build_object('impute', iv, 'shift', shift, 'scale', spread);
+        x_expr := x_expr || format('((%s - %s::float8) / %s::float8)',
+                                   CASE WHEN iv IS NULL THEN format('x%s', j)
+                                        ELSE format('coalesce(x%s, %s::float8)', j, iv) END,
+                                   shift, spread);
+        x_mean := x_mean || ((m - shift) / spread);
+        x_std := x_std || (coalesce(sd, 0) / spread);
+        features := features || jsonb_build_object(
+            'name', names[j], 'type', types[j], 'count', nn, 'nulls', (stats[1] - nn)::bigint,  -- train rows, like the other statistics
+            'mean', stats[7 + (j - 1) * 5], 'std', stats[8 + (j - 1) * 5],
+            'min', stats[9 + (j - 1) * 5], 'max', stats[10 + (j - 1) * 5]);
+    END LOOP;
+
+    RETURN jsonb_build_object(
+        'n', n, 'skipped', total - n, 'train_rows', n - ntest, 'test_rows', ntest,
+        'test_size', test_size, 'test_sampling', test_sampling, 'seed', seed,
+        'test_filter', test_filter, 'train_filter', format('NOT (%s)', test_filter),
+        'features', features,
+        'label', jsonb_build_object('name', y_column_name, 'type', y_att.typ::text,
+                                    'mean', stats[2], 'std', stats[3], 'min', stats[4], 'max', stats[5],
+                                    'class_counts', class_counts),
+        'classes', to_jsonb(classes),
+        'x', to_jsonb(x_expr), 'x_mean', to_jsonb(x_mean), 'x_std', to_jsonb(x_std),
+        'transform', transform);
+END
+$$;
+
+-- source: sql/serving/expressions.sql
+-- A model artifact turned into SQL expressions: the compiled predictors and the
+-- test-split metrics are built from the same text, so what is scored is what is served.
+-- `accessor` is a format() string naming raw feature j, e.g. 'features[%s]' or 'x%s'.
+
+-- Probabilities of the two classes from a logistic score; the clamp keeps exp() finite.
+CREATE OR REPLACE FUNCTION ml_stack._binary_proba(score float8)
+RETURNS float8[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p1 float8;
+BEGIN
+    IF score IS NULL THEN
+        RETURN NULL;
+    END IF;
+    p1 := 1 / (1 + exp(-least(greatest(score, -700), 700)));
+    RETURN ARRAY[1 - p1, p1];
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml_stack._softmax(scores float8[])
+RETURNS float8[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    top float8;
+    total float8 := 0;
+    e float8[] := '{}';
+    i integer;
+BEGIN
+    IF scores IS NULL OR array_position(scores, NULL) IS NOT NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT max(s) INTO top FROM unnest(scores) AS s;
+    FOR i IN 1 .. cardinality(scores) LOOP
+        e := e || exp(scores[i] - top);
+        total := total + e[i];
+    END LOOP;
+    FOR i IN 1 .. cardinality(scores) LOOP
+        e[i] := e[i] / total;
+    END LOOP;
+    RETURN e;
+END
+$$;
+
+-- Position of the largest score (the first on ties, as numpy's argmax); NULL if any is NULL.
+CREATE OR REPLACE FUNCTION ml_stack._argmax(scores float8[])
+RETURNS integer
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    best integer := 1;
+    i integer;
+BEGIN
+    IF scores IS NULL OR array_position(scores, NULL) IS NOT NULL THEN
+        RETURN NULL;
+    END IF;
+    FOR i IN 2 .. cardinality(scores) LOOP
+        IF scores[i] > scores[best] THEN best := i; END IF;
+    END LOOP;
+    RETURN best;
+END
+$$;
+
+-- The linear scores of a 'linear'-format artifact.
+CREATE OR REPLACE FUNCTION ml_stack._score_sql(artifact jsonb, accessor text)
+RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3
+AS $$
+DECLARE
+    scores text[] := '{}';
+    term text;
+    wk jsonb;
+    k integer := 0;
+    j integer;
+    iv float8;
+    expr text;
+BEGIN
+    FOR wk IN SELECT value FROM jsonb_array_elements(artifact -> 'coefficients') LOOP
+        expr := format('%s::float8', (artifact -> 'intercepts' ->> k)::float8);
+        FOR j IN 1 .. jsonb_array_length(wk) LOOP
+            iv := (artifact -> 'impute' ->> (j - 1))::float8;
+            term := format(accessor, j);
+            IF iv IS NOT NULL THEN
+                term := format('coalesce(%s, %s::float8)', term, iv);
+            END IF;
+            -- every number goes through float8, so nothing but a number reaches the SQL text
+            expr := expr || format(' + %s * %s::float8', term, (wk ->> (j - 1))::float8);
+        END LOOP;
+        scores := scores || format('(%s)', expr);
+        k := k + 1;
+    END LOOP;
+    RETURN scores;
+END
+$$;
+
+-- SQL expression of the prediction (regression value or class label).
+CREATE OR REPLACE FUNCTION ml_stack._predict_sql(artifact jsonb, classes float8[], accessor text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3
+AS $$
+DECLARE
+    scores text[] := ml_stack._score_sql(artifact, accessor);
+    class_array text := format('%L::float8[]', classes);
+BEGIN
+    CASE artifact ->> 'link'
+        WHEN 'identity' THEN
+            RETURN scores[1];
+        WHEN 'logistic' THEN
+            -- class 1 when the score is > 0 (scikit-learn's rule); a NULL score indexes to NULL
+            RETURN format('(%s)[(%s > 0)::integer + 1]', class_array, scores[1]);
+        WHEN 'softmax' THEN
+            RETURN format('(%s)[ml_stack._argmax(ARRAY[%s])]', class_array, array_to_string(scores, ', '));
+        ELSE
+            RAISE EXCEPTION 'unknown model link "%"', artifact ->> 'link';
+    END CASE;
+END
+$$;
+
+-- SQL expression of the class probabilities (float8[], classes ascending); NULL for regression.
+CREATE OR REPLACE FUNCTION ml_stack._proba_sql(artifact jsonb, accessor text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    scores text[] := ml_stack._score_sql(artifact, accessor);
+BEGIN
+    RETURN CASE artifact ->> 'link'
+        WHEN 'logistic' THEN format('ml_stack._binary_proba(%s)', scores[1])
+        WHEN 'softmax' THEN format('ml_stack._softmax(ARRAY[%s])', array_to_string(scores, ', '))
+    END;
+END
+$$;
+
+-- source: sql/training/metrics.sql
+-- Metrics of a model on the test split, computed in SQL from the same expressions
+-- that serve it. Definitions follow scikit-learn: r2 (0 when the test labels are
+-- constant and the fit is not exact), macro precision/recall/f1 over the labels
+-- present in truth or prediction (0 where undefined), roc_auc from probabilities
+-- with ties counted half (NULL when the test split has one class), log_loss with
+-- probabilities clipped to [eps, 1 - eps].
+CREATE OR REPLACE FUNCTION ml_stack._test_metrics(task text, artifact jsonb, classes float8[], dataset jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    pred   text := ml_stack._predict_sql(artifact, classes, 'x%s');
+    proba  text := ml_stack._proba_sql(artifact, 'x%s');
+    result jsonb;
+BEGIN
+    IF task = 'regression' THEN
+        EXECUTE format($q$
+            SELECT jsonb_build_object(
+                'r2', CASE WHEN sum((y - ybar) ^ 2) > 0 THEN 1 - sum((y - yhat) ^ 2) / sum((y - ybar) ^ 2)
+                           WHEN sum((y - yhat) ^ 2) = 0 THEN 1 ELSE 0 END,
+                'mean_squared_error', avg((y - yhat) ^ 2),
+                'mean_absolute_error', avg(abs(y - yhat)))
+            FROM (SELECT y, avg(y) OVER () AS ybar, %s AS yhat FROM pg_temp._ml_stack_rows WHERE %s OFFSET 0) AS t
+            $q$, pred, dataset ->> 'test_filter')
+        INTO result;
+        RETURN result;
+    END IF;
+
+    EXECUTE format($q$
+        WITH scored AS MATERIALIZED (
+            SELECT y, %1$s AS yhat, %2$s AS proba FROM pg_temp._ml_stack_rows WHERE %3$s
+        ), labels AS (
+            SELECT y AS c FROM scored UNION SELECT yhat FROM scored
+        ), per_class AS (
+            SELECT l.c,
+                   count(*) FILTER (WHERE s.y = l.c AND s.yhat = l.c) AS tp,
+                   count(*) FILTER (WHERE s.y <> l.c AND s.yhat = l.c) AS fp,
+                   count(*) FILTER (WHERE s.y = l.c AND s.yhat <> l.c) AS fn
+            FROM labels AS l CROSS JOIN scored AS s
+            GROUP BY l.c
+        ), prf AS (
+            SELECT CASE WHEN tp + fp > 0 THEN tp::float8 / (tp + fp) ELSE 0 END AS precision,
+                   CASE WHEN tp + fn > 0 THEN tp::float8 / (tp + fn) ELSE 0 END AS recall,
+                   CASE WHEN 2 * tp + fp + fn > 0 THEN 2 * tp::float8 / (2 * tp + fp + fn) ELSE 0 END AS f1
+            FROM per_class
+        ), ranked AS (
+            -- binary: average rank of each positive's probability (Mann-Whitney U)
+            SELECT y, rank() OVER (ORDER BY proba[2]) + (count(*) OVER (PARTITION BY proba[2]) - 1) / 2.0 AS r
+            FROM scored
+        )
+        SELECT jsonb_build_object(
+            'accuracy', (SELECT avg((y = yhat)::integer::float8) FROM scored),
+            'precision', (SELECT avg(precision) FROM prf),
+            'recall', (SELECT avg(recall) FROM prf),
+            'f1', (SELECT avg(f1) FROM prf),
+            'roc_auc', CASE WHEN cardinality(%4$L::float8[]) = 2 THEN (
+                SELECT (sum(r) FILTER (WHERE y = (%4$L::float8[])[2])
+                        - count(*) FILTER (WHERE y = (%4$L::float8[])[2]) * (count(*) FILTER (WHERE y = (%4$L::float8[])[2]) + 1) / 2.0)
+                       / nullif(count(*) FILTER (WHERE y = (%4$L::float8[])[2]) * count(*) FILTER (WHERE y <> (%4$L::float8[])[2]), 0)
+                FROM ranked)::float8 END,
+            'log_loss', (SELECT avg(-ln(least(greatest(proba[array_position(%4$L::float8[], y)], 2.220446049250313e-16),
+                                             1 - 2.220446049250313e-16)))
+                         FROM scored))
+        $q$, pred, proba, dataset ->> 'test_filter', classes)
+    INTO result;
+    RETURN result;
+END
+$$;
+
+-- source: sql/serving/compile.sql
+-- Compiled serving (DESIGN §2). Every model gets two SQL functions made of its
+-- arithmetic, created at run time (so they are not extension members and pg_dump
+-- keeps them):
+--   ml_stack._model_<id>_predict(features float8[]) -> float8
+--   ml_stack._model_<id>_proba(features float8[])   -> float8[]
+-- Four dispatch functions (extension members, regenerated from the registry by
+-- the triggers below) route a project name or a model id to them with a CASE
+-- that the planner folds when the name is a constant, so
+-- predict('p', ARRAY[...]) inlines down to the model's expression.
+-- pg_dump does not keep a member's regenerated body, but restoring the registry
+-- tables fires the triggers, which regenerate it; ALTER EXTENSION UPDATE scripts
+-- call ml_stack._refresh_serving() at their end.
+
+CREATE OR REPLACE FUNCTION ml_stack._compile_model(model_id bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3
+AS $$
+DECLARE
+    m record;
+    guard text;
+BEGIN
+    SELECT mo.id, mo.num_features, mo.classes, mo.artifact, mo.engine INTO m
+    FROM ml_stack.models AS mo WHERE mo.id = model_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'model % does not exist', model_id USING ERRCODE = 'undefined_object';
+    END IF;
+    IF m.artifact ->> 'format' IS DISTINCT FROM 'linear' THEN
+        RAISE EXCEPTION 'model % has artifact format "%", which the SQL compiler does not know', model_id, m.artifact ->> 'format'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = format('Install the extension of engine "%s".', m.engine);
+    END IF;
+    guard := format('WHEN cardinality(features) <> %s THEN %%s', m.num_features);
+    PERFORM ml_stack._create_predictor(format('_model_%s_predict', m.id), 'float8',
+        format('SELECT CASE %s ELSE %s END',
+               format(guard, format('ml_stack._wrong_feature_count(%s, %s, features)', m.id, m.num_features)),
+               ml_stack._predict_sql(m.artifact, m.classes, 'features[%s]')));
+    PERFORM ml_stack._create_predictor(format('_model_%s_proba', m.id), 'float8[]',
+        CASE WHEN m.classes IS NULL
+             THEN format('SELECT ml_stack._no_probabilities(%s, features)', m.id)
+             ELSE format('SELECT CASE %s ELSE %s END',
+                         format(guard, format('ARRAY[ml_stack._wrong_feature_count(%s, %s, features)]', m.id, m.num_features)),
+                         ml_stack._proba_sql(m.artifact, 'features[%s]')) END);
+END
+$$;
+
+-- (Re)create one compiled predictor ml_stack.<name>(features float8[]) as a free-standing
+-- function. Drop-and-create rather than CREATE OR REPLACE: inside ALTER EXTENSION UPDATE,
+-- PostgreSQL refuses to replace an object the extension does not own, and a function
+-- created there becomes a member, which pg_dump would leave out, so it is released.
+CREATE OR REPLACE FUNCTION ml_stack._create_predictor(name text, result_type text, body text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fn regprocedure;
+BEGIN
+    IF to_regprocedure(format('ml_stack.%I(float8[])', name)) IS NOT NULL THEN
+        EXECUTE format('DROP FUNCTION ml_stack.%I(float8[])', name);
+    END IF;
+    EXECUTE format('CREATE FUNCTION ml_stack.%I(features float8[]) RETURNS %s '
+                   'LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
+                   name, result_type::regtype, body);
+    fn := to_regprocedure(format('ml_stack.%I(float8[])', name));
+    IF EXISTS (SELECT FROM pg_catalog.pg_depend AS d
+               WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = fn AND d.deptype = 'e') THEN
+        EXECUTE format('ALTER EXTENSION ml_stack DROP FUNCTION %s', fn);
+    END IF;
+END
+$$;
+
+-- Body of a dispatch function: CASE over the keys, or only the fallback when
+-- there is no key yet (CASE needs at least one WHEN).
+CREATE OR REPLACE FUNCTION ml_stack._case_dispatch(key text, arms text, fallback text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN arms IS NULL THEN format('SELECT %s', fallback)
+                ELSE format('SELECT CASE %s %s ELSE %s END', key, arms, fallback) END
+$$;
+
+-- Regenerate the dispatch functions from the registry (the models' own
+-- predictors are compiled by the trigger on ml_stack.models). Serialised: two
+-- sessions must not replace a function at the same time.
+CREATE OR REPLACE FUNCTION ml_stack._refresh_serving()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    by_project text;
+    by_project_proba text;
+    by_model text;
+    by_model_proba text;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('ml_stack._refresh_serving'));
+    SELECT string_agg(format('WHEN %L THEN ml_stack.%I(features)', d.project_name, format('_model_%s_predict', d.model_id)), ' '
+                      ORDER BY d.project_name),
+           string_agg(format('WHEN %L THEN ml_stack.%I(features)', d.project_name, format('_model_%s_proba', d.model_id)), ' '
+                      ORDER BY d.project_name)
+    INTO by_project, by_project_proba
+    FROM ml_stack.deployed_models AS d;
+    SELECT string_agg(format('WHEN %s THEN ml_stack.%I(features)', m.id, format('_model_%s_predict', m.id)), ' ' ORDER BY m.id),
+           string_agg(format('WHEN %s THEN ml_stack.%I(features)', m.id, format('_model_%s_proba', m.id)), ' ' ORDER BY m.id)
+    INTO by_model, by_model_proba
+    FROM ml_stack.models AS m;
+
+    EXECUTE format(
+        'CREATE OR REPLACE FUNCTION ml_stack._predict_project(project_name text, features float8[]) RETURNS float8 '
+        'LANGUAGE sql STABLE PARALLEL SAFE AS %L',
+        ml_stack._case_dispatch('project_name', by_project, 'ml_stack._no_deployed_model(project_name, features)'));
+    EXECUTE format(
+        'CREATE OR REPLACE FUNCTION ml_stack._predict_proba_project(project_name text, features float8[]) RETURNS float8[] '
+        'LANGUAGE sql STABLE PARALLEL SAFE AS %L',
+        ml_stack._case_dispatch('project_name', by_project_proba, 'ARRAY[ml_stack._no_deployed_model(project_name, features)]'));
+    EXECUTE format(
+        'CREATE OR REPLACE FUNCTION ml_stack._predict_model(model_id bigint, features float8[]) RETURNS float8 '
+        'LANGUAGE sql STABLE PARALLEL SAFE AS %L',
+        ml_stack._case_dispatch('model_id', by_model, 'ml_stack._unknown_model(model_id, features)'));
+    EXECUTE format(
+        'CREATE OR REPLACE FUNCTION ml_stack._predict_proba_model(model_id bigint, features float8[]) RETURNS float8[] '
+        'LANGUAGE sql STABLE PARALLEL SAFE AS %L',
+        ml_stack._case_dispatch('model_id', by_model_proba, 'ARRAY[ml_stack._unknown_model(model_id, features)]'));
+END
+$$;
+COMMENT ON FUNCTION ml_stack._refresh_serving() IS
+    'ml_stack internal: regenerate the predict() dispatch functions from the registry.';
+
+CREATE OR REPLACE FUNCTION ml_stack._registry_changed()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ml_stack._refresh_serving();
+    RETURN NULL;
+END
+$$;
+
+-- New or changed models are compiled even when a function of their name exists:
+-- it may be left from an earlier DROP EXTENSION, whose ids the sequence reuses.
+CREATE OR REPLACE FUNCTION ml_stack._models_written()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    model_id bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('ml_stack._refresh_serving'));
+    FOR model_id IN SELECT w.id FROM written_models AS w ORDER BY w.id LOOP
+        PERFORM ml_stack._compile_model(model_id);
+    END LOOP;
+    PERFORM ml_stack._refresh_serving();
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER refresh_serving AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ml_stack.projects
+    FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._registry_changed();
+CREATE OR REPLACE TRIGGER refresh_serving AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ml_stack.deployments
+    FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._registry_changed();
+CREATE OR REPLACE TRIGGER refresh_serving AFTER DELETE OR TRUNCATE ON ml_stack.models
+    FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._registry_changed();
+CREATE OR REPLACE TRIGGER compile_inserted AFTER INSERT ON ml_stack.models
+    REFERENCING NEW TABLE AS written_models
+    FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._models_written();
+CREATE OR REPLACE TRIGGER compile_updated AFTER UPDATE ON ml_stack.models
+    REFERENCING NEW TABLE AS written_models
+    FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._models_written();
+
+-- source: sql/serving/predict.sql
+-- The serving API. Plain LANGUAGE sql, no SET clause, not STRICT, not SECURITY
+-- DEFINER: the planner inlines them down to the deployed model's arithmetic
+-- (DESIGN §4); every name is schema-qualified instead of pinning search_path.
+
+CREATE OR REPLACE FUNCTION ml_stack.predict(project_name text, features float8[])
+RETURNS float8
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT ml_stack._predict_project(project_name, features) $$;
+COMMENT ON FUNCTION ml_stack.predict(text, float8[]) IS
+    'ml_stack: prediction of the project''s deployed model (regression value or class label) for one row of features, in training column order.';
+
+CREATE OR REPLACE FUNCTION ml_stack.predict(model_id bigint, features float8[])
+RETURNS float8
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT ml_stack._predict_model(model_id, features) $$;
+COMMENT ON FUNCTION ml_stack.predict(bigint, float8[]) IS
+    'ml_stack: prediction of one model of the registry, deployed or not, for one row of features.';
+
+CREATE OR REPLACE FUNCTION ml_stack.predict_proba(project_name text, features float8[])
+RETURNS float8[]
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT ml_stack._predict_proba_project(project_name, features) $$;
+COMMENT ON FUNCTION ml_stack.predict_proba(text, float8[]) IS
+    'ml_stack: class probabilities (one per class, classes ascending) from the project''s deployed classifier.';
+
+CREATE OR REPLACE FUNCTION ml_stack.predict_proba(model_id bigint, features float8[])
+RETURNS float8[]
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT ml_stack._predict_proba_model(model_id, features) $$;
+COMMENT ON FUNCTION ml_stack.predict_proba(bigint, float8[]) IS
+    'ml_stack: class probabilities (one per class, classes ascending) from one classifier of the registry.';
+
+-- source: sql/registry/deploy.sql
+-- The key metric that deploy decisions compare: higher is better.
+CREATE OR REPLACE FUNCTION ml_stack._key_metric(task text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE task WHEN 'regression' THEN 'r2' WHEN 'classification' THEN 'f1' END $$;
+
+-- Record a deployment (the registry triggers recompile the dispatch, so it serves
+-- every session once the transaction commits). Returns the model id.
+CREATE OR REPLACE FUNCTION ml_stack._deploy(project_name text, strategy text, algorithm text DEFAULT NULL, model_id bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    proj   ml_stack.projects;
+    chosen bigint;
+    metric text;
+    stack  bigint[] := '{}';
+    dep    record;
+BEGIN
+    IF strategy IS NULL OR strategy NOT IN ('best_score', 'most_recent', 'rollback', 'specific') THEN
+        RAISE EXCEPTION 'unknown deploy strategy "%"', strategy
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''best_score'', ''most_recent'' or ''rollback'', or ml_stack.deploy(model_id).';
+    END IF;
+    IF strategy = 'specific' THEN
+        IF model_id IS NULL THEN
+            RAISE EXCEPTION 'model_id is required' USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'Deploy a specific model with ml_stack.deploy(model_id); SELECT id FROM ml_stack.models lists them.';
+        END IF;
+        SELECT p.* INTO proj FROM ml_stack.projects AS p JOIN ml_stack.models AS m ON m.project_id = p.id
+        WHERE m.id = model_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'model % does not exist', model_id
+                USING ERRCODE = 'undefined_object', HINT = 'SELECT id, algorithm FROM ml_stack.models lists the models.';
+        END IF;
+        chosen := model_id;
+    ELSE
+        SELECT p.* INTO proj FROM ml_stack.projects AS p WHERE p.name = project_name;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'project "%" does not exist', project_name
+                USING ERRCODE = 'undefined_object', HINT = 'SELECT name FROM ml_stack.projects lists the projects.';
+        END IF;
+    END IF;
+    -- one deployment at a time per project
+    PERFORM 1 FROM ml_stack.projects AS p WHERE p.id = proj.id FOR UPDATE;
+
+    CASE strategy
+        WHEN 'best_score' THEN
+            metric := ml_stack._key_metric(proj.task);
+            SELECT m.id INTO chosen FROM ml_stack.models AS m
+            WHERE m.project_id = proj.id AND (algorithm IS NULL OR m.algorithm = algorithm)
+              AND (m.metrics ->> metric) IS NOT NULL
+            ORDER BY (m.metrics ->> metric)::float8 DESC, m.id DESC
+            LIMIT 1;
+        WHEN 'most_recent' THEN
+            SELECT m.id INTO chosen FROM ml_stack.models AS m
+            WHERE m.project_id = proj.id AND (algorithm IS NULL OR m.algorithm = algorithm)
+            ORDER BY m.id DESC
+            LIMIT 1;
+        WHEN 'rollback' THEN
+            -- replay the history as a stack: a rollback pops, any other deployment pushes
+            -- (a redeploy of the model already serving changes nothing to roll back to)
+            FOR dep IN SELECT d.model_id, d.strategy FROM ml_stack.deployments AS d
+                       WHERE d.project_id = proj.id ORDER BY d.id LOOP
+                IF dep.strategy = 'rollback' THEN
+                    stack := stack[1 : cardinality(stack) - 1];
+                ELSIF stack[cardinality(stack)] IS DISTINCT FROM dep.model_id THEN
+                    stack := stack || dep.model_id;
+                END IF;
+            END LOOP;
+            IF cardinality(stack) < 2 THEN
+                RAISE EXCEPTION 'project "%" has nothing to roll back to', proj.name
+                    USING ERRCODE = 'object_not_in_prerequisite_state',
+                          HINT = CASE WHEN cardinality(stack) = 0 THEN 'The project has no deployment yet.'
+                                      ELSE 'The current deployment is the project''s first; deploy another model first.' END;
+            END IF;
+            chosen := stack[cardinality(stack) - 1];
+        ELSE
+            NULL;  -- 'specific': chosen above
+    END CASE;
+    IF chosen IS NULL THEN
+        RAISE EXCEPTION 'project "%" has no model to deploy%', proj.name,
+                        CASE WHEN algorithm IS NULL THEN '' ELSE format(' with algorithm "%s"', algorithm) END
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'Train one first with ml_stack.train(); SELECT algorithm FROM ml_stack.models lists what exists.';
+    END IF;
+    INSERT INTO ml_stack.deployments (project_id, model_id, strategy) VALUES (proj.id, chosen, strategy);
+    RETURN chosen;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml_stack.deploy(project_name text, strategy text DEFAULT 'best_score', algorithm text DEFAULT NULL)
+RETURNS TABLE (project text, strategy text, algorithm text, model_id bigint)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p.name, deploy.strategy, m.algorithm, m.id
+    FROM ml_stack._deploy(deploy.project_name, deploy.strategy, deploy.algorithm) AS chosen (id)
+    JOIN ml_stack.models AS m ON m.id = chosen.id
+    JOIN ml_stack.projects AS p ON p.id = m.project_id
+$$;
+COMMENT ON FUNCTION ml_stack.deploy(text, text, text) IS
+    'ml_stack: deploy a model of the project by strategy: best_score (key metric r2 or f1), most_recent, or rollback (the model deployed before the current one); algorithm restricts the candidates.';
+
+CREATE OR REPLACE FUNCTION ml_stack.deploy(model_id bigint)
+RETURNS TABLE (project text, strategy text, algorithm text, model_id bigint)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p.name, 'specific'::text, m.algorithm, m.id
+    FROM ml_stack._deploy(NULL, 'specific', NULL, deploy.model_id) AS chosen (id)
+    JOIN ml_stack.models AS m ON m.id = chosen.id
+    JOIN ml_stack.projects AS p ON p.id = m.project_id
+$$;
+COMMENT ON FUNCTION ml_stack.deploy(bigint) IS
+    'ml_stack: deploy one specific model by id (strategy ''specific'').';
+
+-- source: sql/training/train.sql
+-- Algorithm names known to ml_stack (PostgresML's), to tell a typo from an
+-- algorithm whose engine is not installed.
+CREATE OR REPLACE FUNCTION ml_stack._known_algorithms()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY['linear', 'ridge', 'lasso', 'elastic_net', 'xgboost', 'random_forest', 'extra_trees',
+                 'gradient_boosting_trees', 'hist_gradient_boosting', 'ada_boost', 'svm', 'knn']
+$$;
+
+-- The engine that fits `algorithm` for `task`: the requested one, or 'sql' when it
+-- has the algorithm, else 'python'. Errors name what to install or use instead.
+CREATE OR REPLACE FUNCTION ml_stack._choose_engine(task text, algorithm text, engine text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    python_installed boolean := to_regprocedure('ml_stack._python_fit(text, text, jsonb, jsonb)') IS NOT NULL;
+BEGIN
+    IF algorithm IS NULL OR NOT algorithm = ANY (ml_stack._known_algorithms()) THEN
+        RAISE EXCEPTION 'unknown algorithm "%"', algorithm
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Known algorithms: %s.', array_to_string(ml_stack._known_algorithms(), ', '));
+    END IF;
+    IF engine IS NOT NULL AND engine NOT IN ('sql', 'python') THEN
+        RAISE EXCEPTION 'unknown engine "%"', engine
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''sql'', ''python'', or NULL to choose by algorithm.';
+    END IF;
+    IF coalesce(engine, 'sql') = 'sql' AND ml_stack._sql_engine_hyperparams(task, algorithm) IS NOT NULL THEN
+        RETURN 'sql';
+    END IF;
+    IF engine = 'sql' THEN
+        RAISE EXCEPTION 'the sql engine has no % algorithm for %', algorithm, task
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = CASE WHEN task = 'classification' AND algorithm = 'ridge'
+                              THEN 'For classification the sql engine has ''linear'' (logistic regression).'
+                              ELSE 'The sql engine has ''linear'' (regression, classification) and ''ridge'' (regression).' END;
+    END IF;
+    IF NOT python_installed THEN
+        RAISE EXCEPTION 'algorithm % for % needs the python engine, which is not installed', algorithm, task
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'CREATE EXTENSION ml_stack_python CASCADE (needs PL/Python, scikit-learn and xgboost), or use algorithm ''linear''.';
+    END IF;
+    RETURN 'python';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml_stack._train(
+    project_name text, task text, relation_name text, y_column_name text, algorithm text,
+    hyperparams jsonb, search text, search_params jsonb, search_args jsonb, test_size real,
+    test_sampling text, preprocess jsonb, automatic_deploy boolean, engine text, caller_search_path text,
+    OUT trained_model_id bigint, OUT was_deployed boolean, OUT project_task text, OUT model_algorithm text, OUT model_engine text,
+    OUT model_metrics jsonb)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    proj      ml_stack.projects;
+    rel       regclass;
+    chosen_engine text;
+    seed      bigint;
+    dataset   jsonb;
+    artifact  jsonb;
+    classes   float8[];
+    metrics   jsonb;
+    t0        timestamptz;
+    fit_time  float8;
+    snap_id   bigint;
+    key       text;
+    current_score float8;
+    new_score float8;
+BEGIN
+    IF project_name IS NULL OR btrim(project_name) = '' THEN
+        RAISE EXCEPTION 'project_name is required' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Name the project, e.g. ml_stack.train(''house_prices'', ''regression'', ''houses'', ''price'').';
+    END IF;
+    -- concurrent trains of one project queue here (a new project's name included)
+    PERFORM pg_advisory_xact_lock(hashtext('ml_stack.project:' || project_name));
+    SELECT p.* INTO proj FROM ml_stack.projects AS p WHERE p.name = project_name;
+    IF FOUND THEN
+        IF task IS NOT NULL AND task <> proj.task THEN
+            RAISE EXCEPTION 'project "%" is a % project; it cannot be trained for %', project_name, proj.task, task
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Leave task out to keep the project''s task, or train under a new project name.';
+        END IF;
+        task := proj.task;
+        relation_name := coalesce(relation_name, proj.relation_name);
+        y_column_name := coalesce(y_column_name, proj.y_column_name);
+        IF relation_name IS NULL OR y_column_name IS NULL THEN
+            RAISE EXCEPTION 'project "%" has no training relation (it was imported)', project_name
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass relation_name and y_column_name.';
+        END IF;
+        seed := proj.split_seed;
+    ELSE
+        IF task IS NULL OR relation_name IS NULL OR y_column_name IS NULL THEN
+            RAISE EXCEPTION 'project "%" does not exist yet: task, relation_name and y_column_name are required', project_name
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('e.g. ml_stack.train(%L, ''regression'', ''my_table'', ''my_label'')', project_name);
+        END IF;
+        seed := (random() * 2147483647)::bigint;
+    END IF;
+    IF task NOT IN ('regression', 'classification') THEN
+        RAISE EXCEPTION 'unknown task "%"', task
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''regression'' or ''classification''.';
+    END IF;
+    algorithm := coalesce(algorithm, 'linear');
+    chosen_engine := ml_stack._choose_engine(task, algorithm, engine);
+    IF hyperparams IS NULL OR jsonb_typeof(hyperparams) <> 'object' THEN
+        RAISE EXCEPTION 'hyperparams must be a JSON object' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'e.g. hyperparams => ''{"alpha": 0.5}''';
+    END IF;
+    IF search IS NOT NULL AND chosen_engine = 'sql' THEN
+        RAISE EXCEPTION 'hyperparameter search needs the python engine'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'CREATE EXTENSION ml_stack_python CASCADE, then train with engine => ''python''.';
+    END IF;
+    IF test_sampling IS NULL OR test_sampling NOT IN ('random', 'last', 'stratified') THEN
+        RAISE EXCEPTION 'unknown test_sampling "%"', test_sampling
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''random'', ''last'' or ''stratified''.';
+    END IF;
+
+    rel := ml_stack._resolve_relation(relation_name, caller_search_path);
+    dataset := ml_stack._prepare_dataset(rel, y_column_name, task, test_size, test_sampling, seed,
+                                         coalesce(preprocess, '{}'));
+    IF jsonb_typeof(dataset -> 'classes') = 'array' THEN
+        classes := ARRAY(SELECT jsonb_array_elements_text(dataset -> 'classes')::float8);
+    END IF;
+
+    t0 := clock_timestamp();
+    IF chosen_engine = 'sql' THEN
+        artifact := ml_stack._sql_fit(task, algorithm, hyperparams, dataset);
+    ELSE
+        EXECUTE 'SELECT ml_stack._python_fit($1, $2, $3, $4)' INTO artifact
+            USING task, algorithm, hyperparams, dataset || jsonb_build_object(
+                'search', search, 'search_params', search_params, 'search_args', search_args);
+    END IF;
+    fit_time := extract(epoch FROM clock_timestamp() - t0);
+    t0 := clock_timestamp();
+    metrics := ml_stack._test_metrics(task, artifact, classes, dataset);
+    metrics := metrics || jsonb_build_object('fit_time', fit_time, 'score_time', extract(epoch FROM clock_timestamp() - t0));
+    DROP TABLE pg_temp._ml_stack_rows;  -- done with the data: free it now, not at the end of the transaction
+
+    -- everything checked and fitted: now write the registry
+    IF proj.id IS NULL THEN
+        INSERT INTO ml_stack.projects (name, task, relation_name, y_column_name, split_seed)
+        VALUES (project_name, task, relation_name, y_column_name, seed)
+        RETURNING * INTO proj;
+    ELSIF proj.relation_name IS DISTINCT FROM relation_name OR proj.y_column_name IS DISTINCT FROM y_column_name THEN
+        UPDATE ml_stack.projects AS p SET relation_name = relation_name, y_column_name = y_column_name
+        WHERE p.id = proj.id;
+    END IF;
+    INSERT INTO ml_stack.snapshots (project_id, relation_name, y_column_name, features, label, rows, skipped_rows,
+                                    train_rows, test_rows, test_size, test_sampling, seed)
+    VALUES (proj.id, rel::text, y_column_name, dataset -> 'features', dataset -> 'label' || jsonb_build_object('classes', to_jsonb(classes)),
+            (dataset ->> 'n')::bigint, (dataset ->> 'skipped')::bigint, (dataset ->> 'train_rows')::bigint,
+            (dataset ->> 'test_rows')::bigint, test_size, test_sampling, seed)
+    RETURNING id INTO snap_id;
+    INSERT INTO ml_stack.models (project_id, snapshot_id, algorithm, engine, task, hyperparams, preprocess,
+                                 num_features, classes, artifact, metrics)
+    VALUES (proj.id, snap_id, algorithm, chosen_engine, task, hyperparams, coalesce(preprocess, '{}'),
+            jsonb_array_length(dataset -> 'features'), classes, artifact, metrics)
+    RETURNING id INTO trained_model_id;
+
+    -- automatic deploy: only a model that beats the deployed one on the key metric
+    key := ml_stack._key_metric(task);
+    new_score := (metrics ->> key)::float8;
+    SELECT (d.metrics ->> key)::float8 INTO current_score
+    FROM ml_stack.deployed_models AS d WHERE d.project_id = proj.id;
+    was_deployed := coalesce(automatic_deploy, true) AND (NOT FOUND OR new_score > current_score
+                                          OR (current_score IS NULL AND new_score IS NOT NULL));
+    IF was_deployed THEN
+        INSERT INTO ml_stack.deployments (project_id, model_id, strategy) VALUES (proj.id, trained_model_id, 'automatic');
+    END IF;
+    project_task := task; model_algorithm := algorithm; model_engine := chosen_engine; model_metrics := metrics;
+    RAISE NOTICE 'ml_stack: model % (% %, % engine): % = %, %', trained_model_id, algorithm, task, chosen_engine, key,
+        round(new_score::numeric, 6), CASE WHEN was_deployed THEN 'deployed' ELSE 'not deployed' END;
+END
+$$;
+
+-- Public entry point. LANGUAGE sql because PL/pgSQL refuses parameters named like
+-- result columns (DESIGN §6). No SET clause here on purpose: it captures the
+-- caller's search_path so that relation_name resolves as the caller typed it;
+-- everything it calls is schema-qualified and pinned.
+CREATE OR REPLACE FUNCTION ml_stack.train(
+    project_name     text,
+    task             text    DEFAULT NULL,
+    relation_name    text    DEFAULT NULL,
+    y_column_name    text    DEFAULT NULL,
+    algorithm        text    DEFAULT 'linear',
+    hyperparams      jsonb   DEFAULT '{}',
+    search           text    DEFAULT NULL,
+    search_params    jsonb   DEFAULT '{}',
+    search_args      jsonb   DEFAULT '{}',
+    test_size        real    DEFAULT 0.25,
+    test_sampling    text    DEFAULT 'random',
+    preprocess       jsonb   DEFAULT '{}',
+    automatic_deploy boolean DEFAULT true,
+    engine           text    DEFAULT NULL)
+RETURNS TABLE (project text, task text, algorithm text, engine text, model_id bigint, deployed boolean, metrics jsonb)
+LANGUAGE sql VOLATILE
+AS $$
+    -- the new rows are not visible to this statement's snapshot: _train returns what it wrote
+    SELECT train.project_name, r.project_task, r.model_algorithm, r.model_engine,
+           r.trained_model_id, r.was_deployed, r.model_metrics
+    FROM ml_stack._train(train.project_name, train.task, train.relation_name, train.y_column_name, train.algorithm,
+                         train.hyperparams, train.search, train.search_params, train.search_args, train.test_size,
+                         train.test_sampling, train.preprocess, train.automatic_deploy, train.engine,
+                         pg_catalog.current_setting('search_path')) AS r
+$$;
+COMMENT ON FUNCTION ml_stack.train(text, text, text, text, text, jsonb, text, jsonb, jsonb, real, text, jsonb, boolean, text) IS
+    'ml_stack: train a model on a table or view (features: every column but the label, in table order), score it on a test split, register it, and deploy it if it beats the deployed model. Retrain with only the project name to reuse its relation, label and task.';
+
+-- source: sql/portability/export_import.sql
+-- Models as portable JSON documents: everything needed to serve the model in
+-- another database, plus its provenance (features, label, metrics, hyperparameters).
+CREATE OR REPLACE FUNCTION ml_stack.export_model(model_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    doc jsonb;
+BEGIN
+    SELECT jsonb_build_object(
+        'ml_stack_model', 1,
+        'exported_by', 'ml_stack ' || (SELECT e.extversion FROM pg_catalog.pg_extension AS e WHERE e.extname = 'ml_stack'),
+        'project', p.name,
+        'task', m.task,
+        'algorithm', m.algorithm,
+        'engine', m.engine,
+        'hyperparams', m.hyperparams,
+        'preprocess', m.preprocess,
+        'num_features', m.num_features,
+        'classes', to_jsonb(m.classes),
+        'features', coalesce(s.features, '[]'),
+        'label', s.label,
+        'relation_name', s.relation_name,
+        'metrics', m.metrics,
+        'artifact', m.artifact,
+        'created_at', m.created_at)
+    INTO doc
+    FROM ml_stack.models AS m
+    JOIN ml_stack.projects AS p ON p.id = m.project_id
+    LEFT JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
+    WHERE m.id = model_id;
+    IF doc IS NULL THEN
+        RAISE EXCEPTION 'model % does not exist', model_id
+            USING ERRCODE = 'undefined_object', HINT = 'SELECT id, algorithm FROM ml_stack.models lists the models.';
+    END IF;
+    RETURN doc;
+END
+$$;
+COMMENT ON FUNCTION ml_stack.export_model(bigint) IS
+    'ml_stack: a model as a JSON document that ml_stack.import_model() loads into another database.';
+
+CREATE OR REPLACE FUNCTION ml_stack.import_model(project_name text, model jsonb, deploy boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    proj     ml_stack.projects;
+    task     text := model ->> 'task';
+    art      jsonb := model -> 'artifact';
+    p        integer;
+    classes  float8[];
+    k        integer;
+    snap_id  bigint;
+    new_id   bigint;
+BEGIN
+    IF project_name IS NULL OR btrim(project_name) = '' THEN
+        RAISE EXCEPTION 'project_name is required' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Name the project to import into, e.g. ml_stack.import_model(''house_prices'', doc).';
+    END IF;
+    IF model IS NULL OR jsonb_typeof(model) <> 'object' OR (model ->> 'ml_stack_model') IS DISTINCT FROM '1' THEN
+        RAISE EXCEPTION 'not an ml_stack model document'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass what ml_stack.export_model() returned.';
+    END IF;
+    IF task IS NULL OR task NOT IN ('regression', 'classification') THEN
+        RAISE EXCEPTION 'model document has unknown task "%"', task USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'The task must be ''regression'' or ''classification''; export the model again with ml_stack.export_model().';
+    END IF;
+    -- the artifact becomes SQL: check its shape, and let only numbers through
+    IF art ->> 'format' IS DISTINCT FROM 'linear' THEN
+        RAISE EXCEPTION 'model artifact format "%" is not supported here', art ->> 'format'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = format('Install the extension of engine "%s" in this database.', model ->> 'engine');
+    END IF;
+    BEGIN
+        p := (model ->> 'num_features')::integer;
+        IF model -> 'classes' IS NOT NULL AND jsonb_typeof(model -> 'classes') = 'array' THEN
+            classes := ARRAY(SELECT jsonb_array_elements_text(model -> 'classes')::float8);
+        END IF;
+        k := jsonb_array_length(art -> 'coefficients');
+        IF p IS NULL OR p < 1 OR k < 1 OR jsonb_array_length(art -> 'intercepts') <> k
+           OR jsonb_array_length(art -> 'impute') <> p
+           OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'coefficients') AS w WHERE jsonb_array_length(w) <> p)
+           OR coalesce(art ->> 'link', '') NOT IN ('identity', 'logistic', 'softmax')
+           OR (jsonb_typeof(model -> 'features') = 'array' AND jsonb_array_length(model -> 'features') NOT IN (0, p))
+           -- classes strictly ascending: predict_proba's columns follow them
+           OR EXISTS (SELECT FROM unnest(classes) WITH ORDINALITY AS c(v, i) WHERE c.v >= classes[c.i + 1])
+           OR (task = 'regression') <> (art ->> 'link' = 'identity')
+           OR (task = 'classification' AND (classes IS NULL OR cardinality(classes) < 2
+                                            OR k <> CASE WHEN cardinality(classes) = 2 THEN 1 ELSE cardinality(classes) END))
+        THEN
+            RAISE EXCEPTION 'inconsistent';
+        END IF;
+        -- every number must be a JSON number (never a string, so never NaN or Infinity)
+        IF EXISTS (SELECT FROM jsonb_array_elements(art -> 'intercepts') AS x WHERE jsonb_typeof(x) <> 'number')
+           OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'coefficients') AS w, jsonb_array_elements(w) AS x
+                      WHERE jsonb_typeof(x) <> 'number')
+           OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'impute') AS x WHERE jsonb_typeof(x) NOT IN ('number', 'null'))
+           OR EXISTS (SELECT FROM jsonb_array_elements(model -> 'classes') AS x
+                      WHERE jsonb_typeof(model -> 'classes') = 'array' AND jsonb_typeof(x) <> 'number')
+        THEN
+            RAISE EXCEPTION 'not a number';
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION 'model document is damaged: its artifact does not match its task and feature count'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Export the model again with ml_stack.export_model().';
+    END;
+
+    PERFORM pg_advisory_xact_lock(hashtext('ml_stack.project:' || project_name));
+    SELECT pr.* INTO proj FROM ml_stack.projects AS pr WHERE pr.name = project_name;
+    IF NOT FOUND THEN
+        INSERT INTO ml_stack.projects (name, task, split_seed)
+        VALUES (project_name, task, (random() * 2147483647)::bigint)
+        RETURNING * INTO proj;
+    ELSIF proj.task <> task THEN
+        RAISE EXCEPTION 'project "%" is a % project; the model is for %', project_name, proj.task, task
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Import it under another project name.';
+    END IF;
+    INSERT INTO ml_stack.snapshots (project_id, relation_name, y_column_name, features, label, rows,
+                                    train_rows, test_rows, test_size, test_sampling, seed)
+    VALUES (proj.id, model ->> 'relation_name', coalesce(model -> 'label' ->> 'name', 'unknown'),
+            coalesce(model -> 'features', '[]'), coalesce(model -> 'label', '{}'), 0, 0, 0, 0, 'random', 0)
+    RETURNING id INTO snap_id;
+    INSERT INTO ml_stack.models (project_id, snapshot_id, algorithm, engine, task, hyperparams, preprocess,
+                                 num_features, classes, artifact, metrics, status)
+    VALUES (proj.id, snap_id, coalesce(model ->> 'algorithm', 'unknown'), coalesce(model ->> 'engine', 'sql'), task,
+            coalesce(model -> 'hyperparams', '{}'), coalesce(model -> 'preprocess', '{}'), p, classes, art,
+            coalesce(model -> 'metrics', '{}'), 'imported')
+    RETURNING id INTO new_id;
+    IF deploy THEN
+        INSERT INTO ml_stack.deployments (project_id, model_id, strategy) VALUES (proj.id, new_id, 'import');
+    END IF;
+    RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION ml_stack.import_model(text, jsonb, boolean) IS
+    'ml_stack: register a model document from ml_stack.export_model() under a project (created if needed), and deploy it unless deploy => false. Returns the new model id.';
+
+-- source: sql/scheduling/training_runs.sql
+-- (issue 4: training-run history table; run-once migration of 0.2.0)
+
+-- source: sql/scheduling/cron.sql
+-- (issue 4: pg_cron helpers)
+
+-- source: sql/serving/refresh.sql
+-- Last step of every install and upgrade script: regenerate the dispatch functions
+-- from the registry (none on a fresh install), with this version's code.
+SELECT ml_stack._refresh_serving();

@@ -1,0 +1,1 @@
+-- (issue 4: training-run history table; run-once migration of 0.2.0)
