@@ -22,7 +22,7 @@ def test_meta_json_matches_the_control_file():
     meta = json.loads((REPO / "META.json").read_text())
     version = control_version()
     assert meta["version"] == version
-    provided = meta["provides"]["ml_stack"]
+    provided = meta["provides"]["ml_stack"]  # ml_stack_python: same version, checked in test_python_engine
     assert provided["version"] == version
     assert (REPO / provided["file"]).is_file()
     assert meta["meta-spec"]["version"] == "1.0.0"

@@ -25,6 +25,18 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION ml_stack._engine_not_installed(model_id bigint, features float8[])
+RETURNS float8
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'model % is served by the python engine, which is not installed in this database', model_id
+        USING ERRCODE = 'feature_not_supported',
+              HINT = 'CREATE EXTENSION ml_stack_python CASCADE (needs PL/Python, scikit-learn and xgboost); its models then serve at once.';
+END
+$$;
+
 CREATE OR REPLACE FUNCTION ml_stack._no_deployed_model(project_name text, features float8[])
 RETURNS float8
 LANGUAGE plpgsql STABLE PARALLEL SAFE

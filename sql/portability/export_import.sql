@@ -24,6 +24,7 @@ BEGIN
         'label', s.label,
         'relation_name', s.relation_name,
         'metrics', m.metrics,
+        'search', m.search,
         'artifact', m.artifact,
         'created_at', m.created_at)
     INTO doc
@@ -70,44 +71,58 @@ BEGIN
             HINT = 'The task must be ''regression'' or ''classification''; export the model again with ml_stack.export_model().';
     END IF;
     -- the artifact becomes SQL: check its shape, and let only numbers through
-    IF art ->> 'format' IS DISTINCT FROM 'linear' THEN
+    IF art ->> 'format' = 'python' THEN
+        RAISE EXCEPTION 'model % is a pickled scikit-learn estimator, which import_model does not load', model ->> 'algorithm'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Unpickling runs code. Train the model in this database instead (linear models and tree ensembles export as SQL-servable documents).';
+    ELSIF coalesce(art ->> 'format', '') NOT IN ('linear', 'trees') THEN
         RAISE EXCEPTION 'model artifact format "%" is not supported here', art ->> 'format'
             USING ERRCODE = 'feature_not_supported',
-                  HINT = format('Install the extension of engine "%s" in this database.', model ->> 'engine');
+                  HINT = 'ml_stack serves the ''linear'' and ''trees'' formats; update ml_stack if the model comes from a newer version.';
     END IF;
     BEGIN
         p := (model ->> 'num_features')::integer;
         IF model -> 'classes' IS NOT NULL AND jsonb_typeof(model -> 'classes') = 'array' THEN
             classes := ARRAY(SELECT jsonb_array_elements_text(model -> 'classes')::float8);
         END IF;
-        k := jsonb_array_length(art -> 'coefficients');
-        IF p IS NULL OR p < 1 OR k < 1 OR jsonb_array_length(art -> 'intercepts') <> k
-           OR jsonb_array_length(art -> 'impute') <> p
-           OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'coefficients') AS w WHERE jsonb_array_length(w) <> p)
-           OR coalesce(art ->> 'link', '') NOT IN ('identity', 'logistic', 'softmax')
+        IF p IS NULL OR p < 1
            OR (jsonb_typeof(model -> 'features') = 'array' AND jsonb_array_length(model -> 'features') NOT IN (0, p))
            -- classes strictly ascending: predict_proba's columns follow them
            OR EXISTS (SELECT FROM unnest(classes) WITH ORDINALITY AS c(v, i) WHERE c.v >= classes[c.i + 1])
-           OR (task = 'regression') <> (art ->> 'link' = 'identity')
-           OR (task = 'classification' AND (classes IS NULL OR cardinality(classes) < 2
-                                            OR k <> CASE WHEN cardinality(classes) = 2 THEN 1 ELSE cardinality(classes) END))
-        THEN
-            RAISE EXCEPTION 'inconsistent';
-        END IF;
-        -- every number must be a JSON number (never a string, so never NaN or Infinity)
-        IF EXISTS (SELECT FROM jsonb_array_elements(art -> 'intercepts') AS x WHERE jsonb_typeof(x) <> 'number')
-           OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'coefficients') AS w, jsonb_array_elements(w) AS x
-                      WHERE jsonb_typeof(x) <> 'number')
-           OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'impute') AS x WHERE jsonb_typeof(x) NOT IN ('number', 'null'))
+           OR (task = 'regression') <> (classes IS NULL)
+           OR (task = 'classification' AND cardinality(classes) < 2)
            OR EXISTS (SELECT FROM jsonb_array_elements(model -> 'classes') AS x
                       WHERE jsonb_typeof(model -> 'classes') = 'array' AND jsonb_typeof(x) <> 'number')
         THEN
-            RAISE EXCEPTION 'not a number';
+            RAISE EXCEPTION 'inconsistent';
+        END IF;
+        IF art ->> 'format' = 'linear' THEN
+            k := jsonb_array_length(art -> 'coefficients');
+            IF k < 1 OR jsonb_array_length(art -> 'intercepts') <> k
+               OR jsonb_array_length(art -> 'impute') <> p
+               OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'coefficients') AS w WHERE jsonb_array_length(w) <> p)
+               OR coalesce(art ->> 'link', '') NOT IN ('identity', 'logistic', 'softmax')
+               OR (task = 'regression') <> (art ->> 'link' = 'identity')
+               OR (task = 'classification' AND k <> CASE WHEN cardinality(classes) = 2 THEN 1 ELSE cardinality(classes) END)
+            THEN
+                RAISE EXCEPTION 'inconsistent';
+            END IF;
+            -- every number must be a JSON number (never a string, so never NaN or Infinity)
+            IF EXISTS (SELECT FROM jsonb_array_elements(art -> 'intercepts') AS x WHERE jsonb_typeof(x) <> 'number')
+               OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'coefficients') AS w, jsonb_array_elements(w) AS x
+                          WHERE jsonb_typeof(x) <> 'number')
+               OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'impute') AS x WHERE jsonb_typeof(x) NOT IN ('number', 'null'))
+            THEN
+                RAISE EXCEPTION 'not a number';
+            END IF;
         END IF;
     EXCEPTION WHEN OTHERS THEN
         RAISE EXCEPTION 'model document is damaged: its artifact does not match its task and feature count'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Export the model again with ml_stack.export_model().';
     END;
+    IF art ->> 'format' = 'trees' THEN
+        PERFORM ml_stack._check_trees_artifact(art, p, classes);   -- says what is wrong
+    END IF;
 
     PERFORM pg_advisory_xact_lock(hashtext('ml_stack.project:' || project_name));
     SELECT pr.* INTO proj FROM ml_stack.projects AS pr WHERE pr.name = project_name;
@@ -125,10 +140,10 @@ BEGIN
             coalesce(model -> 'features', '[]'), coalesce(model -> 'label', '{}'), 0, 0, 0, 0, 'random', 0)
     RETURNING id INTO snap_id;
     INSERT INTO ml_stack.models (project_id, snapshot_id, algorithm, engine, task, hyperparams, preprocess,
-                                 num_features, classes, artifact, metrics, status)
+                                 num_features, classes, artifact, metrics, status, search)
     VALUES (proj.id, snap_id, coalesce(model ->> 'algorithm', 'unknown'), coalesce(model ->> 'engine', 'sql'), task,
             coalesce(model -> 'hyperparams', '{}'), coalesce(model -> 'preprocess', '{}'), p, classes, art,
-            coalesce(model -> 'metrics', '{}'), 'imported')
+            coalesce(model -> 'metrics', '{}'), 'imported', NULLIF(model -> 'search', 'null'))
     RETURNING id INTO new_id;
     IF deploy THEN
         INSERT INTO ml_stack.deployments (project_id, model_id, strategy) VALUES (proj.id, new_id, 'import');

@@ -26,47 +26,81 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'model % does not exist', model_id USING ERRCODE = 'undefined_object';
     END IF;
-    IF m.artifact ->> 'format' IS DISTINCT FROM 'linear' THEN
-        RAISE EXCEPTION 'model % has artifact format "%", which the SQL compiler does not know', model_id, m.artifact ->> 'format'
+    CASE m.artifact ->> 'format'
+    WHEN 'linear' THEN
+        guard := format('WHEN cardinality(features) <> %s THEN %%s', m.num_features);
+        PERFORM ml_stack._create_model_function(format('_model_%s_predict', m.id), 'features float8[]', 'float8', 'sql',
+            format('SELECT CASE %s ELSE %s END',
+                   format(guard, format('ml_stack._wrong_feature_count(%s, %s, features)', m.id, m.num_features)),
+                   ml_stack._predict_sql(m.artifact, m.classes, 'features[%s]')));
+        PERFORM ml_stack._create_model_function(format('_model_%s_proba', m.id), 'features float8[]', 'float8[]', 'sql',
+            CASE WHEN m.classes IS NULL
+                 THEN format('SELECT ml_stack._no_probabilities(%s, features)', m.id)
+                 ELSE format('SELECT CASE %s ELSE %s END',
+                             format(guard, format('ARRAY[ml_stack._wrong_feature_count(%s, %s, features)]', m.id, m.num_features)),
+                             ml_stack._proba_sql(m.artifact, 'features[%s]')) END);
+    WHEN 'trees' THEN
+        PERFORM ml_stack._compile_trees_model(m.id, m.num_features, m.classes, m.artifact);
+    WHEN 'python' THEN
+        -- served by ml_stack_python with the estimator cached per backend; the dispatch
+        -- functions call it with the serving generation, these predictors with 0
+        PERFORM ml_stack._create_model_function(format('_model_%s_predict', m.id), 'features float8[]', 'float8', 'sql',
+            format('SELECT %s', ml_stack._python_call(m.id, 'predict', 0)));
+        PERFORM ml_stack._create_model_function(format('_model_%s_proba', m.id), 'features float8[]', 'float8[]', 'sql',
+            format('SELECT %s', ml_stack._python_call(m.id, 'proba', 0)));
+    ELSE
+        RAISE EXCEPTION 'model % has artifact format "%", which ml_stack does not know', model_id, m.artifact ->> 'format'
             USING ERRCODE = 'feature_not_supported',
-                  HINT = format('Install the extension of engine "%s".', m.engine);
-    END IF;
-    guard := format('WHEN cardinality(features) <> %s THEN %%s', m.num_features);
-    PERFORM ml_stack._create_predictor(format('_model_%s_predict', m.id), 'float8',
-        format('SELECT CASE %s ELSE %s END',
-               format(guard, format('ml_stack._wrong_feature_count(%s, %s, features)', m.id, m.num_features)),
-               ml_stack._predict_sql(m.artifact, m.classes, 'features[%s]')));
-    PERFORM ml_stack._create_predictor(format('_model_%s_proba', m.id), 'float8[]',
-        CASE WHEN m.classes IS NULL
-             THEN format('SELECT ml_stack._no_probabilities(%s, features)', m.id)
-             ELSE format('SELECT CASE %s ELSE %s END',
-                         format(guard, format('ARRAY[ml_stack._wrong_feature_count(%s, %s, features)]', m.id, m.num_features)),
-                         ml_stack._proba_sql(m.artifact, 'features[%s]')) END);
+                  HINT = format('Install the extension of engine "%s", or update ml_stack.', m.engine);
+    END CASE;
 END
 $$;
 
--- (Re)create one compiled predictor ml_stack.<name>(features float8[]) as a free-standing
--- function. Drop-and-create rather than CREATE OR REPLACE: inside ALTER EXTENSION UPDATE,
--- PostgreSQL refuses to replace an object the extension does not own, and a function
--- created there becomes a member, which pg_dump would leave out, so it is released.
-CREATE OR REPLACE FUNCTION ml_stack._create_predictor(name text, result_type text, body text)
+-- The call that serves a 'python'-format model: ml_stack_python's entry point
+-- when that extension is installed, else an error that says to install it.
+CREATE OR REPLACE FUNCTION ml_stack._python_call(model_id bigint, kind text, generation bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    entry text := CASE kind WHEN 'predict' THEN '_python_predict' ELSE '_python_predict_proba' END;
+BEGIN
+    IF to_regprocedure(format('ml_stack.%I(bigint, bigint, float8[])', entry)) IS NULL THEN
+        RETURN CASE kind WHEN 'predict' THEN format('ml_stack._engine_not_installed(%s, features)', model_id)
+                         ELSE format('ARRAY[ml_stack._engine_not_installed(%s, features)]', model_id) END;
+    END IF;
+    RETURN format('ml_stack.%I(%s, %s, features)', entry, model_id, generation);
+END
+$$;
+
+-- (Re)create one function of a compiled model, ml_stack.<name>(<params>), as a
+-- free-standing function. Drop-and-create rather than CREATE OR REPLACE: inside
+-- CREATE or ALTER EXTENSION, PostgreSQL refuses to replace an object the
+-- extension does not own, and a function created there becomes a member, which
+-- pg_dump would leave out, so it is released from whichever extension took it.
+CREATE OR REPLACE FUNCTION ml_stack._create_model_function(name text, params text, result_type text, language text, body text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     fn regprocedure;
+    ext name;
 BEGIN
-    IF to_regprocedure(format('ml_stack.%I(float8[])', name)) IS NOT NULL THEN
-        EXECUTE format('DROP FUNCTION ml_stack.%I(float8[])', name);
-    END IF;
-    EXECUTE format('CREATE FUNCTION ml_stack.%I(features float8[]) RETURNS %s '
-                   'LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
-                   name, result_type::regtype, body);
-    fn := to_regprocedure(format('ml_stack.%I(float8[])', name));
-    IF EXISTS (SELECT FROM pg_catalog.pg_depend AS d
-               WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = fn AND d.deptype = 'e') THEN
-        EXECUTE format('ALTER EXTENSION ml_stack DROP FUNCTION %s', fn);
+    FOR fn IN SELECT p.oid FROM pg_catalog.pg_proc AS p
+              WHERE p.pronamespace = 'ml_stack'::regnamespace AND p.proname = name LOOP
+        EXECUTE format('DROP FUNCTION %s', fn);
+    END LOOP;
+    EXECUTE format('CREATE FUNCTION ml_stack.%I(%s) RETURNS %s LANGUAGE %s IMMUTABLE PARALLEL SAFE AS %L',
+                   name, params, result_type::regtype, CASE language WHEN 'sql' THEN 'sql' ELSE 'plpgsql' END, body);
+    SELECT p.oid INTO fn FROM pg_catalog.pg_proc AS p
+    WHERE p.pronamespace = 'ml_stack'::regnamespace AND p.proname = name;
+    SELECT e.extname INTO ext
+    FROM pg_catalog.pg_depend AS d JOIN pg_catalog.pg_extension AS e ON e.oid = d.refobjid
+    WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = fn AND d.deptype = 'e';
+    IF FOUND THEN
+        EXECUTE format('ALTER EXTENSION %I DROP FUNCTION %s', ext, fn);
     END IF;
 END
 $$;
@@ -82,6 +116,16 @@ AS $$
                 ELSE format('SELECT CASE %s %s ELSE %s END', key, arms, fallback) END
 $$;
 
+-- A dispatch arm's call of model model_id's predictor ('predict' or 'proba').
+CREATE OR REPLACE FUNCTION ml_stack._model_call(model_id bigint, format text, kind text, generation bigint)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN format = 'python' THEN ml_stack._python_call(model_id, kind, generation)
+                ELSE pg_catalog.format('ml_stack.%I(features)', pg_catalog.format('_model_%s_%s', model_id, kind)) END
+$$;
+
 -- Regenerate the dispatch functions from the registry (the models' own
 -- predictors are compiled by the trigger on ml_stack.models). Serialised: two
 -- sessions must not replace a function at the same time.
@@ -91,20 +135,26 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    generation bigint := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
     by_project text;
     by_project_proba text;
     by_model text;
     by_model_proba text;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('ml_stack._refresh_serving'));
-    SELECT string_agg(format('WHEN %L THEN ml_stack.%I(features)', d.project_name, format('_model_%s_predict', d.model_id)), ' '
+    -- a 'python'-format model is called with this refresh's generation: its backend
+    -- caches drop what they hold when a deployment changes
+    SELECT string_agg(format('WHEN %L THEN %s', d.project_name, ml_stack._model_call(d.model_id, a.format, 'predict', generation)), ' '
                       ORDER BY d.project_name),
-           string_agg(format('WHEN %L THEN ml_stack.%I(features)', d.project_name, format('_model_%s_proba', d.model_id)), ' '
+           string_agg(format('WHEN %L THEN %s', d.project_name, ml_stack._model_call(d.model_id, a.format, 'proba', generation)), ' '
                       ORDER BY d.project_name)
     INTO by_project, by_project_proba
-    FROM ml_stack.deployed_models AS d;
-    SELECT string_agg(format('WHEN %s THEN ml_stack.%I(features)', m.id, format('_model_%s_predict', m.id)), ' ' ORDER BY m.id),
-           string_agg(format('WHEN %s THEN ml_stack.%I(features)', m.id, format('_model_%s_proba', m.id)), ' ' ORDER BY m.id)
+    FROM ml_stack.deployed_models AS d
+    CROSS JOIN LATERAL (SELECT m.artifact ->> 'format' AS format FROM ml_stack.models AS m WHERE m.id = d.model_id) AS a;
+    SELECT string_agg(format('WHEN %s THEN %s', m.id, ml_stack._model_call(m.id, m.artifact ->> 'format', 'predict', generation)), ' '
+                      ORDER BY m.id),
+           string_agg(format('WHEN %s THEN %s', m.id, ml_stack._model_call(m.id, m.artifact ->> 'format', 'proba', generation)), ' '
+                      ORDER BY m.id)
     INTO by_model, by_model_proba
     FROM ml_stack.models AS m;
 

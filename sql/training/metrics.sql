@@ -4,6 +4,9 @@
 -- present in truth or prediction (0 where undefined), roc_auc from probabilities
 -- with ties counted half (NULL when the test split has one class), log_loss with
 -- probabilities clipped to [eps, 1 - eps].
+-- An engine that predicts the test rows itself (the python engine, with the
+-- library's own predict) leaves them in pg_temp._ml_stack_predictions(r, yhat,
+-- proba) and sets dataset.engine_predictions; the metrics are then of those.
 CREATE OR REPLACE FUNCTION ml_stack._test_metrics(task text, artifact jsonb, classes float8[], dataset jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -11,8 +14,12 @@ SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
 DECLARE
-    pred   text := ml_stack._predict_sql(artifact, classes, 'x%s');
-    proba  text := ml_stack._proba_sql(artifact, 'x%s');
+    engine_predictions boolean := coalesce((dataset ->> 'engine_predictions')::boolean, false);
+    pred   text := CASE WHEN engine_predictions THEN 'p.yhat' ELSE ml_stack._predict_sql(artifact, classes, 'x%s') END;
+    proba  text := CASE WHEN engine_predictions THEN 'p.proba' ELSE ml_stack._proba_sql(artifact, 'x%s') END;
+    source text := CASE WHEN engine_predictions
+                        THEN 'pg_temp._ml_stack_rows JOIN pg_temp._ml_stack_predictions AS p USING (r)'
+                        ELSE 'pg_temp._ml_stack_rows' END;
     result jsonb;
 BEGIN
     IF task = 'regression' THEN
@@ -22,15 +29,15 @@ BEGIN
                            WHEN sum((y - yhat) ^ 2) = 0 THEN 1 ELSE 0 END,
                 'mean_squared_error', avg((y - yhat) ^ 2),
                 'mean_absolute_error', avg(abs(y - yhat)))
-            FROM (SELECT y, avg(y) OVER () AS ybar, %s AS yhat FROM pg_temp._ml_stack_rows WHERE %s OFFSET 0) AS t
-            $q$, pred, dataset ->> 'test_filter')
+            FROM (SELECT y, avg(y) OVER () AS ybar, %s AS yhat FROM %s WHERE %s OFFSET 0) AS t
+            $q$, pred, source, dataset ->> 'test_filter')
         INTO result;
         RETURN result;
     END IF;
 
     EXECUTE format($q$
         WITH scored AS MATERIALIZED (
-            SELECT y, %1$s AS yhat, %2$s AS proba FROM pg_temp._ml_stack_rows WHERE %3$s
+            SELECT y, %1$s AS yhat, %2$s AS proba FROM %5$s WHERE %3$s
         ), labels AS (
             SELECT y AS c FROM scored UNION SELECT yhat FROM scored
         ), per_class AS (
@@ -55,7 +62,7 @@ BEGIN
             'precision', (SELECT avg(precision) FROM prf),
             'recall', (SELECT avg(recall) FROM prf),
             'f1', (SELECT avg(f1) FROM prf),
-            'roc_auc', CASE WHEN cardinality(%4$L::float8[]) = 2 THEN (
+            'roc_auc', CASE WHEN cardinality(%4$L::float8[]) = 2 AND NOT EXISTS (SELECT FROM scored WHERE proba IS NULL) THEN (
                 SELECT (sum(r) FILTER (WHERE y = (%4$L::float8[])[2])
                         - count(*) FILTER (WHERE y = (%4$L::float8[])[2]) * (count(*) FILTER (WHERE y = (%4$L::float8[])[2]) + 1) / 2.0)
                        / nullif(count(*) FILTER (WHERE y = (%4$L::float8[])[2]) * count(*) FILTER (WHERE y <> (%4$L::float8[])[2]), 0)
@@ -63,7 +70,7 @@ BEGIN
             'log_loss', (SELECT avg(-ln(least(greatest(proba[array_position(%4$L::float8[], y)], 2.220446049250313e-16),
                                              1 - 2.220446049250313e-16)))
                          FROM scored))
-        $q$, pred, proba, dataset ->> 'test_filter', classes)
+        $q$, pred, proba, dataset ->> 'test_filter', classes, source)
     INTO result;
     RETURN result;
 END

@@ -64,6 +64,8 @@ DECLARE
     seed      bigint;
     dataset   jsonb;
     artifact  jsonb;
+    fitted    jsonb;
+    search_result jsonb;
     classes   float8[];
     metrics   jsonb;
     t0        timestamptz;
@@ -108,6 +110,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''regression'' or ''classification''.';
     END IF;
     algorithm := coalesce(algorithm, 'linear');
+    IF search IS NOT NULL AND engine IS NULL
+       AND to_regprocedure('ml_stack._python_fit(text, text, jsonb, jsonb)') IS NOT NULL THEN
+        engine := 'python';  -- only the python engine searches
+    END IF;
     chosen_engine := ml_stack._choose_engine(task, algorithm, engine);
     IF hyperparams IS NULL OR jsonb_typeof(hyperparams) <> 'object' THEN
         RAISE EXCEPTION 'hyperparams must be a JSON object' USING ERRCODE = 'invalid_parameter_value',
@@ -134,15 +140,24 @@ BEGIN
     IF chosen_engine = 'sql' THEN
         artifact := ml_stack._sql_fit(task, algorithm, hyperparams, dataset);
     ELSE
-        EXECUTE 'SELECT ml_stack._python_fit($1, $2, $3, $4)' INTO artifact
+        -- ml_stack_python (docs/python-engine.md): it also predicts the test rows with the
+        -- library into pg_temp._ml_stack_predictions, and returns the hyperparameters it
+        -- fitted with (the search's choice included) and the search's candidates
+        EXECUTE 'SELECT ml_stack._python_fit($1, $2, $3, $4)' INTO fitted
             USING task, algorithm, hyperparams, dataset || jsonb_build_object(
-                'search', search, 'search_params', search_params, 'search_args', search_args);
+                'search', search, 'search_params', coalesce(search_params, '{}'), 'search_args', coalesce(search_args, '{}'));
+        artifact := fitted -> 'artifact';
+        hyperparams := coalesce(fitted -> 'hyperparams', hyperparams);
+        search_result := fitted -> 'search';
+        dataset := dataset || '{"engine_predictions": true}';
     END IF;
     fit_time := extract(epoch FROM clock_timestamp() - t0);
     t0 := clock_timestamp();
     metrics := ml_stack._test_metrics(task, artifact, classes, dataset);
     metrics := metrics || jsonb_build_object('fit_time', fit_time, 'score_time', extract(epoch FROM clock_timestamp() - t0));
-    DROP TABLE pg_temp._ml_stack_rows;  -- done with the data: free it now, not at the end of the transaction
+    -- done with the data: free it now, not at the end of the transaction
+    DROP TABLE pg_temp._ml_stack_rows;
+    DROP TABLE IF EXISTS pg_temp._ml_stack_predictions;
 
     -- everything checked and fitted: now write the registry
     IF proj.id IS NULL THEN
@@ -160,9 +175,9 @@ BEGIN
             (dataset ->> 'test_rows')::bigint, test_size, test_sampling, seed)
     RETURNING id INTO snap_id;
     INSERT INTO ml_stack.models (project_id, snapshot_id, algorithm, engine, task, hyperparams, preprocess,
-                                 num_features, classes, artifact, metrics)
+                                 num_features, classes, artifact, metrics, search)
     VALUES (proj.id, snap_id, algorithm, chosen_engine, task, hyperparams, coalesce(preprocess, '{}'),
-            jsonb_array_length(dataset -> 'features'), classes, artifact, metrics)
+            jsonb_array_length(dataset -> 'features'), classes, artifact, metrics, search_result)
     RETURNING id INTO trained_model_id;
 
     -- automatic deploy: only a model that beats the deployed one on the key metric
@@ -175,6 +190,7 @@ BEGIN
     IF was_deployed THEN
         INSERT INTO ml_stack.deployments (project_id, model_id, strategy) VALUES (proj.id, trained_model_id, 'automatic');
     END IF;
+    PERFORM ml_stack._record_manual_run(proj.id, trained_model_id, was_deployed);  -- history (sql/scheduling)
     project_task := task; model_algorithm := algorithm; model_engine := chosen_engine; model_metrics := metrics;
     RAISE NOTICE 'ml_stack: model % (% %, % engine): % = %, %', trained_model_id, algorithm, task, chosen_engine, key,
         round(new_score::numeric, 6), CASE WHEN was_deployed THEN 'deployed' ELSE 'not deployed' END;

@@ -1,0 +1,291 @@
+-- Tree ensembles ('trees' artifact format, docs/python-engine.md) compiled to SQL,
+-- so XGBoost and scikit-learn ensembles serve without Python, in any database
+-- that has ml_stack. Per model:
+--   ml_stack._model_<id>_margins(f1 float8, .., fp float8) -> float8[]
+--       PL/pgSQL: one nested CASE per tree, summed per output in tree order in
+--       the artifact's arithmetic (float4 for XGBoost, as the library does);
+--       scalar arguments (an array above 100 features, PostgreSQL's limit);
+--   ml_stack._model_<id>_predict / _proba(features float8[])
+--       inlinable LANGUAGE sql wrappers that apply the transform and the link.
+-- PL/pgSQL rather than one inlined expression: a 100-tree expression inlined
+-- into a query costs 40-70 ms of planning per query, trips JIT (30-80 s), and
+-- ran 2.3x slower than this form (docs/design-notes/xgboost-to-sql.md).
+
+-- The artifact's trees, checked: every number a JSON number, every index in
+-- range, children after their parent (so every walk ends). Raises on the first
+-- problem; used before compiling and by import_model.
+CREATE OR REPLACE FUNCTION ml_stack._check_trees_artifact(artifact jsonb, num_features integer, classes float8[])
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    outputs integer;
+    tree jsonb;
+    t integer := 0;
+    n integer;
+    key text;
+    bad text;
+BEGIN
+    IF jsonb_typeof(artifact -> 'outputs') IS DISTINCT FROM 'number' OR jsonb_typeof(artifact -> 'trees') IS DISTINCT FROM 'array'
+       OR jsonb_typeof(artifact -> 'base') IS DISTINCT FROM 'array' THEN
+        bad := 'it needs "outputs" (a number), "base" and "trees" (arrays)';
+    ELSE
+        outputs := (artifact ->> 'outputs')::integer;
+        IF outputs < 1 OR outputs > 1000 OR jsonb_array_length(artifact -> 'base') <> outputs
+           OR EXISTS (SELECT FROM jsonb_array_elements(artifact -> 'base') AS b WHERE jsonb_typeof(b) <> 'number') THEN
+            bad := '"base" must hold one number per output';
+        ELSIF coalesce(artifact ->> 'sum', '') NOT IN ('float4', 'float8') THEN
+            bad := '"sum" must be "float4" or "float8"';
+        ELSIF coalesce(artifact ->> 'missing', '') NOT IN ('default', 'null') THEN
+            bad := '"missing" must be "default" or "null"';
+        ELSIF artifact ? 'divisor' AND (jsonb_typeof(artifact -> 'divisor') <> 'number' OR (artifact ->> 'divisor')::float8 <= 0) THEN
+            bad := '"divisor" must be a positive number';
+        ELSIF NOT coalesce(CASE artifact ->> 'link'
+                    WHEN 'identity' THEN outputs = 1 AND classes IS NULL
+                    WHEN 'exp' THEN outputs = 1 AND classes IS NULL
+                    WHEN 'logistic' THEN outputs = 1 AND cardinality(classes) = 2
+                    WHEN 'softmax' THEN outputs = cardinality(classes)
+                    WHEN 'probability' THEN outputs = cardinality(classes) END, false) THEN
+            bad := format('link "%s" does not fit %s output(s) and %s class(es)', artifact ->> 'link', outputs,
+                          coalesce(cardinality(classes), 0));
+        ELSIF jsonb_typeof(artifact -> 'transform') = 'array' AND (
+                jsonb_array_length(artifact -> 'transform') <> num_features
+                OR EXISTS (SELECT FROM jsonb_array_elements(artifact -> 'transform') AS tr,
+                                       LATERAL (VALUES (tr -> 'impute'), (tr -> 'shift'), (tr -> 'scale')) AS v(x)
+                           WHERE jsonb_typeof(tr) <> 'object'
+                              OR coalesce(jsonb_typeof(v.x), 'null') NOT IN ('number', 'null'))
+                OR EXISTS (SELECT FROM jsonb_array_elements(artifact -> 'transform') AS tr
+                           WHERE (tr ->> 'scale')::float8 = 0)) THEN
+            bad := format('"transform" must hold one {"impute", "shift", "scale"} object of numbers per feature (%s), scale not 0',
+                          num_features);
+        END IF;
+    END IF;
+    IF bad IS NULL THEN
+        FOR tree IN SELECT value FROM jsonb_array_elements(artifact -> 'trees') LOOP
+            IF jsonb_typeof(tree) <> 'object' OR jsonb_typeof(tree -> 'left') IS DISTINCT FROM 'array' THEN
+                bad := format('tree %s is not an object with node arrays', t);
+                EXIT;
+            END IF;
+            n := jsonb_array_length(tree -> 'left');
+            FOREACH key IN ARRAY ARRAY['feature', 'threshold', 'inclusive', 'default_left', 'right', 'value'] LOOP
+                IF jsonb_typeof(tree -> key) IS DISTINCT FROM 'array' OR jsonb_array_length(tree -> key) <> n THEN
+                    bad := format('tree %s: "%s" must be an array of %s entries, like "left"', t, key, n);
+                END IF;
+            END LOOP;
+            EXIT WHEN bad IS NOT NULL;
+            IF n = 0 OR jsonb_typeof(tree -> 'output') IS DISTINCT FROM 'number'
+               OR (tree ->> 'output')::numeric NOT BETWEEN 0 AND outputs - 1 THEN
+                bad := format('tree %s: needs nodes and an "output" in [0, %s]', t, outputs - 1);
+            ELSE
+                SELECT format('tree %s, node %s: %s', t, i - 1, CASE
+                    WHEN jsonb_typeof(l) <> 'number' OR jsonb_typeof(r) <> 'number' THEN 'children must be numbers'
+                    WHEN l::text::numeric = -1 THEN CASE WHEN jsonb_typeof(v) <> 'number' THEN 'a leaf needs a numeric value' END
+                    WHEN l::text::numeric <= i - 1 OR r::text::numeric <= i - 1 OR l::text::numeric >= n OR r::text::numeric >= n
+                         OR l::text::numeric % 1 <> 0 OR r::text::numeric % 1 <> 0
+                        THEN 'children must be later nodes of the same tree'
+                    WHEN jsonb_typeof(f) <> 'number' OR f::text::numeric NOT BETWEEN 0 AND num_features - 1 OR f::text::numeric % 1 <> 0
+                        THEN format('feature must be an index in [0, %s]', num_features - 1)
+                    WHEN jsonb_typeof(th) <> 'number' THEN 'threshold must be a number'
+                    WHEN jsonb_typeof(inc) <> 'boolean' OR jsonb_typeof(dl) <> 'boolean' THEN 'inclusive and default_left must be booleans'
+                    END)
+                INTO bad
+                FROM jsonb_array_elements(tree -> 'left') WITH ORDINALITY AS a(l, i)
+                JOIN LATERAL (SELECT tree -> 'right' -> (a.i::integer - 1) AS r, tree -> 'value' -> (a.i::integer - 1) AS v,
+                                     tree -> 'feature' -> (a.i::integer - 1) AS f, tree -> 'threshold' -> (a.i::integer - 1) AS th,
+                                     tree -> 'inclusive' -> (a.i::integer - 1) AS inc,
+                                     tree -> 'default_left' -> (a.i::integer - 1) AS dl) AS node ON true
+                WHERE CASE
+                    WHEN jsonb_typeof(l) <> 'number' OR jsonb_typeof(r) <> 'number' THEN true
+                    WHEN l::text::numeric = -1 THEN jsonb_typeof(v) <> 'number'
+                    ELSE l::text::numeric <= i - 1 OR r::text::numeric <= i - 1 OR l::text::numeric >= n OR r::text::numeric >= n
+                         OR l::text::numeric % 1 <> 0 OR r::text::numeric % 1 <> 0
+                         OR jsonb_typeof(f) <> 'number' OR f::text::numeric NOT BETWEEN 0 AND num_features - 1 OR f::text::numeric % 1 <> 0
+                         OR jsonb_typeof(th) <> 'number' OR jsonb_typeof(inc) <> 'boolean' OR jsonb_typeof(dl) <> 'boolean' END
+                ORDER BY a.i LIMIT 1;
+            END IF;
+            EXIT WHEN bad IS NOT NULL;
+            t := t + 1;
+        END LOOP;
+        IF bad IS NULL AND t = 0 THEN
+            bad := 'it has no trees';
+        END IF;
+    END IF;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid trees artifact: %', bad
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The ''trees'' format is described in ml_stack''s docs/python-engine.md; export the model again with ml_stack.export_model().';
+    END IF;
+END
+$$;
+
+-- One tree as a nested CASE over the feature references (format() strings, e.g.
+-- 'f%s' for argument j). Nodes are built from the last to the first: children
+-- come after their parent, so each node's subtrees are ready when it is built.
+-- A NULL feature takes the node's default branch: the test is written so that
+-- NULL falls to ELSE, and ELSE is the default side.
+CREATE OR REPLACE FUNCTION ml_stack._tree_sql(tree jsonb, leaf_type text, feature_ref text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3  -- thresholds and leaves written back exactly
+AS $$
+DECLARE
+    feature      integer[] := ARRAY(SELECT jsonb_array_elements_text(tree -> 'feature')::integer);
+    threshold    float8[]  := ARRAY(SELECT jsonb_array_elements_text(tree -> 'threshold')::float8);
+    inclusive    boolean[] := ARRAY(SELECT jsonb_array_elements_text(tree -> 'inclusive')::boolean);
+    default_left boolean[] := ARRAY(SELECT jsonb_array_elements_text(tree -> 'default_left')::boolean);
+    lefts        integer[] := ARRAY(SELECT jsonb_array_elements_text(tree -> 'left')::integer);
+    rights       integer[] := ARRAY(SELECT jsonb_array_elements_text(tree -> 'right')::integer);
+    leaf_values  text[]    := ARRAY(SELECT jsonb_array_elements_text(tree -> 'value'));
+    n            integer   := cardinality(lefts);
+    expr         text[]    := array_fill(NULL::text, ARRAY[n]);
+    i            integer;
+    f            text;
+BEGIN
+    FOR i IN REVERSE n .. 1 LOOP
+        IF lefts[i] = -1 THEN
+            -- float4 leaves are cast from their text: XGBoost writes the shortest float32 text
+            expr[i] := CASE leaf_type WHEN 'float4' THEN format('%L::float4', leaf_values[i]::float4)
+                                      ELSE format('%L::float8', leaf_values[i]::float8) END;
+        ELSE
+            f := format(feature_ref, feature[i] + 1);
+            IF default_left[i] THEN
+                expr[i] := format('CASE WHEN %s %s %L::float8 THEN %s ELSE %s END', f,
+                                  CASE WHEN inclusive[i] THEN '>' ELSE '>=' END, threshold[i],
+                                  expr[rights[i] + 1], expr[lefts[i] + 1]);
+            ELSE
+                expr[i] := format('CASE WHEN %s %s %L::float8 THEN %s ELSE %s END', f,
+                                  CASE WHEN inclusive[i] THEN '<=' ELSE '<' END, threshold[i],
+                                  expr[lefts[i] + 1], expr[rights[i] + 1]);
+            END IF;
+            expr[lefts[i] + 1] := NULL;   -- only the root's text is kept
+            expr[rights[i] + 1] := NULL;
+        END IF;
+    END LOOP;
+    RETURN expr[1];
+END
+$$;
+
+-- Body of the PL/pgSQL margins function: per output, base + tree + tree ... in
+-- tree order and in the artifact's arithmetic, a statement per 100 trees (a
+-- single chain of thousands of '+' exhausts the parser's stack).
+CREATE OR REPLACE FUNCTION ml_stack._trees_margins_body(artifact jsonb, feature_ref text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3
+AS $$
+DECLARE
+    sum_type text := artifact ->> 'sum';
+    outputs  integer := (artifact ->> 'outputs')::integer;
+    declares text := '';
+    body     text := '';
+    result   text[] := '{}';
+    k        integer;
+    chunk    text[];
+    tree     jsonb;
+BEGIN
+    FOR k IN 0 .. outputs - 1 LOOP
+        declares := declares || format('    m%s %s := %L::%s;%s', k, sum_type,
+                                       CASE sum_type WHEN 'float4' THEN ((artifact -> 'base' ->> k)::float4)::text
+                                                     ELSE ((artifact -> 'base' ->> k)::float8)::text END,
+                                       sum_type, chr(10));
+        chunk := '{}';
+        FOR tree IN SELECT t.value FROM jsonb_array_elements(artifact -> 'trees') WITH ORDINALITY AS t(value, i)
+                    WHERE (t.value ->> 'output')::integer = k ORDER BY t.i LOOP
+            chunk := chunk || ml_stack._tree_sql(tree, sum_type, feature_ref);
+            IF cardinality(chunk) = 100 THEN
+                body := body || format('    m%s := m%s + %s;%s', k, k, array_to_string(chunk, ' + '), chr(10));
+                chunk := '{}';
+            END IF;
+        END LOOP;
+        IF cardinality(chunk) > 0 THEN
+            body := body || format('    m%s := m%s + %s;%s', k, k, array_to_string(chunk, ' + '), chr(10));
+        END IF;
+        result := result || CASE WHEN artifact ? 'divisor'
+                                 THEN format('m%s / %L::float8', k, (artifact ->> 'divisor')::float8)
+                                 ELSE format('m%s', k) END;
+    END LOOP;
+    RETURN format('DECLARE%s%sBEGIN%s%s    RETURN ARRAY[%s]::float8[];%sEND', chr(10), declares, chr(10), body,
+                  array_to_string(result, ', '), chr(10));
+END
+$$;
+
+-- Compile a 'trees' model: its margins function and its two predictors.
+CREATE OR REPLACE FUNCTION ml_stack._compile_trees_model(model_id bigint, num_features integer, classes float8[], artifact jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3
+AS $$
+DECLARE
+    scalar_args boolean := num_features <= 100;   -- FUNC_MAX_ARGS
+    margins_fn text := format('_model_%s_margins', model_id);
+    params text;
+    args text[] := '{}';
+    arg text;
+    tr jsonb;
+    j integer;
+    margins text;
+    guard text;
+    class_array text := format('%L::float8[]', classes);
+    predict text;
+    proba text;
+BEGIN
+    PERFORM ml_stack._check_trees_artifact(artifact, num_features, classes);
+    -- arguments: NaN is missing (as in XGBoost), then the training transform
+    FOR j IN 1 .. num_features LOOP
+        arg := format('NULLIF(features[%s], ''NaN'')', j);
+        tr := artifact -> 'transform' -> (j - 1);
+        IF tr IS NOT NULL AND jsonb_typeof(tr) = 'object' THEN
+            IF tr ->> 'impute' IS NOT NULL THEN
+                arg := format('coalesce(%s, %L::float8)', arg, (tr ->> 'impute')::float8);
+            END IF;
+            IF coalesce((tr ->> 'shift')::float8, 0) <> 0 OR coalesce((tr ->> 'scale')::float8, 1) <> 1 THEN
+                arg := format('((%s - %L::float8) / %L::float8)', arg, coalesce((tr ->> 'shift')::float8, 0),
+                              coalesce((tr ->> 'scale')::float8, 1));
+            END IF;
+        END IF;
+        args := args || arg;
+    END LOOP;
+    IF scalar_args THEN
+        SELECT string_agg(format('f%s float8', g.i), ', ' ORDER BY g.i) INTO params FROM generate_series(1, num_features) AS g(i);
+        PERFORM ml_stack._create_model_function(margins_fn, params, 'float8[]', 'plpgsql',
+                                                ml_stack._trees_margins_body(artifact, 'f%s'));
+        margins := format('ml_stack.%I(%s)', margins_fn, array_to_string(args, ', '));
+    ELSE
+        PERFORM ml_stack._create_model_function(margins_fn, 'f float8[]', 'float8[]', 'plpgsql',
+                                                ml_stack._trees_margins_body(artifact, 'f[%s]'));
+        margins := format('ml_stack.%I(ARRAY[%s])', margins_fn, array_to_string(args, ', '));
+    END IF;
+
+    -- 'null' models (scikit-learn's classic trees) have no rule for a missing value: NULL in, NULL out
+    guard := format('WHEN cardinality(features) <> %s THEN %%s', num_features)
+          || CASE WHEN artifact ->> 'missing' = 'null'
+                  THEN ' WHEN array_position(features, NULL) IS NOT NULL OR array_position(features, ''NaN'') IS NOT NULL THEN NULL'
+                  ELSE '' END;
+    CASE artifact ->> 'link'
+        WHEN 'identity' THEN predict := format('(%s)[1]', margins);
+        WHEN 'exp' THEN predict := format('exp((%s)[1])', margins);
+        WHEN 'logistic' THEN
+            predict := format('(%s)[((%s)[1] > 0)::integer + 1]', class_array, margins);
+            proba := format('ml_stack._binary_proba((%s)[1])', margins);
+        WHEN 'softmax' THEN
+            predict := format('(%s)[ml_stack._argmax(%s)]', class_array, margins);
+            proba := format('ml_stack._softmax(%s)', margins);
+        WHEN 'probability' THEN
+            predict := format('(%s)[ml_stack._argmax(%s)]', class_array, margins);
+            proba := margins;
+    END CASE;
+    PERFORM ml_stack._create_model_function(format('_model_%s_predict', model_id), 'features float8[]', 'float8', 'sql',
+        format('SELECT CASE %s ELSE %s END',
+               format(guard, format('ml_stack._wrong_feature_count(%s, %s, features)', model_id, num_features)), predict));
+    PERFORM ml_stack._create_model_function(format('_model_%s_proba', model_id), 'features float8[]', 'float8[]', 'sql',
+        CASE WHEN proba IS NULL
+             THEN format('SELECT ml_stack._no_probabilities(%s, features)', model_id)
+             ELSE format('SELECT CASE %s ELSE %s END',
+                         format(guard, format('ARRAY[ml_stack._wrong_feature_count(%s, %s, features)]', model_id, num_features)),
+                         proba) END);
+END
+$$;
