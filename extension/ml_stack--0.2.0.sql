@@ -29,6 +29,18 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION ml_stack._engine_not_installed(model_id bigint, features float8[])
+RETURNS float8
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'model % is served by the python engine, which is not installed in this database', model_id
+        USING ERRCODE = 'feature_not_supported',
+              HINT = 'CREATE EXTENSION ml_stack_python CASCADE (needs PL/Python, scikit-learn and xgboost); its models then serve at once.';
+END
+$$;
+
 CREATE OR REPLACE FUNCTION ml_stack._no_deployed_model(project_name text, features float8[])
 RETURNS float8
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -218,6 +230,12 @@ COMMENT ON TABLE ml_stack.deployments IS
 
 SELECT pg_catalog.pg_extension_config_dump('ml_stack.deployments', '');
 SELECT pg_catalog.pg_extension_config_dump('ml_stack.deployments_id_seq', '');
+
+-- source: sql/registry/models_0.2.0.sql
+-- 0.2.0: the hyperparameter search behind a model (every candidate's scores).
+ALTER TABLE ml_stack.models ADD COLUMN search jsonb;
+COMMENT ON COLUMN ml_stack.models.search IS
+    'ml_stack: the hyperparameter search that chose this model''s hyperparameters (method, scoring, cv, every candidate''s parameters and scores); NULL without a search.';
 
 -- source: sql/registry/deployed_models.sql
 CREATE OR REPLACE VIEW ml_stack.deployed_models AS
@@ -1194,6 +1212,9 @@ $$;
 -- present in truth or prediction (0 where undefined), roc_auc from probabilities
 -- with ties counted half (NULL when the test split has one class), log_loss with
 -- probabilities clipped to [eps, 1 - eps].
+-- An engine that predicts the test rows itself (the python engine, with the
+-- library's own predict) leaves them in pg_temp._ml_stack_predictions(r, yhat,
+-- proba) and sets dataset.engine_predictions; the metrics are then of those.
 CREATE OR REPLACE FUNCTION ml_stack._test_metrics(task text, artifact jsonb, classes float8[], dataset jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -1201,8 +1222,12 @@ SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
 DECLARE
-    pred   text := ml_stack._predict_sql(artifact, classes, 'x%s');
-    proba  text := ml_stack._proba_sql(artifact, 'x%s');
+    engine_predictions boolean := coalesce((dataset ->> 'engine_predictions')::boolean, false);
+    pred   text := CASE WHEN engine_predictions THEN 'p.yhat' ELSE ml_stack._predict_sql(artifact, classes, 'x%s') END;
+    proba  text := CASE WHEN engine_predictions THEN 'p.proba' ELSE ml_stack._proba_sql(artifact, 'x%s') END;
+    source text := CASE WHEN engine_predictions
+                        THEN 'pg_temp._ml_stack_rows JOIN pg_temp._ml_stack_predictions AS p USING (r)'
+                        ELSE 'pg_temp._ml_stack_rows' END;
     result jsonb;
 BEGIN
     IF task = 'regression' THEN
@@ -1212,15 +1237,15 @@ BEGIN
                            WHEN sum((y - yhat) ^ 2) = 0 THEN 1 ELSE 0 END,
                 'mean_squared_error', avg((y - yhat) ^ 2),
                 'mean_absolute_error', avg(abs(y - yhat)))
-            FROM (SELECT y, avg(y) OVER () AS ybar, %s AS yhat FROM pg_temp._ml_stack_rows WHERE %s OFFSET 0) AS t
-            $q$, pred, dataset ->> 'test_filter')
+            FROM (SELECT y, avg(y) OVER () AS ybar, %s AS yhat FROM %s WHERE %s OFFSET 0) AS t
+            $q$, pred, source, dataset ->> 'test_filter')
         INTO result;
         RETURN result;
     END IF;
 
     EXECUTE format($q$
         WITH scored AS MATERIALIZED (
-            SELECT y, %1$s AS yhat, %2$s AS proba FROM pg_temp._ml_stack_rows WHERE %3$s
+            SELECT y, %1$s AS yhat, %2$s AS proba FROM %5$s WHERE %3$s
         ), labels AS (
             SELECT y AS c FROM scored UNION SELECT yhat FROM scored
         ), per_class AS (
@@ -1245,7 +1270,7 @@ BEGIN
             'precision', (SELECT avg(precision) FROM prf),
             'recall', (SELECT avg(recall) FROM prf),
             'f1', (SELECT avg(f1) FROM prf),
-            'roc_auc', CASE WHEN cardinality(%4$L::float8[]) = 2 THEN (
+            'roc_auc', CASE WHEN cardinality(%4$L::float8[]) = 2 AND NOT EXISTS (SELECT FROM scored WHERE proba IS NULL) THEN (
                 SELECT (sum(r) FILTER (WHERE y = (%4$L::float8[])[2])
                         - count(*) FILTER (WHERE y = (%4$L::float8[])[2]) * (count(*) FILTER (WHERE y = (%4$L::float8[])[2]) + 1) / 2.0)
                        / nullif(count(*) FILTER (WHERE y = (%4$L::float8[])[2]) * count(*) FILTER (WHERE y <> (%4$L::float8[])[2]), 0)
@@ -1253,11 +1278,308 @@ BEGIN
             'log_loss', (SELECT avg(-ln(least(greatest(proba[array_position(%4$L::float8[], y)], 2.220446049250313e-16),
                                              1 - 2.220446049250313e-16)))
                          FROM scored))
-        $q$, pred, proba, dataset ->> 'test_filter', classes)
+        $q$, pred, proba, dataset ->> 'test_filter', classes, source)
     INTO result;
     RETURN result;
 END
 $$;
+
+-- source: sql/serving/trees.sql
+-- Tree ensembles ('trees' artifact format, docs/python-engine.md) compiled to SQL,
+-- so XGBoost and scikit-learn ensembles serve without Python, in any database
+-- that has ml_stack. Per model:
+--   ml_stack._model_<id>_margins(f1 float8, .., fp float8) -> float8[]
+--       PL/pgSQL: one nested CASE per tree, summed per output in tree order in
+--       the artifact's arithmetic (float4 for XGBoost, as the library does);
+--       scalar arguments (an array above 100 features, PostgreSQL's limit);
+--   ml_stack._model_<id>_predict / _proba(features float8[])
+--       inlinable LANGUAGE sql wrappers that apply the transform and the link.
+-- PL/pgSQL rather than one inlined expression: a 100-tree expression inlined
+-- into a query costs 40-70 ms of planning per query, trips JIT (30-80 s), and
+-- ran 2.3x slower than this form (docs/design-notes/xgboost-to-sql.md).
+
+-- The artifact's trees, checked: every number a JSON number, every index in
+-- range, children after their parent (so every walk ends). Raises on the first
+-- problem; used before compiling and by import_model.
+CREATE OR REPLACE FUNCTION ml_stack._check_trees_artifact(artifact jsonb, num_features integer, classes float8[])
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    outputs integer;
+    tree jsonb;
+    t integer := 0;
+    n integer;
+    key text;
+    bad text;
+BEGIN
+    IF jsonb_typeof(artifact -> 'outputs') IS DISTINCT FROM 'number' OR jsonb_typeof(artifact -> 'trees') IS DISTINCT FROM 'array'
+       OR jsonb_typeof(artifact -> 'base') IS DISTINCT FROM 'array' THEN
+        bad := 'it needs "outputs" (a number), "base" and "trees" (arrays)';
+    ELSE
+        outputs := (artifact ->> 'outputs')::integer;
+        IF outputs < 1 OR outputs > 1000 OR jsonb_array_length(artifact -> 'base') <> outputs
+           OR EXISTS (SELECT FROM jsonb_array_elements(artifact -> 'base') AS b WHERE jsonb_typeof(b) <> 'number') THEN
+            bad := '"base" must hold one number per output';
+        ELSIF coalesce(artifact ->> 'sum', '') NOT IN ('float4', 'float8') THEN
+            bad := '"sum" must be "float4" or "float8"';
+        ELSIF coalesce(artifact ->> 'missing', '') NOT IN ('default', 'null') THEN
+            bad := '"missing" must be "default" or "null"';
+        ELSIF artifact ? 'divisor' AND (jsonb_typeof(artifact -> 'divisor') <> 'number' OR (artifact ->> 'divisor')::float8 <= 0) THEN
+            bad := '"divisor" must be a positive number';
+        ELSIF NOT coalesce(CASE artifact ->> 'link'
+                    WHEN 'identity' THEN outputs = 1 AND classes IS NULL
+                    WHEN 'exp' THEN outputs = 1 AND classes IS NULL
+                    WHEN 'logistic' THEN outputs = 1 AND cardinality(classes) = 2
+                    WHEN 'softmax' THEN outputs = cardinality(classes)
+                    WHEN 'probability' THEN outputs = cardinality(classes) END, false) THEN
+            bad := format('link "%s" does not fit %s output(s) and %s class(es)', artifact ->> 'link', outputs,
+                          coalesce(cardinality(classes), 0));
+        ELSIF jsonb_typeof(artifact -> 'transform') = 'array' AND (
+                jsonb_array_length(artifact -> 'transform') <> num_features
+                OR EXISTS (SELECT FROM jsonb_array_elements(artifact -> 'transform') AS tr,
+                                       LATERAL (VALUES (tr -> 'impute'), (tr -> 'shift'), (tr -> 'scale')) AS v(x)
+                           WHERE jsonb_typeof(tr) <> 'object'
+                              OR coalesce(jsonb_typeof(v.x), 'null') NOT IN ('number', 'null'))
+                OR EXISTS (SELECT FROM jsonb_array_elements(artifact -> 'transform') AS tr
+                           WHERE (tr ->> 'scale')::float8 = 0)) THEN
+            bad := format('"transform" must hold one {"impute", "shift", "scale"} object of numbers per feature (%s), scale not 0',
+                          num_features);
+        END IF;
+    END IF;
+    IF bad IS NULL THEN
+        FOR tree IN SELECT value FROM jsonb_array_elements(artifact -> 'trees') LOOP
+            IF jsonb_typeof(tree) <> 'object' OR jsonb_typeof(tree -> 'left') IS DISTINCT FROM 'array' THEN
+                bad := format('tree %s is not an object with node arrays', t);
+                EXIT;
+            END IF;
+            n := jsonb_array_length(tree -> 'left');
+            FOREACH key IN ARRAY ARRAY['feature', 'threshold', 'inclusive', 'default_left', 'right', 'value'] LOOP
+                IF jsonb_typeof(tree -> key) IS DISTINCT FROM 'array' OR jsonb_array_length(tree -> key) <> n THEN
+                    bad := format('tree %s: "%s" must be an array of %s entries, like "left"', t, key, n);
+                END IF;
+            END LOOP;
+            EXIT WHEN bad IS NOT NULL;
+            IF n = 0 OR jsonb_typeof(tree -> 'output') IS DISTINCT FROM 'number'
+               OR (tree ->> 'output')::numeric NOT BETWEEN 0 AND outputs - 1 THEN
+                bad := format('tree %s: needs nodes and an "output" in [0, %s]', t, outputs - 1);
+            ELSE
+                SELECT format('tree %s, node %s: %s', t, i - 1, CASE
+                    WHEN jsonb_typeof(l) <> 'number' OR jsonb_typeof(r) <> 'number' THEN 'children must be numbers'
+                    WHEN l::text::numeric = -1 THEN CASE WHEN jsonb_typeof(v) <> 'number' THEN 'a leaf needs a numeric value' END
+                    WHEN l::text::numeric <= i - 1 OR r::text::numeric <= i - 1 OR l::text::numeric >= n OR r::text::numeric >= n
+                         OR l::text::numeric % 1 <> 0 OR r::text::numeric % 1 <> 0
+                        THEN 'children must be later nodes of the same tree'
+                    WHEN jsonb_typeof(f) <> 'number' OR f::text::numeric NOT BETWEEN 0 AND num_features - 1 OR f::text::numeric % 1 <> 0
+                        THEN format('feature must be an index in [0, %s]', num_features - 1)
+                    WHEN jsonb_typeof(th) <> 'number' THEN 'threshold must be a number'
+                    WHEN jsonb_typeof(inc) <> 'boolean' OR jsonb_typeof(dl) <> 'boolean' THEN 'inclusive and default_left must be booleans'
+                    END)
+                INTO bad
+                FROM jsonb_array_elements(tree -> 'left') WITH ORDINALITY AS a(l, i)
+                JOIN LATERAL (SELECT tree -> 'right' -> (a.i::integer - 1) AS r, tree -> 'value' -> (a.i::integer - 1) AS v,
+                                     tree -> 'feature' -> (a.i::integer - 1) AS f, tree -> 'threshold' -> (a.i::integer - 1) AS th,
+                                     tree -> 'inclusive' -> (a.i::integer - 1) AS inc,
+                                     tree -> 'default_left' -> (a.i::integer - 1) AS dl) AS node ON true
+                WHERE CASE
+                    WHEN jsonb_typeof(l) <> 'number' OR jsonb_typeof(r) <> 'number' THEN true
+                    WHEN l::text::numeric = -1 THEN jsonb_typeof(v) <> 'number'
+                    ELSE l::text::numeric <= i - 1 OR r::text::numeric <= i - 1 OR l::text::numeric >= n OR r::text::numeric >= n
+                         OR l::text::numeric % 1 <> 0 OR r::text::numeric % 1 <> 0
+                         OR jsonb_typeof(f) <> 'number' OR f::text::numeric NOT BETWEEN 0 AND num_features - 1 OR f::text::numeric % 1 <> 0
+                         OR jsonb_typeof(th) <> 'number' OR jsonb_typeof(inc) <> 'boolean' OR jsonb_typeof(dl) <> 'boolean' END
+                ORDER BY a.i LIMIT 1;
+            END IF;
+            EXIT WHEN bad IS NOT NULL;
+            t := t + 1;
+        END LOOP;
+        IF bad IS NULL AND t = 0 THEN
+            bad := 'it has no trees';
+        END IF;
+    END IF;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid trees artifact: %', bad
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The ''trees'' format is described in ml_stack''s docs/python-engine.md; export the model again with ml_stack.export_model().';
+    END IF;
+END
+$$;
+
+-- One tree as a nested CASE over the feature references (format() strings, e.g.
+-- 'f%s' for argument j). Nodes are built from the last to the first: children
+-- come after their parent, so each node's subtrees are ready when it is built.
+-- A NULL feature takes the node's default branch: the test is written so that
+-- NULL falls to ELSE, and ELSE is the default side.
+CREATE OR REPLACE FUNCTION ml_stack._tree_sql(tree jsonb, leaf_type text, feature_ref text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3  -- thresholds and leaves written back exactly
+AS $$
+DECLARE
+    feature      integer[] := ARRAY(SELECT jsonb_array_elements_text(tree -> 'feature')::integer);
+    threshold    float8[]  := ARRAY(SELECT jsonb_array_elements_text(tree -> 'threshold')::float8);
+    inclusive    boolean[] := ARRAY(SELECT jsonb_array_elements_text(tree -> 'inclusive')::boolean);
+    default_left boolean[] := ARRAY(SELECT jsonb_array_elements_text(tree -> 'default_left')::boolean);
+    lefts        integer[] := ARRAY(SELECT jsonb_array_elements_text(tree -> 'left')::integer);
+    rights       integer[] := ARRAY(SELECT jsonb_array_elements_text(tree -> 'right')::integer);
+    leaf_values  text[]    := ARRAY(SELECT jsonb_array_elements_text(tree -> 'value'));
+    n            integer   := cardinality(lefts);
+    expr         text[]    := array_fill(NULL::text, ARRAY[n]);
+    i            integer;
+    f            text;
+BEGIN
+    FOR i IN REVERSE n .. 1 LOOP
+        IF lefts[i] = -1 THEN
+            -- float4 leaves are cast from their text: XGBoost writes the shortest float32 text
+            expr[i] := CASE leaf_type WHEN 'float4' THEN format('%L::float4', leaf_values[i]::float4)
+                                      ELSE format('%L::float8', leaf_values[i]::float8) END;
+        ELSE
+            f := format(feature_ref, feature[i] + 1);
+            IF default_left[i] THEN
+                expr[i] := format('CASE WHEN %s %s %L::float8 THEN %s ELSE %s END', f,
+                                  CASE WHEN inclusive[i] THEN '>' ELSE '>=' END, threshold[i],
+                                  expr[rights[i] + 1], expr[lefts[i] + 1]);
+            ELSE
+                expr[i] := format('CASE WHEN %s %s %L::float8 THEN %s ELSE %s END', f,
+                                  CASE WHEN inclusive[i] THEN '<=' ELSE '<' END, threshold[i],
+                                  expr[lefts[i] + 1], expr[rights[i] + 1]);
+            END IF;
+            expr[lefts[i] + 1] := NULL;   -- only the root's text is kept
+            expr[rights[i] + 1] := NULL;
+        END IF;
+    END LOOP;
+    RETURN expr[1];
+END
+$$;
+
+-- Body of the PL/pgSQL margins function: per output, base + tree + tree ... in
+-- tree order and in the artifact's arithmetic, a statement per 100 trees (a
+-- single chain of thousands of '+' exhausts the parser's stack).
+CREATE OR REPLACE FUNCTION ml_stack._trees_margins_body(artifact jsonb, feature_ref text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3
+AS $$
+DECLARE
+    sum_type text := artifact ->> 'sum';
+    outputs  integer := (artifact ->> 'outputs')::integer;
+    declares text := '';
+    body     text := '';
+    result   text[] := '{}';
+    k        integer;
+    chunk    text[];
+    tree     jsonb;
+BEGIN
+    FOR k IN 0 .. outputs - 1 LOOP
+        declares := declares || format('    m%s %s := %L::%s;%s', k, sum_type,
+                                       CASE sum_type WHEN 'float4' THEN ((artifact -> 'base' ->> k)::float4)::text
+                                                     ELSE ((artifact -> 'base' ->> k)::float8)::text END,
+                                       sum_type, chr(10));
+        chunk := '{}';
+        FOR tree IN SELECT t.value FROM jsonb_array_elements(artifact -> 'trees') WITH ORDINALITY AS t(value, i)
+                    WHERE (t.value ->> 'output')::integer = k ORDER BY t.i LOOP
+            chunk := chunk || ml_stack._tree_sql(tree, sum_type, feature_ref);
+            IF cardinality(chunk) = 100 THEN
+                body := body || format('    m%s := m%s + %s;%s', k, k, array_to_string(chunk, ' + '), chr(10));
+                chunk := '{}';
+            END IF;
+        END LOOP;
+        IF cardinality(chunk) > 0 THEN
+            body := body || format('    m%s := m%s + %s;%s', k, k, array_to_string(chunk, ' + '), chr(10));
+        END IF;
+        result := result || CASE WHEN artifact ? 'divisor'
+                                 THEN format('m%s / %L::float8', k, (artifact ->> 'divisor')::float8)
+                                 ELSE format('m%s', k) END;
+    END LOOP;
+    RETURN format('DECLARE%s%sBEGIN%s%s    RETURN ARRAY[%s]::float8[];%sEND', chr(10), declares, chr(10), body,
+                  array_to_string(result, ', '), chr(10));
+END
+$$;
+
+-- Compile a 'trees' model: its margins function and its two predictors.
+CREATE OR REPLACE FUNCTION ml_stack._compile_trees_model(model_id bigint, num_features integer, classes float8[], artifact jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3
+AS $$
+DECLARE
+    scalar_args boolean := num_features <= 100;   -- FUNC_MAX_ARGS
+    margins_fn text := format('_model_%s_margins', model_id);
+    params text;
+    args text[] := '{}';
+    arg text;
+    tr jsonb;
+    j integer;
+    margins text;
+    guard text;
+    class_array text := format('%L::float8[]', classes);
+    predict text;
+    proba text;
+BEGIN
+    PERFORM ml_stack._check_trees_artifact(artifact, num_features, classes);
+    -- arguments: NaN is missing (as in XGBoost), then the training transform
+    FOR j IN 1 .. num_features LOOP
+        arg := format('NULLIF(features[%s], ''NaN'')', j);
+        tr := artifact -> 'transform' -> (j - 1);
+        IF tr IS NOT NULL AND jsonb_typeof(tr) = 'object' THEN
+            IF tr ->> 'impute' IS NOT NULL THEN
+                arg := format('coalesce(%s, %L::float8)', arg, (tr ->> 'impute')::float8);
+            END IF;
+            IF coalesce((tr ->> 'shift')::float8, 0) <> 0 OR coalesce((tr ->> 'scale')::float8, 1) <> 1 THEN
+                arg := format('((%s - %L::float8) / %L::float8)', arg, coalesce((tr ->> 'shift')::float8, 0),
+                              coalesce((tr ->> 'scale')::float8, 1));
+            END IF;
+        END IF;
+        args := args || arg;
+    END LOOP;
+    IF scalar_args THEN
+        SELECT string_agg(format('f%s float8', g.i), ', ' ORDER BY g.i) INTO params FROM generate_series(1, num_features) AS g(i);
+        PERFORM ml_stack._create_model_function(margins_fn, params, 'float8[]', 'plpgsql',
+                                                ml_stack._trees_margins_body(artifact, 'f%s'));
+        margins := format('ml_stack.%I(%s)', margins_fn, array_to_string(args, ', '));
+    ELSE
+        PERFORM ml_stack._create_model_function(margins_fn, 'f float8[]', 'float8[]', 'plpgsql',
+                                                ml_stack._trees_margins_body(artifact, 'f[%s]'));
+        margins := format('ml_stack.%I(ARRAY[%s])', margins_fn, array_to_string(args, ', '));
+    END IF;
+
+    -- 'null' models (scikit-learn's classic trees) have no rule for a missing value: NULL in, NULL out
+    guard := format('WHEN cardinality(features) <> %s THEN %%s', num_features)
+          || CASE WHEN artifact ->> 'missing' = 'null'
+                  THEN ' WHEN array_position(features, NULL) IS NOT NULL OR array_position(features, ''NaN'') IS NOT NULL THEN NULL'
+                  ELSE '' END;
+    CASE artifact ->> 'link'
+        WHEN 'identity' THEN predict := format('(%s)[1]', margins);
+        WHEN 'exp' THEN predict := format('exp((%s)[1])', margins);
+        WHEN 'logistic' THEN
+            predict := format('(%s)[((%s)[1] > 0)::integer + 1]', class_array, margins);
+            proba := format('ml_stack._binary_proba((%s)[1])', margins);
+        WHEN 'softmax' THEN
+            predict := format('(%s)[ml_stack._argmax(%s)]', class_array, margins);
+            proba := format('ml_stack._softmax(%s)', margins);
+        WHEN 'probability' THEN
+            predict := format('(%s)[ml_stack._argmax(%s)]', class_array, margins);
+            proba := margins;
+    END CASE;
+    PERFORM ml_stack._create_model_function(format('_model_%s_predict', model_id), 'features float8[]', 'float8', 'sql',
+        format('SELECT CASE %s ELSE %s END',
+               format(guard, format('ml_stack._wrong_feature_count(%s, %s, features)', model_id, num_features)), predict));
+    PERFORM ml_stack._create_model_function(format('_model_%s_proba', model_id), 'features float8[]', 'float8[]', 'sql',
+        CASE WHEN proba IS NULL
+             THEN format('SELECT ml_stack._no_probabilities(%s, features)', model_id)
+             ELSE format('SELECT CASE %s ELSE %s END',
+                         format(guard, format('ARRAY[ml_stack._wrong_feature_count(%s, %s, features)]', model_id, num_features)),
+                         proba) END);
+END
+$$;
+
+-- source: sql/serving/compile_0.2.0.sql
+-- 0.2.0: compiled models have functions of several signatures; _create_model_function replaces _create_predictor.
+DROP FUNCTION IF EXISTS ml_stack._create_predictor(text, text, text);
 
 -- source: sql/serving/compile.sql
 -- Compiled serving (DESIGN §2). Every model gets two SQL functions made of its
@@ -1288,47 +1610,81 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'model % does not exist', model_id USING ERRCODE = 'undefined_object';
     END IF;
-    IF m.artifact ->> 'format' IS DISTINCT FROM 'linear' THEN
-        RAISE EXCEPTION 'model % has artifact format "%", which the SQL compiler does not know', model_id, m.artifact ->> 'format'
+    CASE m.artifact ->> 'format'
+    WHEN 'linear' THEN
+        guard := format('WHEN cardinality(features) <> %s THEN %%s', m.num_features);
+        PERFORM ml_stack._create_model_function(format('_model_%s_predict', m.id), 'features float8[]', 'float8', 'sql',
+            format('SELECT CASE %s ELSE %s END',
+                   format(guard, format('ml_stack._wrong_feature_count(%s, %s, features)', m.id, m.num_features)),
+                   ml_stack._predict_sql(m.artifact, m.classes, 'features[%s]')));
+        PERFORM ml_stack._create_model_function(format('_model_%s_proba', m.id), 'features float8[]', 'float8[]', 'sql',
+            CASE WHEN m.classes IS NULL
+                 THEN format('SELECT ml_stack._no_probabilities(%s, features)', m.id)
+                 ELSE format('SELECT CASE %s ELSE %s END',
+                             format(guard, format('ARRAY[ml_stack._wrong_feature_count(%s, %s, features)]', m.id, m.num_features)),
+                             ml_stack._proba_sql(m.artifact, 'features[%s]')) END);
+    WHEN 'trees' THEN
+        PERFORM ml_stack._compile_trees_model(m.id, m.num_features, m.classes, m.artifact);
+    WHEN 'python' THEN
+        -- served by ml_stack_python with the estimator cached per backend; the dispatch
+        -- functions call it with the serving generation, these predictors with 0
+        PERFORM ml_stack._create_model_function(format('_model_%s_predict', m.id), 'features float8[]', 'float8', 'sql',
+            format('SELECT %s', ml_stack._python_call(m.id, 'predict', 0)));
+        PERFORM ml_stack._create_model_function(format('_model_%s_proba', m.id), 'features float8[]', 'float8[]', 'sql',
+            format('SELECT %s', ml_stack._python_call(m.id, 'proba', 0)));
+    ELSE
+        RAISE EXCEPTION 'model % has artifact format "%", which ml_stack does not know', model_id, m.artifact ->> 'format'
             USING ERRCODE = 'feature_not_supported',
-                  HINT = format('Install the extension of engine "%s".', m.engine);
-    END IF;
-    guard := format('WHEN cardinality(features) <> %s THEN %%s', m.num_features);
-    PERFORM ml_stack._create_predictor(format('_model_%s_predict', m.id), 'float8',
-        format('SELECT CASE %s ELSE %s END',
-               format(guard, format('ml_stack._wrong_feature_count(%s, %s, features)', m.id, m.num_features)),
-               ml_stack._predict_sql(m.artifact, m.classes, 'features[%s]')));
-    PERFORM ml_stack._create_predictor(format('_model_%s_proba', m.id), 'float8[]',
-        CASE WHEN m.classes IS NULL
-             THEN format('SELECT ml_stack._no_probabilities(%s, features)', m.id)
-             ELSE format('SELECT CASE %s ELSE %s END',
-                         format(guard, format('ARRAY[ml_stack._wrong_feature_count(%s, %s, features)]', m.id, m.num_features)),
-                         ml_stack._proba_sql(m.artifact, 'features[%s]')) END);
+                  HINT = format('Install the extension of engine "%s", or update ml_stack.', m.engine);
+    END CASE;
 END
 $$;
 
--- (Re)create one compiled predictor ml_stack.<name>(features float8[]) as a free-standing
--- function. Drop-and-create rather than CREATE OR REPLACE: inside ALTER EXTENSION UPDATE,
--- PostgreSQL refuses to replace an object the extension does not own, and a function
--- created there becomes a member, which pg_dump would leave out, so it is released.
-CREATE OR REPLACE FUNCTION ml_stack._create_predictor(name text, result_type text, body text)
+-- The call that serves a 'python'-format model: ml_stack_python's entry point
+-- when that extension is installed, else an error that says to install it.
+CREATE OR REPLACE FUNCTION ml_stack._python_call(model_id bigint, kind text, generation bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    entry text := CASE kind WHEN 'predict' THEN '_python_predict' ELSE '_python_predict_proba' END;
+BEGIN
+    IF to_regprocedure(format('ml_stack.%I(bigint, bigint, float8[])', entry)) IS NULL THEN
+        RETURN CASE kind WHEN 'predict' THEN format('ml_stack._engine_not_installed(%s, features)', model_id)
+                         ELSE format('ARRAY[ml_stack._engine_not_installed(%s, features)]', model_id) END;
+    END IF;
+    RETURN format('ml_stack.%I(%s, %s, features)', entry, model_id, generation);
+END
+$$;
+
+-- (Re)create one function of a compiled model, ml_stack.<name>(<params>), as a
+-- free-standing function. Drop-and-create rather than CREATE OR REPLACE: inside
+-- CREATE or ALTER EXTENSION, PostgreSQL refuses to replace an object the
+-- extension does not own, and a function created there becomes a member, which
+-- pg_dump would leave out, so it is released from whichever extension took it.
+CREATE OR REPLACE FUNCTION ml_stack._create_model_function(name text, params text, result_type text, language text, body text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     fn regprocedure;
+    ext name;
 BEGIN
-    IF to_regprocedure(format('ml_stack.%I(float8[])', name)) IS NOT NULL THEN
-        EXECUTE format('DROP FUNCTION ml_stack.%I(float8[])', name);
-    END IF;
-    EXECUTE format('CREATE FUNCTION ml_stack.%I(features float8[]) RETURNS %s '
-                   'LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
-                   name, result_type::regtype, body);
-    fn := to_regprocedure(format('ml_stack.%I(float8[])', name));
-    IF EXISTS (SELECT FROM pg_catalog.pg_depend AS d
-               WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = fn AND d.deptype = 'e') THEN
-        EXECUTE format('ALTER EXTENSION ml_stack DROP FUNCTION %s', fn);
+    FOR fn IN SELECT p.oid FROM pg_catalog.pg_proc AS p
+              WHERE p.pronamespace = 'ml_stack'::regnamespace AND p.proname = name LOOP
+        EXECUTE format('DROP FUNCTION %s', fn);
+    END LOOP;
+    EXECUTE format('CREATE FUNCTION ml_stack.%I(%s) RETURNS %s LANGUAGE %s IMMUTABLE PARALLEL SAFE AS %L',
+                   name, params, result_type::regtype, CASE language WHEN 'sql' THEN 'sql' ELSE 'plpgsql' END, body);
+    SELECT p.oid INTO fn FROM pg_catalog.pg_proc AS p
+    WHERE p.pronamespace = 'ml_stack'::regnamespace AND p.proname = name;
+    SELECT e.extname INTO ext
+    FROM pg_catalog.pg_depend AS d JOIN pg_catalog.pg_extension AS e ON e.oid = d.refobjid
+    WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = fn AND d.deptype = 'e';
+    IF FOUND THEN
+        EXECUTE format('ALTER EXTENSION %I DROP FUNCTION %s', ext, fn);
     END IF;
 END
 $$;
@@ -1344,6 +1700,16 @@ AS $$
                 ELSE format('SELECT CASE %s %s ELSE %s END', key, arms, fallback) END
 $$;
 
+-- A dispatch arm's call of model model_id's predictor ('predict' or 'proba').
+CREATE OR REPLACE FUNCTION ml_stack._model_call(model_id bigint, format text, kind text, generation bigint)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN format = 'python' THEN ml_stack._python_call(model_id, kind, generation)
+                ELSE pg_catalog.format('ml_stack.%I(features)', pg_catalog.format('_model_%s_%s', model_id, kind)) END
+$$;
+
 -- Regenerate the dispatch functions from the registry (the models' own
 -- predictors are compiled by the trigger on ml_stack.models). Serialised: two
 -- sessions must not replace a function at the same time.
@@ -1353,20 +1719,26 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    generation bigint := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
     by_project text;
     by_project_proba text;
     by_model text;
     by_model_proba text;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('ml_stack._refresh_serving'));
-    SELECT string_agg(format('WHEN %L THEN ml_stack.%I(features)', d.project_name, format('_model_%s_predict', d.model_id)), ' '
+    -- a 'python'-format model is called with this refresh's generation: its backend
+    -- caches drop what they hold when a deployment changes
+    SELECT string_agg(format('WHEN %L THEN %s', d.project_name, ml_stack._model_call(d.model_id, a.format, 'predict', generation)), ' '
                       ORDER BY d.project_name),
-           string_agg(format('WHEN %L THEN ml_stack.%I(features)', d.project_name, format('_model_%s_proba', d.model_id)), ' '
+           string_agg(format('WHEN %L THEN %s', d.project_name, ml_stack._model_call(d.model_id, a.format, 'proba', generation)), ' '
                       ORDER BY d.project_name)
     INTO by_project, by_project_proba
-    FROM ml_stack.deployed_models AS d;
-    SELECT string_agg(format('WHEN %s THEN ml_stack.%I(features)', m.id, format('_model_%s_predict', m.id)), ' ' ORDER BY m.id),
-           string_agg(format('WHEN %s THEN ml_stack.%I(features)', m.id, format('_model_%s_proba', m.id)), ' ' ORDER BY m.id)
+    FROM ml_stack.deployed_models AS d
+    CROSS JOIN LATERAL (SELECT m.artifact ->> 'format' AS format FROM ml_stack.models AS m WHERE m.id = d.model_id) AS a;
+    SELECT string_agg(format('WHEN %s THEN %s', m.id, ml_stack._model_call(m.id, m.artifact ->> 'format', 'predict', generation)), ' '
+                      ORDER BY m.id),
+           string_agg(format('WHEN %s THEN %s', m.id, ml_stack._model_call(m.id, m.artifact ->> 'format', 'proba', generation)), ' '
+                      ORDER BY m.id)
     INTO by_model, by_model_proba
     FROM ml_stack.models AS m;
 
@@ -1655,6 +2027,8 @@ DECLARE
     seed      bigint;
     dataset   jsonb;
     artifact  jsonb;
+    fitted    jsonb;
+    search_result jsonb;
     classes   float8[];
     metrics   jsonb;
     t0        timestamptz;
@@ -1699,6 +2073,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''regression'' or ''classification''.';
     END IF;
     algorithm := coalesce(algorithm, 'linear');
+    IF search IS NOT NULL AND engine IS NULL
+       AND to_regprocedure('ml_stack._python_fit(text, text, jsonb, jsonb)') IS NOT NULL THEN
+        engine := 'python';  -- only the python engine searches
+    END IF;
     chosen_engine := ml_stack._choose_engine(task, algorithm, engine);
     IF hyperparams IS NULL OR jsonb_typeof(hyperparams) <> 'object' THEN
         RAISE EXCEPTION 'hyperparams must be a JSON object' USING ERRCODE = 'invalid_parameter_value',
@@ -1725,15 +2103,24 @@ BEGIN
     IF chosen_engine = 'sql' THEN
         artifact := ml_stack._sql_fit(task, algorithm, hyperparams, dataset);
     ELSE
-        EXECUTE 'SELECT ml_stack._python_fit($1, $2, $3, $4)' INTO artifact
+        -- ml_stack_python (docs/python-engine.md): it also predicts the test rows with the
+        -- library into pg_temp._ml_stack_predictions, and returns the hyperparameters it
+        -- fitted with (the search's choice included) and the search's candidates
+        EXECUTE 'SELECT ml_stack._python_fit($1, $2, $3, $4)' INTO fitted
             USING task, algorithm, hyperparams, dataset || jsonb_build_object(
-                'search', search, 'search_params', search_params, 'search_args', search_args);
+                'search', search, 'search_params', coalesce(search_params, '{}'), 'search_args', coalesce(search_args, '{}'));
+        artifact := fitted -> 'artifact';
+        hyperparams := coalesce(fitted -> 'hyperparams', hyperparams);
+        search_result := fitted -> 'search';
+        dataset := dataset || '{"engine_predictions": true}';
     END IF;
     fit_time := extract(epoch FROM clock_timestamp() - t0);
     t0 := clock_timestamp();
     metrics := ml_stack._test_metrics(task, artifact, classes, dataset);
     metrics := metrics || jsonb_build_object('fit_time', fit_time, 'score_time', extract(epoch FROM clock_timestamp() - t0));
-    DROP TABLE pg_temp._ml_stack_rows;  -- done with the data: free it now, not at the end of the transaction
+    -- done with the data: free it now, not at the end of the transaction
+    DROP TABLE pg_temp._ml_stack_rows;
+    DROP TABLE IF EXISTS pg_temp._ml_stack_predictions;
 
     -- everything checked and fitted: now write the registry
     IF proj.id IS NULL THEN
@@ -1751,9 +2138,9 @@ BEGIN
             (dataset ->> 'test_rows')::bigint, test_size, test_sampling, seed)
     RETURNING id INTO snap_id;
     INSERT INTO ml_stack.models (project_id, snapshot_id, algorithm, engine, task, hyperparams, preprocess,
-                                 num_features, classes, artifact, metrics)
+                                 num_features, classes, artifact, metrics, search)
     VALUES (proj.id, snap_id, algorithm, chosen_engine, task, hyperparams, coalesce(preprocess, '{}'),
-            jsonb_array_length(dataset -> 'features'), classes, artifact, metrics)
+            jsonb_array_length(dataset -> 'features'), classes, artifact, metrics, search_result)
     RETURNING id INTO trained_model_id;
 
     -- automatic deploy: only a model that beats the deployed one on the key metric
@@ -1766,6 +2153,7 @@ BEGIN
     IF was_deployed THEN
         INSERT INTO ml_stack.deployments (project_id, model_id, strategy) VALUES (proj.id, trained_model_id, 'automatic');
     END IF;
+    PERFORM ml_stack._record_manual_run(proj.id, trained_model_id, was_deployed);  -- history (sql/scheduling)
     project_task := task; model_algorithm := algorithm; model_engine := chosen_engine; model_metrics := metrics;
     RAISE NOTICE 'ml_stack: model % (% %, % engine): % = %, %', trained_model_id, algorithm, task, chosen_engine, key,
         round(new_score::numeric, 6), CASE WHEN was_deployed THEN 'deployed' ELSE 'not deployed' END;
@@ -1832,6 +2220,7 @@ BEGIN
         'label', s.label,
         'relation_name', s.relation_name,
         'metrics', m.metrics,
+        'search', m.search,
         'artifact', m.artifact,
         'created_at', m.created_at)
     INTO doc
@@ -1878,44 +2267,58 @@ BEGIN
             HINT = 'The task must be ''regression'' or ''classification''; export the model again with ml_stack.export_model().';
     END IF;
     -- the artifact becomes SQL: check its shape, and let only numbers through
-    IF art ->> 'format' IS DISTINCT FROM 'linear' THEN
+    IF art ->> 'format' = 'python' THEN
+        RAISE EXCEPTION 'model % is a pickled scikit-learn estimator, which import_model does not load', model ->> 'algorithm'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Unpickling runs code. Train the model in this database instead (linear models and tree ensembles export as SQL-servable documents).';
+    ELSIF coalesce(art ->> 'format', '') NOT IN ('linear', 'trees') THEN
         RAISE EXCEPTION 'model artifact format "%" is not supported here', art ->> 'format'
             USING ERRCODE = 'feature_not_supported',
-                  HINT = format('Install the extension of engine "%s" in this database.', model ->> 'engine');
+                  HINT = 'ml_stack serves the ''linear'' and ''trees'' formats; update ml_stack if the model comes from a newer version.';
     END IF;
     BEGIN
         p := (model ->> 'num_features')::integer;
         IF model -> 'classes' IS NOT NULL AND jsonb_typeof(model -> 'classes') = 'array' THEN
             classes := ARRAY(SELECT jsonb_array_elements_text(model -> 'classes')::float8);
         END IF;
-        k := jsonb_array_length(art -> 'coefficients');
-        IF p IS NULL OR p < 1 OR k < 1 OR jsonb_array_length(art -> 'intercepts') <> k
-           OR jsonb_array_length(art -> 'impute') <> p
-           OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'coefficients') AS w WHERE jsonb_array_length(w) <> p)
-           OR coalesce(art ->> 'link', '') NOT IN ('identity', 'logistic', 'softmax')
+        IF p IS NULL OR p < 1
            OR (jsonb_typeof(model -> 'features') = 'array' AND jsonb_array_length(model -> 'features') NOT IN (0, p))
            -- classes strictly ascending: predict_proba's columns follow them
            OR EXISTS (SELECT FROM unnest(classes) WITH ORDINALITY AS c(v, i) WHERE c.v >= classes[c.i + 1])
-           OR (task = 'regression') <> (art ->> 'link' = 'identity')
-           OR (task = 'classification' AND (classes IS NULL OR cardinality(classes) < 2
-                                            OR k <> CASE WHEN cardinality(classes) = 2 THEN 1 ELSE cardinality(classes) END))
-        THEN
-            RAISE EXCEPTION 'inconsistent';
-        END IF;
-        -- every number must be a JSON number (never a string, so never NaN or Infinity)
-        IF EXISTS (SELECT FROM jsonb_array_elements(art -> 'intercepts') AS x WHERE jsonb_typeof(x) <> 'number')
-           OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'coefficients') AS w, jsonb_array_elements(w) AS x
-                      WHERE jsonb_typeof(x) <> 'number')
-           OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'impute') AS x WHERE jsonb_typeof(x) NOT IN ('number', 'null'))
+           OR (task = 'regression') <> (classes IS NULL)
+           OR (task = 'classification' AND cardinality(classes) < 2)
            OR EXISTS (SELECT FROM jsonb_array_elements(model -> 'classes') AS x
                       WHERE jsonb_typeof(model -> 'classes') = 'array' AND jsonb_typeof(x) <> 'number')
         THEN
-            RAISE EXCEPTION 'not a number';
+            RAISE EXCEPTION 'inconsistent';
+        END IF;
+        IF art ->> 'format' = 'linear' THEN
+            k := jsonb_array_length(art -> 'coefficients');
+            IF k < 1 OR jsonb_array_length(art -> 'intercepts') <> k
+               OR jsonb_array_length(art -> 'impute') <> p
+               OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'coefficients') AS w WHERE jsonb_array_length(w) <> p)
+               OR coalesce(art ->> 'link', '') NOT IN ('identity', 'logistic', 'softmax')
+               OR (task = 'regression') <> (art ->> 'link' = 'identity')
+               OR (task = 'classification' AND k <> CASE WHEN cardinality(classes) = 2 THEN 1 ELSE cardinality(classes) END)
+            THEN
+                RAISE EXCEPTION 'inconsistent';
+            END IF;
+            -- every number must be a JSON number (never a string, so never NaN or Infinity)
+            IF EXISTS (SELECT FROM jsonb_array_elements(art -> 'intercepts') AS x WHERE jsonb_typeof(x) <> 'number')
+               OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'coefficients') AS w, jsonb_array_elements(w) AS x
+                          WHERE jsonb_typeof(x) <> 'number')
+               OR EXISTS (SELECT FROM jsonb_array_elements(art -> 'impute') AS x WHERE jsonb_typeof(x) NOT IN ('number', 'null'))
+            THEN
+                RAISE EXCEPTION 'not a number';
+            END IF;
         END IF;
     EXCEPTION WHEN OTHERS THEN
         RAISE EXCEPTION 'model document is damaged: its artifact does not match its task and feature count'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Export the model again with ml_stack.export_model().';
     END;
+    IF art ->> 'format' = 'trees' THEN
+        PERFORM ml_stack._check_trees_artifact(art, p, classes);   -- says what is wrong
+    END IF;
 
     PERFORM pg_advisory_xact_lock(hashtext('ml_stack.project:' || project_name));
     SELECT pr.* INTO proj FROM ml_stack.projects AS pr WHERE pr.name = project_name;
@@ -1933,10 +2336,10 @@ BEGIN
             coalesce(model -> 'features', '[]'), coalesce(model -> 'label', '{}'), 0, 0, 0, 0, 'random', 0)
     RETURNING id INTO snap_id;
     INSERT INTO ml_stack.models (project_id, snapshot_id, algorithm, engine, task, hyperparams, preprocess,
-                                 num_features, classes, artifact, metrics, status)
+                                 num_features, classes, artifact, metrics, status, search)
     VALUES (proj.id, snap_id, coalesce(model ->> 'algorithm', 'unknown'), coalesce(model ->> 'engine', 'sql'), task,
             coalesce(model -> 'hyperparams', '{}'), coalesce(model -> 'preprocess', '{}'), p, classes, art,
-            coalesce(model -> 'metrics', '{}'), 'imported')
+            coalesce(model -> 'metrics', '{}'), 'imported', NULLIF(model -> 'search', 'null'))
     RETURNING id INTO new_id;
     IF deploy THEN
         INSERT INTO ml_stack.deployments (project_id, model_id, strategy) VALUES (proj.id, new_id, 'import');
@@ -1948,10 +2351,524 @@ COMMENT ON FUNCTION ml_stack.import_model(text, jsonb, boolean) IS
     'ml_stack: register a model document from ml_stack.export_model() under a project (created if needed), and deploy it unless deploy => false. Returns the new model id.';
 
 -- source: sql/scheduling/training_runs.sql
--- (issue 4: training-run history table; run-once migration of 0.2.0)
+-- History of training runs, ml_stack's own: every run of a scheduled retraining job, failed or not, and every
+-- successful manual train() (a manual train that fails rolls back, leaving only its error). Unlike
+-- cron.job_run_details it is extension configuration (pg_dump keeps it) and outlives pg_cron's log purges.
+CREATE TABLE ml_stack.training_runs (
+    id           bigserial PRIMARY KEY,
+    project_id   bigint REFERENCES ml_stack.projects (id) ON DELETE CASCADE,  -- NULL: no such project at the run
+    project_name text NOT NULL,
+    job_name     text,              -- the pg_cron job (ml_stack.schedule_training); NULL for a train() call
+    trigger      text NOT NULL CHECK (trigger IN ('cron', 'manual')),  -- 'cron': started by pg_cron
+    status       text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+    started_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at  timestamptz,       -- NULL while running, and for a run whose server process died
+    algorithm    text,              -- what was trained (NULL when the run failed before deciding it)
+    hyperparams  jsonb,
+    model_id     bigint REFERENCES ml_stack.models (id) ON DELETE SET NULL,
+    deployed     boolean,           -- whether the new model was deployed (only when it beat the deployed one)
+    error        text,              -- a failed run's error message
+    sqlstate     text,              -- and its SQLSTATE
+    username     text NOT NULL DEFAULT current_user,
+    pid          integer NOT NULL DEFAULT pg_backend_pid(),  -- the server process (cron.job_run_details.job_pid)
+    CHECK ((status = 'failed') = (error IS NOT NULL))
+);
+CREATE INDEX ON ml_stack.training_runs (job_name, id);
+CREATE INDEX ON ml_stack.training_runs (project_id);
+CREATE INDEX ON ml_stack.training_runs (model_id);
+COMMENT ON TABLE ml_stack.training_runs IS
+    'ml_stack: history of training runs: every run of a scheduled job (trigger cron, or manual when its command was called by hand), failed or not, and every successful train() (trigger manual). Extension configuration: kept by pg_dump; outlives pg_cron''s log.';
+
+SELECT pg_catalog.pg_extension_config_dump('ml_stack.training_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('ml_stack.training_runs_id_seq', '');
 
 -- source: sql/scheduling/cron.sql
--- (issue 4: pg_cron helpers)
+-- Scheduled retraining with pg_cron (docs/design-notes/pg-cron.md). ml_stack installs and works without
+-- pg_cron: nothing here refers to schema cron until a helper runs, and the helpers check first.
+
+-- What keeps pg_cron from running jobs in this database, or NULL when nothing does. SECURITY DEFINER because
+-- shared_preload_libraries and cron.database_name are readable only by superusers and pg_read_all_settings;
+-- it returns a sentence, never the settings themselves. EXECUTE is revoked from PUBLIC: grant it to the roles
+-- that schedule training.
+CREATE OR REPLACE FUNCTION ml_stack._cron_problem()
+RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    preload text;
+    cron_db text;
+BEGIN
+    BEGIN
+        preload := current_setting('shared_preload_libraries');
+        cron_db := current_setting('cron.database_name', true);
+    EXCEPTION WHEN insufficient_privilege THEN
+        RETURN format('ml_stack cannot check shared_preload_libraries and cron.database_name: the owner of ml_stack '
+                      '(role %s) needs superuser or pg_read_all_settings', current_user);
+    END;
+    IF preload IS NULL OR preload !~ '(^|[\s,"/])pg_cron(\.so)?($|[\s,"])' THEN
+        RETURN 'pg_cron is not loaded: shared_preload_libraries does not include pg_cron';
+    END IF;
+    IF cron_db IS DISTINCT FROM current_database() THEN
+        RETURN format('pg_cron runs its jobs in database "%s" (cron.database_name), not in this database "%s"',
+                      coalesce(cron_db, 'postgres'), current_database());
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'pg_cron') THEN
+        RETURN 'the pg_cron extension is not created in this database';
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION ml_stack._cron_problem() FROM PUBLIC;
+
+-- Raise, naming pg_cron, shared_preload_libraries and cron.database_name and what to do, unless the calling
+-- role can schedule jobs with pg_cron in this database.
+CREATE OR REPLACE FUNCTION ml_stack._require_cron()
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    problem text;
+    recipe  text := format('Scheduled training needs pg_cron running jobs in this database: in postgresql.conf, '
+                           'shared_preload_libraries = ''pg_cron'' and cron.database_name = %L (restart PostgreSQL '
+                           'after changing them), then CREATE EXTENSION pg_cron in database %I. '
+                           'Everything else in ml_stack works without pg_cron.', current_database(), current_database());
+BEGIN
+    IF NOT has_function_privilege('ml_stack._cron_problem()', 'EXECUTE') THEN
+        RAISE EXCEPTION 'role % may not check whether pg_cron is usable here', current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('GRANT EXECUTE ON FUNCTION ml_stack._cron_problem() TO %I (as the owner of ml_stack). ', current_user)
+                         || recipe;
+    END IF;
+    problem := ml_stack._cron_problem();
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'pg_cron is not usable in database "%": %', current_database(), problem
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = CASE WHEN problem LIKE 'pg_cron runs its jobs in database %'
+                              THEN 'pg_cron runs jobs in one database per server. Either install ml_stack in the database '
+                                   'named by cron.database_name and schedule there, or: ' || recipe
+                              ELSE recipe END;
+    END IF;
+    IF NOT has_schema_privilege('cron', 'USAGE')
+       OR NOT has_function_privilege('cron.schedule(text, text, text)', 'EXECUTE')
+       OR NOT has_function_privilege('cron.unschedule(bigint)', 'EXECUTE') THEN
+        RAISE EXCEPTION 'role % may not use pg_cron (schema cron)', current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('As a superuser: GRANT USAGE ON SCHEMA cron TO %I. (pg_cron itself is set up: '
+                                'shared_preload_libraries has pg_cron and cron.database_name is this database.)', current_user);
+    END IF;
+END
+$$;
+
+-- The prefix of every job command that ml_stack made: the jobs it lists, reschedules and unschedules.
+CREATE OR REPLACE FUNCTION ml_stack._training_command_prefix()
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT 'CALL ml_stack.run_training(job_name => ' $$;
+
+-- The project name in a job command written by schedule_training (NULL for any other text). The command
+-- starts "CALL ml_stack.run_training(job_name => <literal>, project_name => <literal>"; literals are what
+-- format('%L') writes: '...' with '' for a quote, or E'...' with \\ for a backslash when there is one.
+CREATE OR REPLACE FUNCTION ml_stack._training_job_project(command text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m text[];
+BEGIN
+    m := regexp_match(command, '^CALL ml_stack\.run_training\(job_name => E?''(?:[^'']|'''')*'', '
+                               'project_name => (E?)''((?:[^'']|'''')*)''');
+    IF m IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN CASE WHEN m[1] = 'E' THEN replace(replace(m[2], '''''', ''''), '\\', '\')
+                ELSE replace(m[2], '''''', '''') END;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml_stack.schedule_training(
+    job_name         text,
+    schedule         text,
+    project_name     text,
+    algorithm        text    DEFAULT NULL,
+    hyperparams      jsonb   DEFAULT NULL,
+    test_size        real    DEFAULT NULL,
+    test_sampling    text    DEFAULT NULL,
+    preprocess       jsonb   DEFAULT NULL,
+    engine           text    DEFAULT NULL,
+    automatic_deploy boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    existing record;
+    command  text;
+    jobid    bigint;
+BEGIN
+    IF job_name IS NULL OR btrim(job_name) = '' THEN
+        RAISE EXCEPTION 'job_name is required' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Name the job, e.g. ml_stack.schedule_training(''diabetes_nightly'', ''0 3 * * *'', ''diabetes'').';
+    END IF;
+    IF octet_length(job_name) > 63 THEN
+        RAISE EXCEPTION 'job_name "%" is longer than 63 bytes', job_name USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'pg_cron stores job names as type name (at most 63 bytes): choose a shorter name.';
+    END IF;
+    IF schedule IS NULL OR btrim(schedule) = '' THEN
+        RAISE EXCEPTION 'schedule is required' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'A cron schedule such as ''0 3 * * *'' (03:00 every day, in the server''s time zone) or ''@daily''.';
+    END IF;
+    PERFORM ml_stack._require_cron();
+    -- the project and what its retrain will train: fails now rather than at every run
+    PERFORM ml_stack._retrain_settings(project_name, algorithm, hyperparams, test_size, test_sampling, preprocess, engine);
+
+    EXECUTE 'SELECT j.jobid, j.command FROM cron.job AS j WHERE j.jobname = $1 AND j.username = current_user'
+        INTO existing USING job_name;
+    IF existing.jobid IS NOT NULL AND NOT starts_with(existing.command, ml_stack._training_command_prefix()) THEN
+        RAISE EXCEPTION 'pg_cron job "%" exists and is not an ml_stack training job', job_name
+            USING ERRCODE = 'duplicate_object',
+                  DETAIL = format('Its command: %s', existing.command),
+                  HINT = 'Choose another job name; ml_stack does not replace jobs it did not make.';
+    END IF;
+
+    command := ml_stack._training_command_prefix() || format('%L, project_name => %L', job_name, project_name)
+        || CASE WHEN algorithm IS NULL THEN '' ELSE format(', algorithm => %L', algorithm) END
+        || CASE WHEN hyperparams IS NULL THEN '' ELSE format(', hyperparams => %L', hyperparams) END
+        || CASE WHEN test_size IS NULL THEN '' ELSE format(', test_size => %L', test_size) END
+        || CASE WHEN test_sampling IS NULL THEN '' ELSE format(', test_sampling => %L', test_sampling) END
+        || CASE WHEN preprocess IS NULL THEN '' ELSE format(', preprocess => %L', preprocess) END
+        || CASE WHEN engine IS NULL THEN '' ELSE format(', engine => %L', engine) END
+        || CASE WHEN automatic_deploy IS DISTINCT FROM false THEN '' ELSE ', automatic_deploy => false' END
+        || ')';
+    BEGIN
+        -- the same name again updates the job in place and keeps its jobid (pg_cron 1.4)
+        EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO jobid USING job_name, schedule, command;
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RAISE EXCEPTION '%', SQLERRM USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'pg_cron takes a cron schedule of five fields (minute hour day-of-month month day-of-week), '
+                   'e.g. ''0 3 * * *'' for 03:00 every day or ''*/15 * * * *'', or @hourly, @daily, @weekly, '
+                   '@monthly, @yearly; the finest is one minute.';
+    END;
+    RETURN jobid;
+END
+$$;
+COMMENT ON FUNCTION ml_stack.schedule_training(text, text, text, text, jsonb, real, text, jsonb, text, boolean) IS
+    'ml_stack: schedule a pg_cron job that retrains the project on its relation''s current rows (CALL ml_stack.run_training(...)): arguments left NULL come from the deployed model (or the most recent one) at each run; the new model is deployed only if it beats the deployed one; every run is recorded in ml_stack.training_runs. The same job name again reschedules. Returns the pg_cron jobid. Needs pg_cron in this database.';
+
+CREATE OR REPLACE FUNCTION ml_stack.unschedule_training(job_name text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    existing record;
+    removed  boolean;
+BEGIN
+    PERFORM ml_stack._require_cron();
+    EXECUTE 'SELECT j.jobid, j.command FROM cron.job AS j WHERE j.jobname = $1 AND j.username = current_user'
+        INTO existing USING job_name;
+    IF existing.jobid IS NULL THEN
+        RAISE EXCEPTION 'no training job named "%"', job_name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'SELECT job_name, project FROM ml_stack.training_jobs lists your training jobs.';
+    END IF;
+    IF NOT starts_with(existing.command, ml_stack._training_command_prefix()) THEN
+        RAISE EXCEPTION 'pg_cron job "%" is not an ml_stack training job', job_name
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = format('Its command: %s', existing.command),
+                  HINT = 'Remove it with cron.unschedule() if you mean to.';
+    END IF;
+    EXECUTE 'SELECT cron.unschedule($1::bigint)' INTO removed USING existing.jobid;
+    RETURN removed;
+END
+$$;
+COMMENT ON FUNCTION ml_stack.unschedule_training(text) IS
+    'ml_stack: remove a training job made by ml_stack.schedule_training (a run in progress is cancelled). Its history stays in ml_stack.training_runs.';
+
+-- The rows of view ml_stack.training_jobs. A function, so that ml_stack installs without pg_cron (a view over
+-- cron.job could not be created); it returns no rows when pg_cron is not in this database or the caller has no
+-- USAGE on schema cron. pg_cron's row-level security shows each role its own jobs (a superuser all).
+-- The last run is pg_cron's latest run of the job, with the ml_stack run it executed (same server process),
+-- unless ml_stack's history has a newer run of the job (its command CALLed by hand, or pg_cron's log purged).
+CREATE OR REPLACE FUNCTION ml_stack._training_jobs()
+RETURNS TABLE (job_name text, jobid bigint, schedule text, project text, active boolean, username text,
+               last_run_start timestamptz, last_run_end timestamptz, last_run_status text, last_run_message text,
+               run_id bigint, model_id bigint, deployed boolean, command text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'pg_cron') THEN
+        RETURN;
+    END IF;
+    IF NOT has_schema_privilege('cron', 'USAGE') THEN
+        RETURN;
+    END IF;
+    IF NOT has_table_privilege('cron.job', 'SELECT') OR NOT has_table_privilege('cron.job_run_details', 'SELECT') THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE $q$
+        SELECT j.jobname::text, j.jobid, j.schedule, ml_stack._training_job_project(j.command), j.active,
+               j.username::text,
+               CASE WHEN x.src = 'ml_stack' THEN r.started_at ELSE c.start_time END,
+               CASE WHEN x.src = 'ml_stack' THEN r.finished_at ELSE c.end_time END,
+               CASE WHEN x.src = 'ml_stack' THEN r.status ELSE c.status END,
+               CASE WHEN x.src = 'ml_stack' THEN r.error ELSE c.return_message END,
+               CASE WHEN x.src <> 'cron' THEN r.id END,
+               CASE WHEN x.src <> 'cron' THEN r.model_id END,
+               CASE WHEN x.src <> 'cron' THEN r.deployed END,
+               j.command
+        FROM cron.job AS j
+        LEFT JOIN LATERAL (
+            SELECT d.start_time, d.end_time, d.status, d.return_message, d.job_pid
+            FROM cron.job_run_details AS d WHERE d.jobid = j.jobid
+            ORDER BY d.runid DESC LIMIT 1) AS c ON true
+        LEFT JOIN LATERAL (
+            SELECT t.id, t.started_at, t.finished_at, t.status, t.error, t.model_id, t.deployed, t.pid
+            FROM ml_stack.training_runs AS t WHERE t.job_name = j.jobname::text AND t.username = j.username::text
+            ORDER BY t.id DESC LIMIT 1) AS r ON true
+        CROSS JOIN LATERAL (SELECT CASE
+            WHEN c.start_time IS NOT NULL AND (r.id IS NULL OR c.start_time > r.started_at) THEN 'cron'
+            WHEN c.start_time IS NOT NULL AND r.pid = c.job_pid
+                 AND r.started_at <= coalesce(c.end_time, 'infinity') THEN 'both'  -- r ran in pg_cron's run
+            WHEN r.id IS NOT NULL THEN 'ml_stack'
+            END AS src) AS x
+        WHERE starts_with(j.command, ml_stack._training_command_prefix()) AND j.database = current_database()
+        ORDER BY j.jobid
+    $q$;
+END
+$$;
+
+CREATE OR REPLACE VIEW ml_stack.training_jobs AS
+SELECT * FROM ml_stack._training_jobs();
+COMMENT ON VIEW ml_stack.training_jobs IS
+    'ml_stack: the training jobs scheduled with ml_stack.schedule_training (pg_cron jobs visible to the current role): schedule, project, whether active, and the last run: start, end, status and message (from cron.job_run_details, or from ml_stack.training_runs when that has a newer run), the ml_stack run, the model it produced and whether it was deployed. Empty without pg_cron.';
+
+-- source: sql/scheduling/run_training.sql
+-- Retraining a project with its snapshot settings, and the history of training runs (ml_stack.training_runs).
+
+-- What a retrain of `project_name` trains, from the project's reference model: its deployed model when it was
+-- trained here, else its most recent trained model (restricted to `algorithm` when given). Every argument
+-- left NULL comes from that model: algorithm, hyperparams and engine (when the algorithm is the same),
+-- preprocess, and the split (test_size, test_sampling) of its snapshot. The relation is the project's, resolved
+-- in the schema where it was found at the last train (r_search_path), so that a pg_cron job, whose session has
+-- the default search_path, trains on the same relation as the user did. Raises when there is nothing to retrain.
+CREATE OR REPLACE FUNCTION ml_stack._retrain_settings(
+    project_name text, algorithm text, hyperparams jsonb, test_size real, test_sampling text, preprocess jsonb,
+    engine text,
+    OUT r_project_id bigint, OUT r_task text, OUT r_algorithm text, OUT r_hyperparams jsonb, OUT r_test_size real,
+    OUT r_test_sampling text, OUT r_preprocess jsonb, OUT r_engine text, OUT r_search_path text,
+    OUT r_reference_model_id bigint)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    proj     ml_stack.projects;
+    ref      record;
+    same     boolean;
+    relname  text;
+    parts    text[];
+BEGIN
+    IF project_name IS NULL OR btrim(project_name) = '' THEN
+        RAISE EXCEPTION 'project_name is required' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Name the project to retrain; SELECT name FROM ml_stack.projects lists the projects.';
+    END IF;
+    SELECT p.* INTO proj FROM ml_stack.projects AS p WHERE p.name = project_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'project "%" does not exist', project_name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Train the project once with ml_stack.train(project_name, task, relation_name, y_column_name); SELECT name FROM ml_stack.projects lists the projects.';
+    END IF;
+    IF proj.relation_name IS NULL OR proj.y_column_name IS NULL THEN
+        RAISE EXCEPTION 'project "%" has no training relation (it was imported)', project_name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Train it once on a relation: ml_stack.train(project_name, relation_name => ..., y_column_name => ...).';
+    END IF;
+    -- the reference model: trained here (not imported), the deployed one first, then the newest
+    SELECT m.id, m.algorithm, m.engine, m.hyperparams, m.preprocess, s.test_size, s.test_sampling INTO ref
+    FROM ml_stack.models AS m
+    LEFT JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
+    LEFT JOIN ml_stack.deployed_models AS d ON d.project_id = m.project_id AND d.model_id = m.id
+    WHERE m.project_id = proj.id AND m.status = 'successful' AND (algorithm IS NULL OR m.algorithm = algorithm)
+    ORDER BY d.model_id IS NOT NULL DESC, m.id DESC
+    LIMIT 1;
+    same := FOUND;
+    IF NOT same THEN  -- a new algorithm for this project: the split and preprocessing of its latest model
+        SELECT m.id, m.algorithm, m.engine, m.hyperparams, m.preprocess, s.test_size, s.test_sampling INTO ref
+        FROM ml_stack.models AS m
+        LEFT JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
+        LEFT JOIN ml_stack.deployed_models AS d ON d.project_id = m.project_id AND d.model_id = m.id
+        WHERE m.project_id = proj.id AND m.status = 'successful'
+        ORDER BY d.model_id IS NOT NULL DESC, m.id DESC
+        LIMIT 1;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'project "%" has no model trained in this database to retrain', project_name
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Train it once with ml_stack.train(); imported models carry no training settings.';
+        END IF;
+    END IF;
+
+    r_project_id := proj.id;
+    r_task := proj.task;
+    r_reference_model_id := ref.id;
+    r_algorithm := coalesce(algorithm, ref.algorithm);
+    r_hyperparams := coalesce(hyperparams, CASE WHEN same THEN ref.hyperparams ELSE '{}' END);
+    r_engine := coalesce(engine, CASE WHEN same THEN ref.engine END);
+    r_preprocess := coalesce(preprocess, ref.preprocess, '{}');
+    r_test_size := coalesce(test_size, ref.test_size, 0.25);
+    r_test_sampling := coalesce(test_sampling, ref.test_sampling, 'random');
+
+    -- checked now, so that a schedule with a typo fails when it is made, not every night
+    PERFORM ml_stack._choose_engine(r_task, r_algorithm, r_engine);
+    IF jsonb_typeof(r_hyperparams) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'hyperparams must be a JSON object' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'e.g. hyperparams => ''{"alpha": 0.5}'', or NULL for the reference model''s.';
+    END IF;
+    IF jsonb_typeof(r_preprocess) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'preprocess must be a JSON object' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'e.g. preprocess => ''{"bmi": {"impute": "median"}}'', or NULL for the reference model''s.';
+    END IF;
+    IF r_test_sampling NOT IN ('random', 'last', 'stratified') THEN
+        RAISE EXCEPTION 'unknown test_sampling "%"', r_test_sampling
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''random'', ''last'' or ''stratified''.';
+    END IF;
+    IF NOT r_test_size > 0 THEN
+        RAISE EXCEPTION 'test_size must be a fraction in (0, 1) or a row count >= 1, got %', r_test_size
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. test_size => 0.25, or NULL for the reference model''s.';
+    END IF;
+
+    -- the schema of the relation of the project's last train (regclass text, qualified: see _train)
+    SELECT s.relation_name INTO relname
+    FROM ml_stack.snapshots AS s JOIN ml_stack.models AS m ON m.snapshot_id = s.id
+    WHERE s.project_id = proj.id AND m.status = 'successful'
+    ORDER BY s.id DESC
+    LIMIT 1;
+    BEGIN
+        parts := parse_ident(relname);
+    EXCEPTION WHEN OTHERS THEN
+        parts := NULL;
+    END;
+    r_search_path := CASE WHEN cardinality(parts) = 2 THEN quote_ident(parts[1]) ELSE current_setting('search_path') END;
+END
+$$;
+
+-- Called by _train (sql/training/train.sql) once a manual train has written its model: one 'manual' row in
+-- the history. Skipped inside ml_stack.run_training, which records its own row (transaction-local setting
+-- ml_stack.training_run). A train that fails never gets here: its transaction leaves no trace.
+CREATE OR REPLACE FUNCTION ml_stack._record_manual_run(project_id bigint, model_id bigint, deployed boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    previous_end timestamptz := nullif(current_setting('ml_stack.last_manual_run_end', true), '')::timestamptz;
+    finished     timestamptz := clock_timestamp();
+BEGIN
+    IF coalesce(current_setting('ml_stack.training_run', true), '') <> '' THEN
+        RETURN;
+    END IF;
+    -- the run started with its statement, or after the previous train of the same statement (a loop)
+    INSERT INTO ml_stack.training_runs (project_id, project_name, job_name, trigger, status, started_at, finished_at,
+                                        algorithm, hyperparams, model_id, deployed)
+    SELECT p.id, p.name, NULL, 'manual', 'succeeded',
+           greatest(statement_timestamp(), coalesce(previous_end, '-infinity')), finished,
+           m.algorithm, m.hyperparams, m.id, deployed
+    FROM ml_stack.projects AS p JOIN ml_stack.models AS m ON m.project_id = p.id
+    WHERE p.id = project_id AND m.id = model_id;
+    PERFORM set_config('ml_stack.last_manual_run_end', finished::text, true);
+END
+$$;
+
+-- The command of every scheduled training job: one retrain of the project, recorded in ml_stack.training_runs
+-- whatever happens. The 'running' row is committed first; a failure is recorded and committed in the handler
+-- and then raised again, so that pg_cron records it too (cron.job_run_details) with the original error.
+-- A procedure with COMMIT cannot carry a SET clause: the search_path is pinned by set_config for each
+-- transaction instead, and every name is schema-qualified. It must be CALLed at top level (as pg_cron does),
+-- not inside a transaction block.
+CREATE OR REPLACE PROCEDURE ml_stack.run_training(
+    job_name         text,
+    project_name     text,
+    algorithm        text    DEFAULT NULL,
+    hyperparams      jsonb   DEFAULT NULL,
+    test_size        real    DEFAULT NULL,
+    test_sampling    text    DEFAULT NULL,
+    preprocess       jsonb   DEFAULT NULL,
+    engine           text    DEFAULT NULL,
+    automatic_deploy boolean DEFAULT true)
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_variable
+DECLARE
+    run_id     bigint;
+    proj_id    bigint;
+    settings   record;
+    trained    record;
+    run_algorithm   text;
+    run_hyperparams jsonb;
+    err_message text;
+    err_state   text;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    IF project_name IS NULL OR btrim(project_name) = '' THEN
+        RAISE EXCEPTION 'project_name is required' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'CALL ml_stack.run_training(job_name, project_name); SELECT name FROM ml_stack.projects lists the projects.';
+    END IF;
+    -- runs whose server process is gone (terminated, crashed) will never finish: say so
+    UPDATE ml_stack.training_runs AS t
+    SET status = 'failed', error = 'the run did not finish: its server process ended first'
+    WHERE t.status = 'running'
+      AND NOT EXISTS (SELECT FROM pg_catalog.pg_stat_activity AS a
+                      WHERE a.pid = t.pid AND (a.backend_start IS NULL OR a.backend_start <= t.started_at));
+    SELECT p.id INTO proj_id FROM ml_stack.projects AS p WHERE p.name = project_name;
+    INSERT INTO ml_stack.training_runs (project_id, project_name, job_name, trigger, status)
+    VALUES (proj_id, project_name, job_name,
+            CASE WHEN job_name IS NOT NULL AND pg_catalog.current_setting('application_name') = 'pg_cron'
+                 THEN 'cron' ELSE 'manual' END,
+            'running')
+    RETURNING id INTO run_id;
+    COMMIT;  -- the run is on record from now on, whatever follows
+
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM pg_catalog.set_config('ml_stack.training_run', run_id::text, true);  -- _record_manual_run: not a manual train
+    BEGIN
+        settings := ml_stack._retrain_settings(project_name, algorithm, hyperparams, test_size, test_sampling,
+                                               preprocess, engine);
+        run_algorithm := settings.r_algorithm;
+        run_hyperparams := settings.r_hyperparams;
+        -- train() resolves the project's relation with the caller's search_path: the schema it was found in
+        PERFORM pg_catalog.set_config('search_path', settings.r_search_path, true);
+        SELECT t.model_id, t.deployed INTO trained
+        FROM ml_stack.train(project_name => project_name, algorithm => settings.r_algorithm,
+                            hyperparams => settings.r_hyperparams, test_size => settings.r_test_size,
+                            test_sampling => settings.r_test_sampling, preprocess => settings.r_preprocess,
+                            automatic_deploy => coalesce(automatic_deploy, true), engine => settings.r_engine) AS t;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        UPDATE ml_stack.training_runs AS t
+        SET status = 'succeeded', finished_at = pg_catalog.clock_timestamp(), project_id = settings.r_project_id,
+            algorithm = run_algorithm, hyperparams = run_hyperparams,
+            model_id = trained.model_id, deployed = trained.deployed
+        WHERE t.id = run_id;
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        GET STACKED DIAGNOSTICS err_message = MESSAGE_TEXT, err_state = RETURNED_SQLSTATE;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        UPDATE ml_stack.training_runs AS t
+        SET status = 'failed', finished_at = pg_catalog.clock_timestamp(), error = err_message, sqlstate = err_state,
+            algorithm = run_algorithm, hyperparams = run_hyperparams
+        WHERE t.id = run_id;
+        COMMIT;  -- keep the failure on record, then fail: pg_cron records the original error too
+        RAISE;
+    END;
+END
+$$;
+COMMENT ON PROCEDURE ml_stack.run_training(text, text, text, jsonb, real, text, jsonb, text, boolean) IS
+    'ml_stack: the command of a scheduled training job (ml_stack.schedule_training): retrain the project on its relation''s current rows with the settings of its deployed model (or of its most recent one) for every argument left NULL, deploy the new model only if it beats the deployed one, and record the run in ml_stack.training_runs, failed or not (a failure is raised again after it is recorded). CALL it at top level, not in a transaction block.';
 
 -- source: sql/serving/refresh.sql
 -- Last step of every install and upgrade script: regenerate the dispatch functions
