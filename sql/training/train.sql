@@ -191,7 +191,6 @@ BEGIN
         INSERT INTO ml_stack.deployments (project_id, model_id, strategy) VALUES (proj.id, trained_model_id, 'automatic');
     END IF;
     PERFORM ml_stack._record_manual_run(proj.id, trained_model_id, was_deployed);  -- history (sql/scheduling)
-    PERFORM ml_stack._record_manual_run(proj.id, trained_model_id, was_deployed);  -- history (sql/scheduling)
     project_task := task; model_algorithm := algorithm; model_engine := chosen_engine; model_metrics := metrics;
     RAISE NOTICE 'ml_stack: model % (% %, % engine): % = %, %', trained_model_id, algorithm, task, chosen_engine, key,
         round(new_score::numeric, 6), CASE WHEN was_deployed THEN 'deployed' ELSE 'not deployed' END;
