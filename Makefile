@@ -65,6 +65,7 @@ bench: setup all
 	$(MAKE) install
 	$(VENV_PY) bench/predict_linear.py
 	$(VENV_PY) bench/train_linear.py
+	$(VENV_PY) bench/python_engine.py
 
 # The committed install script must be what the sources build (no drift).
 check-built:
