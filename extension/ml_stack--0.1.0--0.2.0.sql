@@ -2518,6 +2518,13 @@ RETURNS TABLE (job_name text, jobid bigint, schedule text, project text, active 
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    -- a role that may not read the history still sees its jobs, without the run's model
+    runs text := CASE WHEN has_table_privilege('ml_stack.training_runs', 'SELECT') THEN 'ml_stack.training_runs'
+                      ELSE '(SELECT NULL::bigint AS id, NULL::timestamptz AS started_at, NULL::timestamptz AS finished_at,'
+                           ' NULL::text AS status, NULL::text AS error, NULL::bigint AS model_id,'
+                           ' NULL::boolean AS deployed, NULL::integer AS pid, NULL::text AS job_name,'
+                           ' NULL::text AS username LIMIT 0)' END;
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'pg_cron') THEN
         RETURN;
@@ -2528,7 +2535,7 @@ BEGIN
     IF NOT has_table_privilege('cron.job', 'SELECT') OR NOT has_table_privilege('cron.job_run_details', 'SELECT') THEN
         RETURN;
     END IF;
-    RETURN QUERY EXECUTE $q$
+    RETURN QUERY EXECUTE format($q$
         SELECT j.jobname::text, j.jobid, j.schedule, ml_stack._training_job_project(j.command), j.active,
                j.username::text,
                CASE WHEN x.src = 'ml_stack' THEN r.started_at ELSE c.start_time END,
@@ -2546,7 +2553,7 @@ BEGIN
             ORDER BY d.runid DESC LIMIT 1) AS c ON true
         LEFT JOIN LATERAL (
             SELECT t.id, t.started_at, t.finished_at, t.status, t.error, t.model_id, t.deployed, t.pid
-            FROM ml_stack.training_runs AS t WHERE t.job_name = j.jobname::text AND t.username = j.username::text
+            FROM %s AS t WHERE t.job_name = j.jobname::text AND t.username = j.username::text
             ORDER BY t.id DESC LIMIT 1) AS r ON true
         CROSS JOIN LATERAL (SELECT CASE
             WHEN c.start_time IS NOT NULL AND (r.id IS NULL OR c.start_time > r.started_at) THEN 'cron'
@@ -2556,7 +2563,7 @@ BEGIN
             END AS src) AS x
         WHERE starts_with(j.command, ml_stack._training_command_prefix()) AND j.database = current_database()
         ORDER BY j.jobid
-    $q$;
+    $q$, runs);
 END
 $$;
 
