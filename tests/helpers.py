@@ -99,7 +99,8 @@ def train_every_kind(conn):
 # --------------------------------------------------------------------------------------------------------------
 # the registry
 
-REGISTRY_TABLES = ("projects", "snapshots", "models", "deployments")
+# training_runs: the history of training runs (0.2.0), extension configuration like the registry proper
+REGISTRY_TABLES = ("projects", "snapshots", "models", "deployments", "training_runs")
 
 
 def registry_rows(conn):

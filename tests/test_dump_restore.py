@@ -149,6 +149,10 @@ def test_training_continues_after_restore(pg_server, new_db, tmp_path, source):
         project_id = restored.execute("SELECT id FROM ml_stack.projects WHERE name = 'diabetes_again'").fetchone()[0]
         assert project_id == last["projects"] + 1
         assert restored.execute("SELECT max(id) FROM ml_stack.deployments").fetchone()[0] == last["deployments"] + 1
+        # the history continues too: one manual run per train above
+        assert restored.execute("SELECT array_agg(id ORDER BY id) FROM ml_stack.training_runs WHERE id > %s",
+                                (last["training_runs"],)).fetchone()[0] == [last["training_runs"] + 1,
+                                                                           last["training_runs"] + 2]
 
         # The new model serves, and the restored ones still serve what they did.
         # (at all-zero features a linear model predicts its intercept, exactly)
