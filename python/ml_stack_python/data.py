@@ -1,0 +1,111 @@
+"""Moving the split between PostgreSQL and numpy, in bulk.
+
+``_prepare_dataset`` (ml_stack) leaves the rows in ``pg_temp._ml_stack_rows(r, y, k, x1 .. xp)`` and describes
+them in the dataset jsonb: ``train_filter`` / ``test_filter`` (SQL predicates) and ``x``, the SQL expression of
+each preprocessed feature, ``(coalesce(xj, impute) - shift) / scale``. Reading through those expressions applies
+the preprocessing in PostgreSQL's float8 arithmetic, exactly as the SQL engine does.
+
+One query per chunk returns the chunk as a single bytea: per row, in ``r`` order, ``float8send`` of r, y and
+every preprocessed feature, concatenated by ``string_agg``. numpy reads it with ``frombuffer('>f8')``. Measured
+in PL/Python on 150k rows x 22 values: 0.35 s, against 0.43 s for per-column bytea aggregates over a sorted
+subquery, 1.2 s for per-column ordered aggregates or ``array_agg``, 1.2 s for a cursor and 1.4 s for a list of
+row dicts (docs/python-engine.md). A bytea value is limited to 1 GB, so large splits are read in chunks of
+``r`` ranges, with a NOTICE per chunk.
+"""
+
+import math
+import time
+
+import numpy as np
+
+from ml_stack_python.errors import MLStackError, DATA_EXCEPTION
+
+# bytes of one chunk's bytea; PostgreSQL's limit for a value is 1 GB
+CHUNK_BYTES = 128 * 1024 * 1024
+# a NOTICE with the rows read and the time taken, for splits of at least this many values (rows x columns)
+NOTICE_VALUES = 1_000_000
+
+
+def _read_sql(dataset, which):
+    exprs = ["r::float8", "y"] + [f"coalesce({x}, 'NaN'::float8)" for x in dataset["x"]]
+    row = " || ".join(f"pg_catalog.float8send({e})" for e in exprs)
+    return (f"SELECT pg_catalog.count(*) AS n, pg_catalog.string_agg({row}, ''::bytea ORDER BY r) AS b "
+            f"FROM pg_temp._ml_stack_rows WHERE ({dataset[which + '_filter']})")
+
+
+def read_split(plpy, dataset, which):
+    """The rows of split ``which`` ('train' or 'test') as (r int64[n], y float64[n], X float64[n, p]), in r
+    order, X preprocessed (NaN where a value is NULL, which only a NaN in the relation can cause)."""
+    p = len(dataset["x"])
+    width = p + 2
+    expected = int(dataset[which + "_rows"])
+    base = _read_sql(dataset, which)
+    chunks = max(1, math.ceil(expected * width * 8 / CHUNK_BYTES))
+    started = time.monotonic()
+    loud = expected * width >= NOTICE_VALUES
+    if chunks == 1:
+        queries = [(base, [])]
+    else:
+        # r ranges of about equal row counts (r numbers the relation's rows, test and train mixed)
+        top = int(plpy.execute("SELECT pg_catalog.max(r) AS m FROM pg_temp._ml_stack_rows")[0]["m"])
+        step = math.ceil(top / chunks)
+        queries = [(base + " AND r > $1 AND r <= $2", [lo, lo + step]) for lo in range(0, top, step)]
+    parts = []
+    read = 0
+    for sql, args in queries:
+        if args:
+            plan = plpy.prepare(sql, ["bigint", "bigint"])
+            res = plpy.execute(plan, args)
+        else:
+            res = plpy.execute(sql)
+        blob = res[0]["b"]
+        if blob is not None:
+            part = np.frombuffer(blob, dtype=">f8").reshape(-1, width)
+            parts.append(part.astype(np.float64))
+            read += part.shape[0]
+        if loud:
+            plpy.notice(f"ml_stack_python: read {read} of {expected} {which} rows x {p} features "
+                        f"in {time.monotonic() - started:.2f} s")
+    data = np.concatenate(parts) if parts else np.empty((0, width))
+    if data.shape[0] != expected:
+        raise MLStackError(f"read {data.shape[0]} {which} rows, the dataset says {expected}",
+                           hint="pg_temp._ml_stack_rows changed during training; train again.",
+                           sqlstate=DATA_EXCEPTION)
+    return data[:, 0].astype(np.int64), data[:, 1].copy(), np.ascontiguousarray(data[:, 2:])
+
+
+def encode_labels(y, classes, which="train"):
+    """Class labels -> indexes into ``classes`` (ascending floats)."""
+    classes = np.asarray(classes, dtype=np.float64)
+    idx = np.searchsorted(classes, y)
+    idx = np.clip(idx, 0, len(classes) - 1)
+    bad = classes[idx] != y
+    if bad.any():  # pragma: no cover - _prepare_dataset takes the classes from these rows
+        raise MLStackError(f"label value {y[bad][0]!r} of the {which} split is not one of the classes",
+                           hint="Train again.", sqlstate=DATA_EXCEPTION)
+    return idx.astype(np.int64)
+
+
+def write_predictions(plpy, r, yhat, proba):
+    """Write the test rows' predictions to pg_temp._ml_stack_predictions(r bigint, yhat float8, proba float8[])
+    (created here, ON COMMIT DROP; one left by an earlier train in the transaction is replaced).
+    ``proba`` is an (n, K) array or None."""
+    if plpy.execute("SELECT pg_catalog.to_regclass('pg_temp._ml_stack_predictions') IS NOT NULL AS e")[0]["e"]:
+        plpy.execute("DROP TABLE pg_temp._ml_stack_predictions")
+    plpy.execute("CREATE TEMPORARY TABLE _ml_stack_predictions (r bigint PRIMARY KEY, yhat float8, proba float8[]) "
+                 "ON COMMIT DROP")
+    r = [int(v) for v in r]
+    yhat = [None if not math.isfinite(v) else float(v) for v in np.asarray(yhat, dtype=np.float64)]
+    if proba is None:
+        plan = plpy.prepare("INSERT INTO pg_temp._ml_stack_predictions (r, yhat) "
+                            "SELECT * FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::float8[]))", ["bigint[]", "float8[]"])
+        plpy.execute(plan, [r, yhat])
+    else:
+        proba = np.asarray(proba, dtype=np.float64)
+        k = proba.shape[1]
+        plan = plpy.prepare(
+            "INSERT INTO pg_temp._ml_stack_predictions (r, yhat, proba) "
+            "SELECT t.r, t.yhat, $3[(t.i - 1) * $4 + 1 : t.i * $4] "
+            "FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::float8[])) WITH ORDINALITY AS t(r, yhat, i)",
+            ["bigint[]", "float8[]", "float8[]", "integer"])
+        plpy.execute(plan, [r, yhat, proba.ravel().tolist(), k])

@@ -1,0 +1,37 @@
+-- ml_stack_python needs ml_stack 0.2.0 or later (the python engine's hooks in
+-- train and serving) and, in the server's Python, numpy, scikit-learn and
+-- xgboost. Checked first, so that CREATE EXTENSION fails with what to install.
+DO LANGUAGE plpgsql $$
+DECLARE
+    v text := (SELECT e.extversion FROM pg_catalog.pg_extension AS e WHERE e.extname = 'ml_stack');
+BEGIN
+    IF v IS NULL OR pg_catalog.string_to_array(pg_catalog.regexp_replace(v, '[^0-9.].*$', ''), '.')::integer[]
+                    < ARRAY[0, 2, 0] THEN
+        RAISE EXCEPTION 'ml_stack_python needs ml_stack 0.2.0 or later; ml_stack % is installed', v
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'ALTER EXTENSION ml_stack UPDATE; then CREATE EXTENSION ml_stack_python.';
+    END IF;
+END
+$$;
+
+DO LANGUAGE plpython3u $$
+import importlib
+missing = []
+for module, package in (("numpy", "python3-numpy"), ("sklearn", "python3-sklearn"), ("xgboost", "python3-xgboost")):
+    try:
+        importlib.import_module(module)
+    except Exception as e:
+        missing.append((module, package, "%s: %s" % (type(e).__name__, e)))
+if missing:
+    plpy.error("ml_stack_python needs the Python libraries numpy, scikit-learn and xgboost in the server's Python; "
+               "missing: %s" % ", ".join(m for m, _, _ in missing),
+               detail="; ".join(d for _, _, d in missing),
+               hint="Install them where the server's python3 finds them, on Debian: "
+                    "apt-get install python3-sklearn python3-xgboost (then CREATE EXTENSION again; no restart needed).",
+               sqlstate="58P01")
+import sklearn
+if tuple(int(x) for x in sklearn.__version__.split(".")[:2]) < (1, 2):
+    plpy.error("ml_stack_python needs scikit-learn 1.2 or later; %s is installed" % sklearn.__version__,
+               hint="Install a newer scikit-learn (Debian 12: apt-get install python3-sklearn).",
+               sqlstate="58P01")
+$$;

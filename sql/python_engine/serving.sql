@@ -1,0 +1,52 @@
+-- Serving 'python'-format models (pickled estimators): called by the predictors
+-- ml_stack compiles for them. The estimator is loaded once per backend (sha256
+-- checked before unpickling) and cached; a larger generation than the cached
+-- one (ml_stack's serving functions pass a new one after every deployment
+-- change) drops the cache. NULL features without an impute rule give NULL.
+-- Not STRICT (NULL handling is in Python), STABLE, PARALLEL SAFE (each worker
+-- has its own cache).
+CREATE OR REPLACE FUNCTION ml_stack._python_predict(model_id bigint, generation bigint, features float8[])
+RETURNS float8
+LANGUAGE plpython3u STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $ml_stack$
+if "serving" not in SD:
+    plpy.execute("SELECT ml_stack._python_import()")
+    import ml_stack_python.serving
+    import ml_stack_python.errors
+    SD["errors"] = ml_stack_python.errors
+    SD["serving"] = ml_stack_python.serving
+return SD["errors"].call(plpy, SD["serving"].predict, plpy, model_id, generation, features)
+$ml_stack$;
+COMMENT ON FUNCTION ml_stack._python_predict(bigint, bigint, float8[]) IS
+    'ml_stack_python internal: prediction of a python-format model (class label or value); the estimator is cached per backend.';
+
+CREATE OR REPLACE FUNCTION ml_stack._python_predict_proba(model_id bigint, generation bigint, features float8[])
+RETURNS float8[]
+LANGUAGE plpython3u STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $ml_stack$
+if "serving" not in SD:
+    plpy.execute("SELECT ml_stack._python_import()")
+    import ml_stack_python.serving
+    import ml_stack_python.errors
+    SD["errors"] = ml_stack_python.errors
+    SD["serving"] = ml_stack_python.serving
+return SD["errors"].call(plpy, SD["serving"].predict_proba, plpy, model_id, generation, features)
+$ml_stack$;
+COMMENT ON FUNCTION ml_stack._python_predict_proba(bigint, bigint, float8[]) IS
+    'ml_stack_python internal: class probabilities of a python-format classifier, in the order of ml_stack.models.classes.';
+
+CREATE OR REPLACE FUNCTION ml_stack._python_cache()
+RETURNS TABLE (model_id bigint, generation bigint, estimator text, loads integer, calls bigint, loaded_at timestamptz)
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $ml_stack$
+if "serving" not in SD:
+    plpy.execute("SELECT ml_stack._python_import()")
+    import ml_stack_python.serving
+    SD["serving"] = ml_stack_python.serving
+return SD["serving"].cache_state()
+$ml_stack$;
+COMMENT ON FUNCTION ml_stack._python_cache() IS
+    'ml_stack_python internal: the python-format models cached in this backend (generation they were loaded at, times loaded, calls).';
