@@ -113,3 +113,55 @@ SELECT project_name, task, model_id, algorithm, strategy,
        round(coalesce(metrics ->> 'r2', metrics ->> 'f1')::numeric, 4) AS key_metric
 FROM ml_stack.deployed_models
 ORDER BY project_name;
+
+-- ==============================================================================================================
+-- Scheduled retraining with pg_cron (issue 4). The demo server preloads pg_cron for this database
+-- (scripts/pgserver.py --cron-database). This part waits for one real pg_cron tick: up to a minute.
+-- ==============================================================================================================
+
+\echo
+\echo '== 11. Scheduled retraining with pg_cron'
+\echo '-- a project trained on the first 300 rows of diabetes; more rows arrive later'
+CREATE TABLE diabetes_live AS SELECT * FROM diabetes ORDER BY ctid LIMIT 300;
+SELECT project, algorithm, model_id, deployed, round((metrics ->> 'r2')::numeric, 4) AS r2
+FROM ml_stack.train('diabetes_live', 'regression', 'diabetes_live', 'target', test_sampling => 'last');
+\echo 'CREATE EXTENSION pg_cron;'
+CREATE EXTENSION pg_cron;
+\echo 'SELECT ml_stack.schedule_training(''diabetes_live_retrain'', ''* * * * *'', ''diabetes_live'');   -- every minute, for the demo'
+SELECT ml_stack.schedule_training('diabetes_live_retrain', '* * * * *', 'diabetes_live') AS jobid;
+\echo '-- the pg_cron job: one CALL of the retraining procedure'
+SELECT jobid, jobname, schedule, command FROM cron.job;
+\echo '-- 142 new rows arrive'
+INSERT INTO diabetes_live SELECT * FROM diabetes ORDER BY ctid OFFSET 300;
+\echo '-- waiting for pg_cron''s next minute ...'
+DO $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + interval '75 seconds';
+BEGIN
+    -- each statement of this loop reads a fresh snapshot: it sees the job's run when pg_cron records it
+    WHILE NOT EXISTS (SELECT FROM ml_stack.training_jobs AS j
+                      WHERE j.job_name = 'diabetes_live_retrain' AND j.last_run_end IS NOT NULL) LOOP
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'pg_cron did not run the job within 75 seconds';
+        END IF;
+        PERFORM pg_sleep(0.5);
+    END LOOP;
+END
+$$;
+\echo 'SELECT * FROM ml_stack.training_jobs;   -- (some columns)'
+SELECT job_name, schedule, project, active, to_char(last_run_start, 'HH24:MI:SS.MS') AS last_run_start,
+       round(extract(epoch FROM last_run_end - last_run_start)::numeric, 2) AS seconds,
+       last_run_status, last_run_message, model_id, deployed
+FROM ml_stack.training_jobs;
+\echo '-- the history (ml_stack.training_runs): the manual train, then the pg_cron run, on the new rows'
+SELECT r.id, r.trigger, r.job_name, r.status, r.model_id, r.deployed, s.rows AS rows_trained_on,
+       round((m.metrics ->> 'r2')::numeric, 4) AS r2
+FROM ml_stack.training_runs AS r
+JOIN ml_stack.models AS m ON m.id = r.model_id
+JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
+WHERE r.project_name = 'diabetes_live'
+ORDER BY r.id;
+\echo '(the new model is deployed only if it beats the deployed one on r2)'
+SELECT project_name, model_id, strategy FROM ml_stack.deployed_models WHERE project_name = 'diabetes_live';
+\echo 'SELECT ml_stack.unschedule_training(''diabetes_live_retrain'');'
+SELECT ml_stack.unschedule_training('diabetes_live_retrain') AS unscheduled;

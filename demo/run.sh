@@ -37,7 +37,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 
 echo "demo: starting a throwaway PostgreSQL server in $ML_STACK_PGDIR"
-exports=$("$PY" scripts/pgserver.py start --dir "$ML_STACK_PGDIR")
+# pg_cron preloaded for the demo database (scheduled retraining, the last part of demo.sql)
+exports=$("$PY" scripts/pgserver.py start --dir "$ML_STACK_PGDIR" --cron-database "$DBNAME")
 eval "$exports"
 export PGDATABASE=$DBNAME
 

@@ -10,7 +10,8 @@ As a module::
 
 As a command (demo/run.sh)::
 
-    eval "$(python scripts/pgserver.py start [--dir EMPTY_DIR])"   # exports PGHOST PGPORT PGUSER ML_STACK_PGDIR
+    eval "$(python scripts/pgserver.py start [--dir EMPTY_DIR] [--cron-database DB])"
+        # exports PGHOST PGPORT PGUSER ML_STACK_PGDIR; --cron-database preloads pg_cron for database DB
     python scripts/pgserver.py stop "$ML_STACK_PGDIR"
 """
 
@@ -176,6 +177,13 @@ def ml_stack_database(settings: dict | None = None, prefix: str = "ml_stack_serv
             yield conn
 
 
+def cron_settings(database: str) -> tuple:
+    """Settings that preload pg_cron for ``database``, and the extra_settings callable that points its job
+    connections at the server's socket directory (TCP is off): arguments for ``PgServer.start``."""
+    return ({"shared_preload_libraries": "pg_cron", "cron.database_name": database},
+            lambda server: {"cron.host": server.host})
+
+
 def _parse_settings(pairs):
     settings = {}
     for pair in pairs or []:
@@ -193,13 +201,17 @@ def main(argv=None) -> int:
     p_start.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra postgresql.conf setting")
     p_start.add_argument("--prefix", default="ml_stack_server_", help="name prefix of the temporary directory")
     p_start.add_argument("--dir", type=Path, help="an empty directory to use instead of a new temporary one")
+    p_start.add_argument("--cron-database", metavar="DB",
+                         help="preload pg_cron, running its jobs in database DB (created by the caller)")
     p_stop = sub.add_parser("stop", help="stop the server of DIR and remove DIR")
     p_stop.add_argument("dir", type=Path)
     args = parser.parse_args(argv)
     terminate_on_signals()
 
     if args.command == "start":
-        server = PgServer.start(_parse_settings(args.set), prefix=args.prefix, basedir=args.dir)
+        settings, extra = cron_settings(args.cron_database) if args.cron_database else ({}, None)
+        server = PgServer.start({**settings, **_parse_settings(args.set)}, prefix=args.prefix, basedir=args.dir,
+                                extra_settings=extra)
         for key, value in (("ML_STACK_PGDIR", str(server.basedir)), ("PGHOST", server.host),
                            ("PGPORT", str(server.port)), ("PGUSER", DB_SUPERUSER)):
             print(f"export {key}={shlex.quote(value)}")
