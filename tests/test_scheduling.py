@@ -334,6 +334,27 @@ def test_failed_runs_are_recorded_and_change_nothing_else(cron_db):
     assert (history(cron_db)[-1]["status"], history(cron_db)[-1]["model_id"]) == ("succeeded", models_before + 1)
 
 
+def test_runs_whose_process_died_are_marked_failed_by_the_next_run(cron_db):
+    """A run cancelled with its job (unschedule) or killed never finishes its row: the next run says so."""
+    load_sklearn_dataset(cron_db, "diabetes")
+    train(cron_db, "diabetes", "regression", "diabetes", "target")
+    schedule(cron_db, "nightly", NEVER, "diabetes")
+    with pytest.raises(psycopg.OperationalError):
+        with psycopg.connect(cron_db.info.dsn, autocommit=True) as doomed:
+            pid = doomed.info.backend_pid
+            doomed.execute("INSERT INTO ml_stack.training_runs (project_name, job_name, trigger, status)"
+                           " VALUES ('diabetes', 'nightly', 'cron', 'running')")
+            cron_db.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+            doomed.execute("SELECT 1")
+    stale = history(cron_db)[-1]
+    assert (stale["status"], stale["pid"]) == ("running", pid)
+    run_job(cron_db, "nightly")
+    before, after = history(cron_db)[-2:]
+    assert (before["id"], before["status"], before["error"], before["finished_at"]) == (
+        stale["id"], "failed", "the run did not finish: its server process ended first", None)
+    assert after["status"] == "succeeded"
+
+
 def test_project_deleted_after_scheduling(cron_db):
     """A job of a deleted project fails, recorded under the project's name; the project's own history went with
     it (ON DELETE CASCADE, like its models and deployments)."""
