@@ -79,4 +79,4 @@ updatecheck: setup all
 	scripts/run_tests.sh tests/test_upgrade.py
 
 dist: all
-	git archive --format zip --prefix=$(EXTNAME)-$(EXTVERSION)/ -o $(EXTNAME)-$(EXTVERSION).zip HEAD
+	git archive --format zip --prefix=ml_stack-$(EXTVERSION)/ -o ml_stack-$(EXTVERSION).zip HEAD
