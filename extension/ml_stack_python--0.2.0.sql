@@ -1,6 +1,45 @@
 -- ml_stack_python 0.2.0 install script. Generated from sql/ by 'make'; do not edit.
 \echo Use "CREATE EXTENSION ml_stack_python" to load this file. \quit
 
+-- source: sql/python_engine/checks.sql
+-- ml_stack_python needs ml_stack 0.2.0 or later (the python engine's hooks in
+-- train and serving) and, in the server's Python, numpy, scikit-learn and
+-- xgboost. Checked first, so that CREATE EXTENSION fails with what to install.
+DO LANGUAGE plpgsql $$
+DECLARE
+    v text := (SELECT e.extversion FROM pg_catalog.pg_extension AS e WHERE e.extname = 'ml_stack');
+BEGIN
+    IF v IS NULL OR pg_catalog.string_to_array(pg_catalog.regexp_replace(v, '[^0-9.].*$', ''), '.')::integer[]
+                    < ARRAY[0, 2, 0] THEN
+        RAISE EXCEPTION 'ml_stack_python needs ml_stack 0.2.0 or later; ml_stack % is installed', v
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'ALTER EXTENSION ml_stack UPDATE; then CREATE EXTENSION ml_stack_python.';
+    END IF;
+END
+$$;
+
+DO LANGUAGE plpython3u $$
+import importlib
+missing = []
+for module, package in (("numpy", "python3-numpy"), ("sklearn", "python3-sklearn"), ("xgboost", "python3-xgboost")):
+    try:
+        importlib.import_module(module)
+    except Exception as e:
+        missing.append((module, package, "%s: %s" % (type(e).__name__, e)))
+if missing:
+    plpy.error("ml_stack_python needs the Python libraries numpy, scikit-learn and xgboost in the server's Python; "
+               "missing: %s" % ", ".join(m for m, _, _ in missing),
+               detail="; ".join(d for _, _, d in missing),
+               hint="Install them where the server's python3 finds them, on Debian: "
+                    "apt-get install python3-sklearn python3-xgboost (then CREATE EXTENSION again; no restart needed).",
+               sqlstate="58P01")
+import sklearn
+if tuple(int(x) for x in sklearn.__version__.split(".")[:2]) < (1, 2):
+    plpy.error("ml_stack_python needs scikit-learn 1.2 or later; %s is installed" % sklearn.__version__,
+               hint="Install a newer scikit-learn (Debian 12: apt-get install python3-sklearn).",
+               sqlstate="58P01")
+$$;
+
 -- source: python/ml_stack_python (generated: the package's modules as text)
 CREATE OR REPLACE FUNCTION ml_stack._python_source(module text)
 RETURNS text
@@ -122,14 +161,15 @@ def write_predictions(plpy, r, yhat, proba):
     """Write the test rows' predictions to pg_temp._ml_stack_predictions(r bigint, yhat float8, proba float8[])
     (created here, ON COMMIT DROP; one left by an earlier train in the transaction is replaced).
     ``proba`` is an (n, K) array or None."""
-    plpy.execute("DROP TABLE IF EXISTS pg_temp._ml_stack_predictions")
+    if plpy.execute("SELECT pg_catalog.to_regclass('pg_temp._ml_stack_predictions') IS NOT NULL AS e")[0]["e"]:
+        plpy.execute("DROP TABLE pg_temp._ml_stack_predictions")
     plpy.execute("CREATE TEMPORARY TABLE _ml_stack_predictions (r bigint PRIMARY KEY, yhat float8, proba float8[]) "
                  "ON COMMIT DROP")
     r = [int(v) for v in r]
     yhat = [None if not math.isfinite(v) else float(v) for v in np.asarray(yhat, dtype=np.float64)]
     if proba is None:
         plan = plpy.prepare("INSERT INTO pg_temp._ml_stack_predictions (r, yhat) "
-                            "SELECT * FROM pg_catalog.unnest($1::bigint[], $2::float8[])", ["bigint[]", "float8[]"])
+                            "SELECT * FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::float8[]))", ["bigint[]", "float8[]"])
         plpy.execute(plan, [r, yhat])
     else:
         proba = np.asarray(proba, dtype=np.float64)
@@ -137,9 +177,247 @@ def write_predictions(plpy, r, yhat, proba):
         plan = plpy.prepare(
             "INSERT INTO pg_temp._ml_stack_predictions (r, yhat, proba) "
             "SELECT t.r, t.yhat, $3[(t.i - 1) * $4 + 1 : t.i * $4] "
-            "FROM pg_catalog.unnest($1::bigint[], $2::float8[]) WITH ORDINALITY AS t(r, yhat, i)",
+            "FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::float8[])) WITH ORDINALITY AS t(r, yhat, i)",
             ["bigint[]", "float8[]", "float8[]", "integer"])
         plpy.execute(plan, [r, yhat, proba.ravel().tolist(), k])
+$ml_stack_py$
+WHEN 'ml_stack_python.datasets' THEN $ml_stack_py$"""``ml_stack.load_dataset(name)``: scikit-learn's bundled toy datasets as tables in schema ml_stack.
+
+Table ``ml_stack.<name>``: one float8 column per feature, named after scikit-learn's feature names made into
+plain identifiers ('sepal length (cm)' -> sepal_length_cm), then the label ``target`` (integer for the
+classification datasets, float8 for the regression ones), rows in the dataset's order. An existing table of
+that name is replaced. linnerud has three targets (Weight, Waist, Pulse); ``target`` is the first, Weight, and
+the two others are left out, so that every column but the label is a feature (train on
+``ml_stack.linnerud`` to predict weight from chins, situps and jumps).
+"""
+
+import re
+
+import numpy as np
+
+from ml_stack_python.errors import MLStackError
+
+# name -> (loader, SQL type of the label)
+DATASETS = {
+    "iris": ("load_iris", "integer"),
+    "breast_cancer": ("load_breast_cancer", "integer"),
+    "diabetes": ("load_diabetes", "float8"),
+    "wine": ("load_wine", "integer"),
+    "digits": ("load_digits", "integer"),
+    "linnerud": ("load_linnerud", "float8"),
+}
+LABEL = "target"
+
+
+def sanitize(name):
+    """'sepal length (cm)' -> 'sepal_length_cm', 'od280/od315_of_diluted_wines' -> 'od280_od315_of_diluted_wines'."""
+    col = re.sub(r"[^a-z0-9]+", "_", str(name).lower()).strip("_")
+    return col if col and not col[0].isdigit() else f"f_{col}"
+
+
+def dataset_arrays(name):
+    """(feature column names, X float64 (n, p), y) of dataset ``name``."""
+    if name not in DATASETS:
+        raise MLStackError(f'unknown dataset "{name}"', hint=f"The datasets: {', '.join(DATASETS)}.")
+    from sklearn import datasets as skdatasets
+    bunch = getattr(skdatasets, DATASETS[name][0])()
+    X = np.asarray(bunch.data, dtype=np.float64)
+    y = np.asarray(bunch.target)
+    if y.ndim == 2:  # linnerud: the first target
+        y = y[:, 0]
+    columns = [sanitize(n) for n in bunch.feature_names]
+    assert len(set(columns)) == len(columns) and LABEL not in columns, columns
+    return columns, X, y
+
+
+def load_dataset(plpy, name):
+    """Create (or replace) table ml_stack.<name>; returns [{"table_name", "rows"}]."""
+    if name is None:
+        raise MLStackError("dataset name is NULL", hint=f"The datasets: {', '.join(DATASETS)}.")
+    columns, X, y = dataset_arrays(name)
+    label_type = DATASETS[name][1]
+    n, p = X.shape
+    table = f"ml_stack.{plpy.quote_ident(name)}"
+    exists = plpy.prepare("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS e", ["text"])
+    if plpy.execute(exists, [table])[0]["e"]:
+        plpy.execute(f"DROP TABLE {table}")
+    coldefs = ", ".join(f"{plpy.quote_ident(c)} float8" for c in columns)
+    plpy.execute(f"CREATE TABLE {table} ({coldefs}, {LABEL} {label_type})")
+    plpy.execute(f"COMMENT ON TABLE {table} IS "
+                 + plpy.quote_literal(f"scikit-learn's {name} dataset, loaded by ml_stack.load_dataset (label: {LABEL})"))
+    targets = ", ".join(f"$1[(i - 1) * {p} + {j + 1}]" for j in range(p))
+    label = "$2[i]::integer" if label_type == "integer" else "$2[i]"
+    plan = plpy.prepare(
+        f"INSERT INTO {table} ({', '.join(plpy.quote_ident(c) for c in columns)}, {LABEL}) "
+        f"SELECT {targets}, {label} FROM pg_catalog.generate_series(1, $3) AS i ORDER BY i",
+        ["float8[]", "float8[]", "integer"])
+    plpy.execute(plan, [X.ravel().tolist(), np.asarray(y, dtype=np.float64).tolist(), n])
+    return [{"table_name": table, "rows": n}]
+$ml_stack_py$
+WHEN 'ml_stack_python.engine' THEN $ml_stack_py$"""The python engine's training call: ``ml_stack._python_fit(task, algorithm, hyperparams, dataset)``.
+
+Contract (docs/python-engine.md): read the train and test rows of ``pg_temp._ml_stack_rows`` (preprocessed as
+``dataset.x`` says), fit on the train rows (classification labels as indexes into ``dataset.classes``), write
+the library's predictions of the test rows to ``pg_temp._ml_stack_predictions``, and return
+``{"artifact", "hyperparams", "search"}``.
+"""
+
+import time
+import warnings
+
+import numpy as np
+
+from ml_stack_python import data, estimators, export, search
+from ml_stack_python.errors import MLStackError, DATA_EXCEPTION
+from ml_stack_python.jsonutil import dumps, loads
+
+# algorithms whose estimators take NaN as "missing"; the others refuse NaN in their input
+NAN_TOLERANT = ("xgboost", "hist_gradient_boosting")
+# share of the training rows XGBoost's early stopping watches when early_stopping_rounds is set
+EARLY_STOPPING_FRACTION = 0.1
+# at most this many training rows, besides the test rows, check a tree model's conversion
+CHECK_TRAIN_ROWS = 2000
+MAX_WARNINGS = 5
+
+
+def _node_cap(plpy):
+    try:
+        value = plpy.execute("SELECT pg_catalog.current_setting('ml_stack.max_tree_nodes', true) AS v")[0]["v"]
+    except Exception:  # pragma: no cover
+        value = None
+    if value in (None, ""):
+        return export.MAX_TREE_NODES
+    try:
+        cap = int(value)
+    except ValueError:
+        raise MLStackError(f"setting ml_stack.max_tree_nodes must be an integer, got {value!r}",
+                           hint="e.g. SET ml_stack.max_tree_nodes = 250000") from None
+    return cap
+
+
+def _check_finite(X, dataset, algorithm, which):
+    bad = ~np.isfinite(X)
+    if algorithm in NAN_TOLERANT:
+        bad &= ~np.isnan(X)
+    if bad.any():
+        j = int(np.flatnonzero(bad.any(axis=0))[0])
+        name = dataset["features"][j]["name"] if dataset.get("features") else f"x{j + 1}"
+        count = int(bad[:, j].sum())
+        raise MLStackError(
+            f'feature "{name}" has {count} NaN or infinite value(s) in the {which} rows, which {algorithm} '
+            "cannot take", sqlstate=DATA_EXCEPTION,
+            hint="Filter them out in a view, or turn NaN into NULL there (NULLIF(col, 'NaN')) and add an impute "
+                 f"rule; xgboost and hist_gradient_boosting take NaN as missing.")
+
+
+def _fit_error(est, e):
+    name = type(est).__name__
+    message = str(e).strip()
+    first, _, rest = message.partition("\n")
+    return MLStackError(f"{name} could not be fitted: {first}",
+                        hint=(rest.strip() or "Check the hyperparameters against the library's documentation of "
+                              f"{name}.").split("\n")[0],
+                        sqlstate="22023")
+
+
+def fit(plpy, task, algorithm, hyperparams_json, dataset_json):
+    """Entry point of ml_stack._python_fit: returns the result jsonb as text."""
+    started = time.monotonic()
+    hyperparams = loads(hyperparams_json)
+    dataset = loads(dataset_json)
+    if hyperparams is None:
+        hyperparams = {}
+    if not isinstance(hyperparams, dict):
+        raise MLStackError("hyperparams must be a JSON object", hint='e.g. hyperparams => \'{"max_depth": 3}\'')
+    if not isinstance(dataset, dict) or "x" not in dataset:
+        raise MLStackError("dataset is not a dataset description made by ml_stack._prepare_dataset",
+                           hint="ml_stack._python_fit is called by ml_stack.train; train with it.")
+    cls = estimators.estimator_class(task, algorithm)
+    estimators.check_names(cls, algorithm, task, hyperparams)
+    classes = [float(c) for c in dataset["classes"]] if task == "classification" else None
+    spec = search.parse(dataset, cls, algorithm, task, hyperparams)
+    seed = int(dataset.get("seed") or 0)
+    searched = set(spec["params"]) if spec else set()
+    added = {k: v for k, v in estimators.defaults(cls, task, algorithm, seed, hyperparams).items()
+             if k not in searched}
+    params = {**added, **hyperparams}
+    est = estimators.make_estimator(cls, algorithm, params, classes)
+    if spec:
+        search.check_candidates(spec, cls, algorithm, params, classes)
+
+    r_train, y_train, X_train = data.read_split(plpy, dataset, "train")
+    r_test, y_test, X_test = data.read_split(plpy, dataset, "test")
+    _check_finite(X_train, dataset, algorithm, "training")
+    _check_finite(X_test, dataset, algorithm, "test")
+    if task == "classification":
+        y_fit = data.encode_labels(y_train, classes)
+        missing = sorted(set(range(len(classes))) - set(np.unique(y_fit).tolist()))
+        if missing:
+            raise MLStackError(
+                f"class {classes[missing[0]]:g} of the label has no row in the training split "
+                f"({len(missing)} class(es) only in the test split)",
+                hint="Use test_sampling => 'stratified', a smaller test_size, or leave out the rare class.")
+    else:
+        y_fit = y_train
+
+    fit_params = {}
+    X_fit, y_fit_rows = X_train, y_fit
+    if algorithm == "xgboost" and params.get("early_stopping_rounds") is not None:
+        from sklearn.model_selection import train_test_split
+        stratify = y_fit if task == "classification" else None
+        try:
+            X_fit, X_val, y_fit_rows, y_val = train_test_split(
+                X_train, y_fit, test_size=EARLY_STOPPING_FRACTION, random_state=seed % (2 ** 31),
+                stratify=stratify)
+        except ValueError as e:
+            raise MLStackError(f"early stopping needs a validation share of the training rows: {e}",
+                               hint="Train on more rows, or leave early_stopping_rounds out.") from None
+        fit_params = {"eval_set": [(X_val, y_val)], "verbose": False}
+
+    plpy.notice(f"ml_stack_python: fitting {cls.__name__} on {X_fit.shape[0]} rows x {X_fit.shape[1]} features"
+                + (f" ({spec['method']} search, {spec['cv']} folds)" if spec else ""))
+    fit_started = time.monotonic()
+    record = None
+    chosen = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if spec:
+            est, chosen, record = search.run(spec, est, X_fit, y_fit_rows, seed, X_fit.shape[0], fit_params)
+        else:
+            try:
+                est.fit(X_fit, y_fit_rows, **fit_params)
+            except MLStackError:
+                raise
+            except Exception as e:  # the library refused a hyperparameter value or a combination of them
+                raise _fit_error(est, e) from None
+    seen = []
+    for w in caught:
+        text = f"{w.category.__name__}: {w.message}"
+        if text not in seen:
+            seen.append(text)
+    for text in seen[:MAX_WARNINGS]:
+        plpy.notice(f"ml_stack_python: {text}")
+    fit_seconds = time.monotonic() - fit_started
+
+    # the library's predictions of the test rows: ml_stack's metrics are computed from them
+    proba = None
+    if task == "classification":
+        index = np.asarray(est.predict(X_test)).astype(np.int64)
+        yhat = np.asarray(classes)[index]
+        if hasattr(est, "predict_proba"):
+            proba = np.asarray(est.predict_proba(X_test), dtype=np.float64)
+    else:
+        yhat = np.asarray(est.predict(X_test), dtype=np.float64).reshape(-1)
+    data.write_predictions(plpy, r_test, yhat, proba)
+
+    check_rows = np.concatenate([X_test, X_train[:CHECK_TRAIN_ROWS]])
+    artifact = export.to_artifact(est, algorithm, task, dataset, check_rows, node_cap=_node_cap(plpy),
+                                  notice=plpy.notice)
+    result = {"artifact": artifact, "hyperparams": {**params, **chosen}, "search": record}
+    out = dumps(result)
+    plpy.notice(f"ml_stack_python: fitted in {fit_seconds:.2f} s; {artifact['format']} artifact of "
+                f"{len(out) / 1e6:.2f} MB; {time.monotonic() - started:.2f} s in all")
+    return out
 $ml_stack_py$
 WHEN 'ml_stack_python.errors' THEN $ml_stack_py$"""Errors that reach the SQL caller with a message, a hint and a SQLSTATE."""
 
@@ -183,6 +461,491 @@ def call(plpy, function, *args, **kwargs):
         return function(*args, **kwargs)
     except MLStackError as e:
         e.raise_in(plpy)
+$ml_stack_py$
+WHEN 'ml_stack_python.estimators' THEN $ml_stack_py$"""Algorithm names (PostgresML's) x task -> estimator classes, and the checks of hyperparameters.
+
+Hyperparameters go to the estimator's constructor as named. Names are checked against the estimator's
+``get_params()`` (an unknown one is an error that lists the valid ones); values are checked by the library
+itself before fitting where it can (scikit-learn's ``_validate_params``), else by fitting.
+"""
+
+import importlib
+
+import numpy as np
+
+from ml_stack_python.errors import MLStackError, FEATURE_NOT_SUPPORTED
+
+# algorithm -> (regression class, classification class); None where the library has no such estimator
+ALGORITHMS = {
+    "xgboost": ("xgboost.XGBRegressor", "xgboost.XGBClassifier"),
+    "random_forest": ("sklearn.ensemble.RandomForestRegressor", "sklearn.ensemble.RandomForestClassifier"),
+    "extra_trees": ("sklearn.ensemble.ExtraTreesRegressor", "sklearn.ensemble.ExtraTreesClassifier"),
+    "gradient_boosting_trees": ("sklearn.ensemble.GradientBoostingRegressor",
+                                "sklearn.ensemble.GradientBoostingClassifier"),
+    "hist_gradient_boosting": ("sklearn.ensemble.HistGradientBoostingRegressor",
+                               "sklearn.ensemble.HistGradientBoostingClassifier"),
+    "ada_boost": ("sklearn.ensemble.AdaBoostRegressor", "sklearn.ensemble.AdaBoostClassifier"),
+    "svm": ("sklearn.svm.SVR", "sklearn.svm.SVC"),
+    "knn": ("sklearn.neighbors.KNeighborsRegressor", "sklearn.neighbors.KNeighborsClassifier"),
+    "linear": ("sklearn.linear_model.LinearRegression", "sklearn.linear_model.LogisticRegression"),
+    "ridge": ("sklearn.linear_model.Ridge", "sklearn.linear_model.RidgeClassifier"),
+    "lasso": ("sklearn.linear_model.Lasso", None),
+    "elastic_net": ("sklearn.linear_model.ElasticNet", None),
+}
+TASKS = ("regression", "classification")
+
+# XGBoost takes booster parameters beyond its constructor's named ones (as **kwargs); these are accepted too
+XGBOOST_EXTRA_PARAMS = ("eta", "lambda", "alpha", "min_split_loss", "tweedie_variance_power", "huber_slope",
+                        "seed_per_iteration", "disable_default_eval_metric", "sketch_eps", "refresh_leaf",
+                        "max_cached_hist_node")
+# hyperparameters that cannot come from JSON or that would break how the engine uses the estimator
+REFUSED = {
+    "xgboost": {"callbacks": "callbacks are Python objects", "enable_categorical": "ml_stack passes numeric features",
+                "feature_types": "ml_stack passes numeric features", "seed": "use random_state"},
+}
+
+
+def estimator_class(task, algorithm):
+    """The estimator class of ``algorithm`` for ``task``, or an MLStackError that says what to use instead."""
+    if algorithm not in ALGORITHMS:
+        raise MLStackError(f'unknown algorithm "{algorithm}"',
+                           hint=f"The python engine's algorithms: {', '.join(ALGORITHMS)}.")
+    if task not in TASKS:
+        raise MLStackError(f'unknown task "{task}"', hint="Use 'regression' or 'classification'.")
+    path = ALGORITHMS[algorithm][TASKS.index(task)]
+    if path is None:
+        others = [a for a, pair in ALGORITHMS.items() if pair[TASKS.index(task)] is not None]
+        raise MLStackError(
+            f"algorithm {algorithm} has no {task} estimator (scikit-learn has none)",
+            hint=("For classification with an L1 or elastic-net penalty use algorithm 'linear' (logistic "
+                  "regression) with hyperparams '{\"penalty\": \"l1\", \"solver\": \"saga\"}'; "
+                  if task == "classification" else "") + f"algorithms for {task}: {', '.join(others)}.",
+            sqlstate=FEATURE_NOT_SUPPORTED)
+    module, name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+def valid_params(cls, algorithm):
+    """Names ``cls`` accepts as hyperparameters, sorted."""
+    names = set(cls().get_params(deep=False))
+    if algorithm == "xgboost":
+        names |= set(XGBOOST_EXTRA_PARAMS)
+    names -= set(REFUSED.get(algorithm, {}))
+    return sorted(names)
+
+
+def check_names(cls, algorithm, task, names, what="hyperparameter"):
+    """Every name must be a hyperparameter of ``cls``."""
+    valid = valid_params(cls, algorithm)
+    for name in names:
+        refused = REFUSED.get(algorithm, {}).get(name)
+        if refused:
+            raise MLStackError(f'{what} "{name}" of {cls.__name__} is not supported by ml_stack: {refused}',
+                               hint="Leave it out.")
+        if name not in valid:
+            raise MLStackError(f'unknown {what} "{name}" for algorithm {algorithm} ({task}, {cls.__name__})',
+                               hint=f"Valid hyperparameters: {', '.join(valid)}.")
+
+
+def _check_xgboost_values(params):
+    # what XGBoost's scikit-learn wrapper uses itself, without passing it to the booster's checks
+    for name in ("n_estimators", "early_stopping_rounds"):
+        value = params.get(name)
+        if value is None and name == "early_stopping_rounds":
+            continue
+        if name in params and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise MLStackError(f"hyperparameter {name} must be a positive integer, got {value!r}",
+                               hint=f"e.g. hyperparams => '{{\"{name}\": 10}}'")
+    for name in ("random_state", "n_jobs"):
+        value = params.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise MLStackError(f"hyperparameter {name} must be an integer, got {value!r}",
+                               hint=f"e.g. hyperparams => '{{\"{name}\": 1}}'")
+
+
+def convert_class_weight(params, classes):
+    """class_weight given per class label ({"3": 2.0}) -> per class index, as the estimator sees the labels."""
+    cw = params.get("class_weight")
+    if not isinstance(cw, dict) or classes is None:
+        return params
+    converted = {}
+    for key, weight in cw.items():
+        try:
+            label = float(key)
+        except ValueError:
+            label = None
+        if label is None or label not in classes:
+            raise MLStackError(f'class_weight names class "{key}", which is not a class of the label',
+                               hint=f"The classes are: {', '.join(format(c, 'g') for c in classes)}.")
+        converted[classes.index(label)] = weight
+    return {**params, "class_weight": converted}
+
+
+def defaults(cls, task, algorithm, seed, given):
+    """Hyperparameters the engine sets unless the caller did: a random_state derived from the dataset's seed
+    (reproducible fits), probabilities for SVC (metrics need them)."""
+    names = set(cls().get_params(deep=False))
+    out = {}
+    if "random_state" in names and "random_state" not in given:
+        out["random_state"] = int(seed) % (2 ** 31)
+    if algorithm == "svm" and task == "classification" and "probability" not in given:
+        out["probability"] = True
+    return out
+
+
+def make_estimator(cls, algorithm, params, classes=None):
+    """``cls(**params)`` with values checked (MLStackError on a bad one) before any fitting."""
+    if algorithm == "xgboost":
+        _check_xgboost_values(params)
+    kwargs = convert_class_weight(params, classes)
+    try:
+        est = cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - names are checked first
+        raise MLStackError(f"{cls.__name__} refused the hyperparameters: {e}",
+                           hint=f"Valid hyperparameters: {', '.join(valid_params(cls, algorithm))}.")
+    check_values(est, algorithm)
+    return est
+
+
+def check_values(est, algorithm):
+    """scikit-learn's own parameter validation (1.2+), raised as an MLStackError naming the default."""
+    validate = getattr(est, "_validate_params", None)
+    if validate is None or algorithm == "xgboost":
+        return
+    try:
+        validate()
+    except (ValueError, TypeError) as e:
+        name = _param_in_message(str(e), est.get_params(deep=False))
+        default = type(est)().get_params(deep=False).get(name) if name else None
+        raise MLStackError(f"bad hyperparameter for {type(est).__name__}: {e}",
+                           hint=(f"Fix {name} or leave it out (default: {default!r})." if name
+                                 else "Fix the hyperparameter values; see scikit-learn's documentation of "
+                                      f"{type(est).__name__}."))
+
+
+def _param_in_message(message, params):
+    for name in params:
+        if f"'{name}'" in message:
+            return name
+    return None
+
+
+def is_classifier(est):
+    return getattr(est, "_estimator_type", None) == "classifier"
+
+
+def to_float64(value):
+    return np.asarray(value, dtype=np.float64)
+$ml_stack_py$
+WHEN 'ml_stack_python.export' THEN $ml_stack_py$"""A fitted estimator -> the artifact that ml_stack stores and serves (formats: docs/python-engine.md).
+
+- XGBoost gbtree models and scikit-learn's tree ensembles (random_forest, extra_trees, gradient_boosting_trees,
+  hist_gradient_boosting) -> 'trees', compiled to SQL by ml_stack; XGBoost's own JSON model is kept in
+  "booster". Every conversion is checked against the library's own margins before it is used; a model whose
+  conversion is not possible (another objective, a categorical split, more than the node cap) or does not
+  check out is stored as 'python' instead, with a NOTICE.
+- scikit-learn's linear models (LinearRegression, Ridge, Lasso, ElasticNet, LogisticRegression) -> 'linear',
+  the preprocessing folded into raw-space weights as the SQL engine does.
+- anything else -> 'python': the pickled estimator, base64, with its sha256.
+"""
+
+import base64
+import hashlib
+import json
+import pickle
+
+import numpy as np
+
+from ml_stack_python import trees as T
+from ml_stack_python.errors import MLStackError, DATA_EXCEPTION
+from ml_stack_python.jsonutil import library_versions
+
+# A 'trees' model of more nodes than this (over all trees, one copy per class for random forests) is served by
+# Python instead: its SQL would be too large to compile and run well. The setting ml_stack.max_tree_nodes
+# overrides it.
+MAX_TREE_NODES = 250_000
+
+
+class Unconvertible(Exception):
+    """The estimator cannot be written in the format asked for; the message says why."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# trees: XGBoost
+
+XGB_LINKS = {
+    "reg:squarederror": "identity", "reg:squaredlogerror": "identity", "reg:pseudohubererror": "identity",
+    "reg:absoluteerror": "identity",
+    "count:poisson": "exp", "reg:gamma": "exp", "reg:tweedie": "exp",
+    "binary:logistic": "logistic", "multi:softprob": "softmax",
+}
+
+
+def _xgb_base_margin(base_score_text, link):
+    """ProbToMargin(float32(base_score)) in float32, as XGBoost 1.7 computes it."""
+    b = T.parse_float32([base_score_text])[0]
+    one = np.float32(1)
+    if link == "logistic":
+        return np.float32(-np.log(np.float64(np.float32(one / b - one))))
+    if link == "exp":
+        return np.float32(np.log(np.float64(b)))
+    return b
+
+
+def xgboost_trees(est, n_classes):
+    """XGBoost scikit-learn model -> 'trees' artifact (without transform/libraries)."""
+    booster = est.get_booster()
+    text = bytes(booster.save_raw("json")).decode()
+    model = json.loads(text)
+    exact = json.loads(text, parse_float=str)  # float32 numbers as written, parsed exactly below
+    learner = exact["learner"]
+    gb = learner["gradient_booster"]
+    if gb.get("name") != "gbtree":
+        raise Unconvertible(f"booster {gb.get('name')} (only gbtree compiles to SQL)")
+    objective = learner["objective"]["name"]
+    link = XGB_LINKS.get(objective)
+    if link is None:
+        raise Unconvertible(f"objective {objective}")
+    missing = est.get_params().get("missing", np.nan)
+    if missing is not None and not (isinstance(missing, float) and np.isnan(missing)):
+        raise Unconvertible(f"missing = {missing!r} (only NaN as missing compiles)")
+    k = n_classes if link == "softmax" else 1
+    base = float(_xgb_base_margin(learner["learner_model_param"]["base_score"], link))
+    mp = gb["model"]
+    per_round = k * int(mp["gbtree_model_param"]["num_parallel_tree"])
+    best = learner.get("attributes", {}).get("best_iteration")
+    n_trees = len(mp["trees"])
+    if best is not None:
+        n_trees = min(n_trees, (int(best) + 1) * per_round)
+    out_trees = []
+    for i in range(n_trees):
+        t = mp["trees"][i]
+        if any(int(s) != 0 for s in t.get("split_type", [])):
+            raise Unconvertible("categorical splits")
+        cond = T.parse_float32(t["split_conditions"])
+        threshold, inclusive = T.xgboost_boundary(cond)
+        out_trees.append(T.make_tree(mp["tree_info"][i], t["left_children"], t["right_children"],
+                                     t["split_indices"], threshold, inclusive,
+                                     [bool(int(d)) for d in t["default_left"]], cond.astype(np.float64)))
+    return {"format": "trees", "library": "xgboost", "outputs": k, "base": [base] * k, "sum": "float4",
+            "link": link, "missing": "null", "trees": out_trees, "booster": model,
+            "iteration_range": [0, n_trees // per_round], "objective": objective}
+
+
+def xgboost_reference(est, X):
+    """XGBoost's own margins (float32 sums), the trees the wrapper predicts with."""
+    return np.asarray(est.predict(X, output_margin=True), dtype=np.float64).reshape(X.shape[0], -1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# trees: scikit-learn
+
+def _sk_tree(tree_, output, values):
+    threshold, inclusive = T.sklearn_boundary(tree_.threshold)
+    return T.make_tree(output, tree_.children_left, tree_.children_right, tree_.feature, threshold, inclusive,
+                       np.zeros(tree_.node_count, dtype=bool), values)
+
+
+def forest_trees(est, task):
+    """RandomForest / ExtraTrees -> 'trees': the mean of the trees' predictions (classification: of their class
+    probabilities, one tree copy per class)."""
+    trees = []
+    if task == "regression":
+        for e in est.estimators_:
+            trees.append(_sk_tree(e.tree_, 0, e.tree_.value[:, 0, 0]))
+        k, link = 1, "identity"
+    else:
+        k, link = int(est.n_classes_), "probability"
+        for e in est.estimators_:
+            v = e.tree_.value[:, 0, :k]
+            norm = v.sum(axis=1)[:, np.newaxis]
+            norm[norm == 0.0] = 1.0
+            proba = v / norm
+            for c in range(k):
+                trees.append(_sk_tree(e.tree_, c, proba[:, c]))
+    return {"format": "trees", "library": "sklearn", "outputs": k, "base": [0.0] * k, "sum": "float8",
+            "divisor": len(est.estimators_), "link": link, "missing": "null", "trees": trees}
+
+
+def forest_reference(est, X, task):
+    return est.predict(X).reshape(-1, 1) if task == "regression" else est.predict_proba(X)
+
+
+GB_LINKS = {"LeastSquaresError": "identity", "LeastAbsoluteError": "identity", "HuberLossFunction": "identity",
+            "QuantileLossFunction": "identity", "BinomialDeviance": "logistic", "MultinomialDeviance": "softmax"}
+
+
+def gradient_boosting_trees(est, n_features):
+    """GradientBoosting{Regressor,Classifier} -> 'trees': init + learning_rate x each stage's trees."""
+    loss = type(est._loss).__name__
+    link = GB_LINKS.get(loss)
+    if link is None:
+        raise Unconvertible(f"loss {loss}")
+    if est.init_ != "zero" and type(est.init_).__name__ not in ("DummyRegressor", "DummyClassifier"):
+        raise Unconvertible(f"init estimator {type(est.init_).__name__}")
+    base = est._raw_predict_init(np.zeros((1, n_features), dtype=np.float32))[0]
+    stages, k = est.estimators_.shape
+    lr = est.learning_rate
+    trees = []
+    for i in range(stages):
+        for c in range(k):
+            tree_ = est.estimators_[i, c].tree_
+            trees.append(_sk_tree(tree_, c, lr * tree_.value[:, 0, 0]))
+    return {"format": "trees", "library": "sklearn", "outputs": k, "base": [float(b) for b in base],
+            "sum": "float8", "link": link, "missing": "null", "trees": trees}
+
+
+def gradient_boosting_reference(est, X):
+    return est._raw_predict(X.astype(np.float32)).reshape(X.shape[0], -1)
+
+
+HIST_LINKS = {"IdentityLink": "identity", "LogLink": "exp", "LogitLink": "logistic", "MultinomialLogit": "softmax"}
+
+
+def hist_gradient_boosting_trees(est):
+    """HistGradientBoosting{Regressor,Classifier} -> 'trees': float64 thresholds compared in float64
+    (inclusive), a baseline per output, float64 sums in iteration order."""
+    link_name = type(est._loss.link).__name__
+    link = HIST_LINKS.get(link_name)
+    if link is None:
+        raise Unconvertible(f"link {link_name}")
+    base = np.asarray(est._baseline_prediction, dtype=np.float64).reshape(-1)
+    k = base.shape[0]
+    trees = []
+    for predictors in est._predictors:
+        for c, predictor in enumerate(predictors):
+            nodes = predictor.nodes
+            if nodes["is_categorical"].any():
+                raise Unconvertible("categorical splits")
+            leaf = nodes["is_leaf"].astype(bool)
+            left = np.where(leaf, -1, nodes["left"].astype(np.int64))
+            right = np.where(leaf, -1, nodes["right"].astype(np.int64))
+            trees.append(T.make_tree(c, left, right, nodes["feature_idx"], nodes["num_threshold"],
+                                     np.ones(len(nodes), dtype=bool), nodes["missing_go_to_left"].astype(bool),
+                                     nodes["value"]))
+    return {"format": "trees", "library": "sklearn", "outputs": k, "base": [float(b) for b in base],
+            "sum": "float8", "link": link, "missing": "null", "trees": trees}
+
+
+def hist_gradient_boosting_reference(est, X):
+    return est._raw_predict(X).reshape(X.shape[0], -1)
+
+
+def trees_artifact(est, algorithm, task, n_features, n_classes):
+    """(artifact without transform, reference function X -> library margins) or Unconvertible."""
+    if algorithm == "xgboost":
+        return xgboost_trees(est, n_classes), lambda X: xgboost_reference(est, X)
+    if algorithm in ("random_forest", "extra_trees"):
+        return forest_trees(est, task), lambda X: forest_reference(est, X, task)
+    if algorithm == "gradient_boosting_trees":
+        return gradient_boosting_trees(est, n_features), lambda X: gradient_boosting_reference(est, X)
+    if algorithm == "hist_gradient_boosting":
+        return hist_gradient_boosting_trees(est), lambda X: hist_gradient_boosting_reference(est, X)
+    raise Unconvertible(f"algorithm {algorithm}")
+
+
+def check_trees(artifact, reference, V):
+    """Largest difference between the artifact's margins and the library's on the preprocessed rows V (the
+    artifact is evaluated without its transform: V is already preprocessed). Relative above 1."""
+    plain = {**artifact, "transform": None}
+    mine = T.margins(plain, V)
+    lib = reference(V)
+    ok = ~np.isnan(V).any(axis=1)
+    if not ok.any():
+        return 0.0
+    diff = np.abs(mine[ok] - lib[ok]) / np.maximum(1.0, np.abs(lib[ok]))
+    return float(diff.max()) if diff.size else 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# linear
+
+LINEAR_ESTIMATORS = ("LinearRegression", "Ridge", "Lasso", "ElasticNet", "LogisticRegression")
+
+
+def linear_artifact(est, task, transform):
+    """scikit-learn linear model -> 'linear' artifact in raw feature space."""
+    name = type(est).__name__
+    coef = np.atleast_2d(np.asarray(est.coef_, dtype=np.float64))
+    intercept = np.atleast_1d(np.asarray(est.intercept_, dtype=np.float64))
+    if intercept.shape[0] == 1 and coef.shape[0] > 1:  # pragma: no cover
+        intercept = np.repeat(intercept, coef.shape[0])
+    if task == "regression":
+        link = "identity"
+    elif coef.shape[0] == 1:
+        link = "logistic"
+        if est.multi_class == "multinomial":
+            # binary multinomial: softmax([-d, d]) = sigmoid(2d)
+            coef, intercept = coef * 2, intercept * 2
+    else:
+        multinomial = est.multi_class == "multinomial" or (est.multi_class == "auto" and est.solver != "liblinear")
+        if not multinomial:
+            raise Unconvertible("one-vs-rest logistic regression")
+        link = "softmax"
+    coefficients, intercepts = [], []
+    for w, b in zip(coef, intercept):
+        raw = []
+        for j, tr in enumerate(transform):
+            wj = w[j] / float(tr["scale"])
+            b = b - wj * float(tr["shift"])
+            raw.append(float(wj))
+        if not np.isfinite(b) or not np.all(np.isfinite(raw)):
+            raise MLStackError(f"training {name} diverged: the weights are not finite numbers",
+                               hint="Scale the features (preprocess => '{\"col\": {\"scale\": \"standard\"}}') "
+                                    "or regularise more.", sqlstate=DATA_EXCEPTION)
+        coefficients.append(raw)
+        intercepts.append(float(b))
+    return {"format": "linear", "library": "sklearn", "estimator": name, "link": link, "intercepts": intercepts,
+            "coefficients": coefficients, "impute": [tr.get("impute") for tr in transform]}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# python
+
+def python_artifact(est, task, transform):
+    blob = pickle.dumps(est, protocol=pickle.HIGHEST_PROTOCOL)
+    library = "xgboost" if type(est).__module__.startswith("xgboost") else "sklearn"
+    return {"format": "python", "library": library, "estimator": type(est).__name__,
+            "pickle": base64.b64encode(blob).decode("ascii"), "sha256": hashlib.sha256(blob).hexdigest(),
+            "transform": transform, "has_proba": task == "classification" and hasattr(est, "predict_proba")}
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+def to_artifact(est, algorithm, task, dataset, check_rows, node_cap=MAX_TREE_NODES, notice=print):
+    """The artifact of a fitted estimator. ``check_rows``: preprocessed rows (float64) to check a tree
+    conversion on. ``notice(text)`` reports why a model is stored in the 'python' format."""
+    transform = dataset["transform"]
+    p = len(transform)
+    n_classes = len(dataset["classes"]) if task == "classification" else 0
+    artifact = None
+    if algorithm in ("xgboost", "random_forest", "extra_trees", "gradient_boosting_trees", "hist_gradient_boosting"):
+        try:
+            artifact, reference = trees_artifact(est, algorithm, task, p, n_classes)
+            nodes = T.node_count(artifact)
+            if nodes > node_cap:
+                raise Unconvertible(f"{nodes} tree nodes, more than the cap of {node_cap} "
+                                    "(setting ml_stack.max_tree_nodes)")
+            diff = check_trees(artifact, reference, check_rows)
+            tolerance = 1e-6 if artifact["sum"] == "float4" else 1e-9
+            if not diff <= tolerance:
+                raise Unconvertible(f"its SQL form differs from {type(est).__name__} by {diff:.3g} on the "
+                                    "training data")
+            artifact["transform"] = transform
+            artifact["checked"] = {"rows": int(check_rows.shape[0]), "max_margin_difference": diff}
+        except Unconvertible as why:
+            notice(f"ml_stack_python: {algorithm} model served by Python, not compiled to SQL: {why}")
+            artifact = None
+    elif type(est).__name__ in LINEAR_ESTIMATORS:
+        try:
+            artifact = linear_artifact(est, task, transform)
+        except Unconvertible as why:
+            notice(f"ml_stack_python: {algorithm} model served by Python, not compiled to SQL: {why}")
+            artifact = None
+    if artifact is None:
+        artifact = python_artifact(est, task, transform)
+    artifact["libraries"] = library_versions()
+    return artifact
 $ml_stack_py$
 WHEN 'ml_stack_python.jsonutil' THEN $ml_stack_py$"""JSON in and out of PostgreSQL, and the versions of the libraries an artifact was made with."""
 
@@ -235,10 +998,648 @@ def library_versions(extra=()):
         pass
     return versions
 $ml_stack_py$
+WHEN 'ml_stack_python.search' THEN $ml_stack_py$"""Hyperparameter search: ``search => 'grid' | 'random'`` through scikit-learn's model selection.
+
+``search_params`` maps hyperparameter names to lists of values; ``search_args`` takes ``cv`` (folds, default
+5, as scikit-learn) and, for random search, ``n_iter`` (default 10). Candidates are scored by cross-validation
+on the training split with the project's key metric (``r2``, or ``f1_macro`` for classification); the best
+one is refitted on the whole training split and becomes the model. Folds are scikit-learn's defaults for an
+integer ``cv`` (KFold, or StratifiedKFold for a classifier, unshuffled); random search draws its candidates
+with ``random_state`` = the dataset's seed, so a search is reproducible.
+"""
+
+from ml_stack_python.errors import MLStackError
+from ml_stack_python import estimators
+
+SEARCH_ARGS = ("cv", "n_iter")
+SCORING = {"regression": "r2", "classification": "f1_macro"}
+
+
+def _positive_int(value, name, minimum, hint):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise MLStackError(f"search_args {name} must be an integer >= {minimum}, got {value!r}", hint=hint)
+    return value
+
+
+def parse(dataset, cls, algorithm, task, hyperparams):
+    """The search the dataset jsonb asks for (keys ``search``, ``search_params``, ``search_args``), checked:
+    None when there is none, else {"method", "params", "cv", "n_iter", "scoring"}."""
+    method = dataset.get("search")
+    params = dataset.get("search_params")
+    args = dataset.get("search_args")
+    params = {} if params is None else params
+    args = {} if args is None else args
+    if not isinstance(params, dict):
+        raise MLStackError("search_params must be a JSON object of lists",
+                           hint='e.g. search_params => \'{"max_depth": [2, 4, 6]}\'')
+    if not isinstance(args, dict):
+        raise MLStackError("search_args must be a JSON object", hint='e.g. search_args => \'{"cv": 3}\'')
+    if method is None:
+        if params:
+            raise MLStackError("search_params were given without a search",
+                               hint="Add search => 'grid' or search => 'random', or leave search_params out.")
+        if args:
+            raise MLStackError("search_args were given without a search",
+                               hint="Add search => 'grid' or search => 'random', or leave search_args out.")
+        return None
+    if method not in ("grid", "random"):
+        raise MLStackError(f'unknown search "{method}"', hint="Use 'grid' or 'random' (or NULL for no search).")
+    if not params:
+        raise MLStackError(f"a {method} search needs search_params: the values to try",
+                           hint='e.g. search_params => \'{"max_depth": [2, 4, 6]}\'')
+    estimators.check_names(cls, algorithm, task, params, what="search parameter")
+    for name, values in params.items():
+        if not isinstance(values, list) or not values:
+            raise MLStackError(f'search_params "{name}" must be a non-empty list of values, got {values!r}',
+                               hint=f'e.g. search_params => \'{{"{name}": [...]}}\'')
+        if name in hyperparams:
+            raise MLStackError(f'"{name}" is both a hyperparameter and a search parameter',
+                               hint="Fixed values go in hyperparams, the values to try in search_params: "
+                                    "leave it out of one of them.")
+    for key in args:
+        if key not in SEARCH_ARGS:
+            raise MLStackError(f'unknown search_args key "{key}"', hint="search_args takes cv and n_iter.")
+    cv = _positive_int(args.get("cv", 5), "cv", 2, 'e.g. search_args => \'{"cv": 3}\'')
+    n_iter = None
+    if method == "random":
+        n_iter = _positive_int(args.get("n_iter", 10), "n_iter", 1, 'e.g. search_args => \'{"n_iter": 10}\'')
+    elif "n_iter" in args:
+        raise MLStackError("search_args n_iter applies to a random search only",
+                           hint="A grid search tries every combination: leave n_iter out, or use search => 'random'.")
+    return {"method": method, "params": params, "cv": cv, "n_iter": n_iter, "scoring": SCORING[task]}
+
+
+def check_candidates(spec, cls, algorithm, base_params, classes):
+    """Each searched value must be a valid hyperparameter value (checked by the library where it can)."""
+    for name, values in spec["params"].items():
+        for value in values:
+            try:
+                estimators.make_estimator(cls, algorithm, {**base_params, name: value}, classes)
+            except MLStackError as e:
+                raise MLStackError(f"search_params {name}: {e.message}", hint=e.hint) from None
+
+
+def run(spec, estimator, X, y, seed, train_rows, fit_params=None):
+    """Search, refit the best candidate on all of (X, y). Returns (fitted best estimator, chosen params, the
+    search's record for the registry)."""
+    from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
+
+    if spec["cv"] > train_rows:
+        raise MLStackError(f"search_args cv = {spec['cv']} folds is more than the {train_rows} training rows",
+                           hint="Use fewer folds.")
+    common = dict(scoring=spec["scoring"], cv=spec["cv"], refit=True, error_score="raise", n_jobs=None)
+    if spec["method"] == "grid":
+        searcher = GridSearchCV(estimator, param_grid=spec["params"], **common)
+    else:
+        searcher = RandomizedSearchCV(estimator, param_distributions=spec["params"], n_iter=spec["n_iter"],
+                                      random_state=int(seed) % (2 ** 31), **common)
+    try:
+        searcher.fit(X, y, **(fit_params or {}))
+    except MLStackError:
+        raise
+    except Exception as e:  # a candidate failed to fit
+        raise MLStackError(f"the {spec['method']} search failed: {type(e).__name__}: {e}",
+                           hint="Check search_params: every value must be valid for the algorithm.") from None
+    res = searcher.cv_results_
+    folds = spec["cv"]
+    candidates = []
+    for i, params in enumerate(res["params"]):
+        candidates.append({
+            "params": params,
+            "mean_score": res["mean_test_score"][i],
+            "std_score": res["std_test_score"][i],
+            "rank": res["rank_test_score"][i],
+            "fold_scores": [res[f"split{f}_test_score"][i] for f in range(folds)],
+            "mean_fit_time": res["mean_fit_time"][i],
+        })
+    record = {
+        "method": spec["method"], "scoring": spec["scoring"], "cv": folds, "n_iter": spec["n_iter"],
+        "params": spec["params"], "candidates": candidates,
+        "best_index": searcher.best_index_, "best_params": searcher.best_params_, "best_score": searcher.best_score_,
+    }
+    return searcher.best_estimator_, dict(searcher.best_params_), record
+$ml_stack_py$
+WHEN 'ml_stack_python.serving' THEN $ml_stack_py$"""Serving 'python'-format models: ``ml_stack._python_predict(model_id, generation, features)`` and
+``ml_stack._python_predict_proba(...)``.
+
+The estimator is loaded from ``ml_stack.models`` once per backend: its pickle's sha256 is checked against the
+artifact's before unpickling, then it stays in this module's cache. ``generation`` comes from ml_stack's
+serving functions: ``_refresh_serving`` stamps a new, larger one into the dispatch functions after every change
+of the deployments, and a call with a generation larger than the cache's drops everything cached (the
+per-model predictors pass 0, which never evicts). Features are preprocessed with the artifact's transform; a
+NULL (or NaN) feature without an impute rule gives NULL; classification returns the class label.
+"""
+
+import base64
+import datetime
+import hashlib
+import json
+import math
+import pickle
+
+import numpy as np
+
+from ml_stack_python.errors import MLStackError, DATA_CORRUPTED, FEATURE_NOT_SUPPORTED, UNDEFINED_OBJECT
+from ml_stack_python.jsonutil import library_versions
+
+_cache = {}                               # model id -> _Entry
+_state = {"generation": None, "loads": {}}  # the cache's generation; loads per model id in this backend
+
+
+class _Entry:
+    __slots__ = ("model_id", "estimator", "classes", "impute", "shift", "scale", "has_proba", "num_features",
+                 "task", "generation", "loaded_at", "calls", "name")
+
+    def __init__(self, model_id, estimator, artifact, classes, num_features, task, generation):
+        self.model_id = model_id
+        self.estimator = estimator
+        self.name = type(estimator).__name__
+        self.classes = None if classes is None else np.asarray(classes, dtype=np.float64)
+        transform = artifact.get("transform") or [{} for _ in range(num_features)]
+        self.impute = [t.get("impute") for t in transform]
+        self.shift = np.array([t.get("shift") or 0.0 for t in transform], dtype=np.float64)
+        self.scale = np.array([t.get("scale") or 1.0 for t in transform], dtype=np.float64)
+        self.has_proba = bool(artifact.get("has_proba"))
+        self.num_features = num_features
+        self.task = task
+        self.generation = generation
+        self.loaded_at = datetime.datetime.now(datetime.timezone.utc)
+        self.calls = 0
+
+
+def _load(plpy, model_id, generation):
+    plan = plpy.prepare("SELECT m.artifact::text AS artifact, m.classes, m.num_features, m.task "
+                        "FROM ml_stack.models AS m WHERE m.id = $1", ["bigint"])
+    rows = plpy.execute(plan, [model_id])
+    if len(rows) == 0:
+        raise MLStackError(f"model {model_id} does not exist", sqlstate=UNDEFINED_OBJECT,
+                           hint="SELECT id, algorithm FROM ml_stack.models lists the models.")
+    row = rows[0]
+    artifact = json.loads(row["artifact"])
+    if artifact.get("format") != "python":
+        raise MLStackError(f"model {model_id} has artifact format \"{artifact.get('format')}\": it is not served "
+                           "by Python", sqlstate=FEATURE_NOT_SUPPORTED,
+                           hint="Use ml_stack.predict(), which serves every format.")
+    try:
+        blob = base64.b64decode(artifact["pickle"], validate=True)
+    except (KeyError, ValueError, TypeError):
+        blob = None
+    if blob is None or hashlib.sha256(blob).hexdigest() != artifact.get("sha256"):
+        raise MLStackError(f"the pickled estimator of model {model_id} does not match its sha256: not loaded",
+                           sqlstate=DATA_CORRUPTED,
+                           hint="The artifact was altered after training; train the model again.")
+    estimator = pickle.loads(blob)
+    made = artifact.get("libraries") or {}
+    here = library_versions()
+    changed = [f"{lib} {made[lib]} -> {here.get(lib)}" for lib in ("sklearn", "xgboost")
+               if lib in made and made[lib] != here.get(lib) and type(estimator).__module__.startswith(
+                   "xgboost" if lib == "xgboost" else "sklearn")]
+    if changed:
+        plpy.warning(f"ml_stack_python: model {model_id} was trained with other library versions ({', '.join(changed)})",
+                     hint="Its predictions may differ; train it again with the installed libraries.")
+    _state["loads"][model_id] = _state["loads"].get(model_id, 0) + 1
+    return _Entry(model_id, estimator, artifact, row["classes"], int(row["num_features"]), row["task"], generation)
+
+
+def _entry(plpy, model_id, generation):
+    generation = 0 if generation is None else int(generation)
+    if _state["generation"] is None or generation > _state["generation"]:
+        if _state["generation"] is not None:
+            _cache.clear()
+        _state["generation"] = generation
+    entry = _cache.get(model_id)
+    if entry is None:
+        entry = _load(plpy, model_id, generation)
+        _cache[model_id] = entry
+    entry.calls += 1
+    return entry
+
+
+def _row(entry, features):
+    """The preprocessed feature row (1, p), or None when a feature without an impute rule is NULL or NaN."""
+    if len(features) != entry.num_features:
+        raise MLStackError(f"model {entry.model_id} takes {entry.num_features} features, got {len(features)}",
+                           hint="Pass the features in the order of the training relation's columns, label excluded.")
+    v = np.empty(entry.num_features, dtype=np.float64)
+    for j, x in enumerate(features):
+        if x is None or math.isnan(x):
+            x = entry.impute[j]
+            if x is None:
+                return None
+        v[j] = x
+    return ((v - entry.shift) / entry.scale).reshape(1, -1)
+
+
+def predict(plpy, model_id, generation, features):
+    if model_id is None or features is None:
+        return None
+    entry = _entry(plpy, model_id, generation)
+    row = _row(entry, features)
+    if row is None:
+        return None
+    out = entry.estimator.predict(row)[0]
+    if entry.task == "classification":
+        return float(entry.classes[int(out)])
+    return float(out)
+
+
+def predict_proba(plpy, model_id, generation, features):
+    if model_id is None or features is None:
+        return None
+    entry = _entry(plpy, model_id, generation)
+    if entry.task != "classification":
+        raise MLStackError(f"model {model_id} is a regression model: it has no class probabilities",
+                           sqlstate=FEATURE_NOT_SUPPORTED, hint="Use ml_stack.predict() for regression models.")
+    if not entry.has_proba:
+        raise MLStackError(f"model {model_id} ({entry.name}) has no class probabilities",
+                           sqlstate=FEATURE_NOT_SUPPORTED,
+                           hint="Use ml_stack.predict() for its class, or train an estimator with probabilities "
+                                "(svm needs hyperparams '{\"probability\": true}', the default).")
+    row = _row(entry, features)
+    if row is None:
+        return None
+    return [float(p) for p in entry.estimator.predict_proba(row)[0]]
+
+
+def cache_state():
+    """What this backend holds: one row per cached model, as ml_stack._python_cache() returns it."""
+    return [{"model_id": e.model_id, "generation": e.generation, "estimator": e.name,
+             "loads": _state["loads"].get(e.model_id, 0), "calls": e.calls, "loaded_at": e.loaded_at.isoformat()}
+            for e in sorted(_cache.values(), key=lambda e: e.model_id)]
+
+
+def clear():
+    """Empty the cache (the next call of each model loads it again)."""
+    _cache.clear()
+    _state["generation"] = None
+$ml_stack_py$
+WHEN 'ml_stack_python.trees' THEN $ml_stack_py$"""The 'trees' artifact format (docs/python-engine.md): exact float64 decision boundaries for the libraries'
+float32 rules, and a numpy evaluator of the format (the reference the engine checks every conversion against,
+and what the unit tests compare the SQL compiler's semantics with).
+
+A node sends raw value x (preprocessed to v, float64) left when ``v < threshold``, or ``v <= threshold`` when
+``inclusive``. The libraries decide in float32:
+
+- XGBoost: left iff ``float32(v) < t`` (t a float32). float32 rounds to nearest, ties to even, so with
+  ``p`` the float32 below t and ``m = (p + t) / 2`` (exact in float64): left iff ``v < m``, or ``v <= m`` when
+  m rounds down to p, i.e. when t's last mantissa bit is odd.
+- scikit-learn's classic trees: left iff ``float32(v) <= t`` (t a float64). With ``c`` the largest float32
+  <= t and ``q`` the next float32, ``m = (c + q) / 2``: left iff ``v < m``, or ``v <= m`` when c is even.
+- HistGradientBoosting compares the float64 value itself: threshold t, inclusive.
+"""
+
+from fractions import Fraction
+
+import numpy as np
+
+F32_MAX = float(np.finfo(np.float32).max)
+# the float32 ulp at the top of the range: values from F32_MAX + half of it on round to infinity
+_TOP_HALF_ULP = float(np.float64(2.0) ** 103)
+
+
+def _bits(f32):
+    return np.asarray(f32, dtype=np.float32).view(np.uint32)
+
+
+def parse_float32(texts):
+    """Decimal strings (XGBoost writes each float32 as its shortest decimal) -> the exact float32 values.
+
+    Going through float64 can round twice; that gives a wrong float32 only when the float64 lands exactly on
+    the midpoint of two float32 values, which is checked for and resolved with exact rational arithmetic.
+    """
+    texts = [str(t) for t in texts]
+    d = np.array(texts, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = d.astype(np.float32)
+        up = np.nextafter(f, np.float32(np.inf))
+        down = np.nextafter(f, np.float32(-np.inf))
+        tie = (d == (f.astype(np.float64) + up.astype(np.float64)) / 2) | \
+              (d == (f.astype(np.float64) + down.astype(np.float64)) / 2)
+    for i in np.flatnonzero(tie):
+        exact = Fraction(texts[i])
+        candidates = [f[i], up[i], down[i]]
+        best = min(candidates, key=lambda c: (abs(Fraction(float(c)) - exact), int(_bits(c)) & 1))
+        f[i] = best
+    return f
+
+
+def xgboost_boundary(t):
+    """float32 thresholds t (rule: left iff float32(v) < t) -> (float64 threshold, inclusive) arrays."""
+    t = np.asarray(t, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        prev = np.nextafter(t, np.float32(-np.inf)).astype(np.float64)
+    t64 = t.astype(np.float64)
+    # below -F32_MAX: the float32 "before" it would be -2^128; values down to its midpoint round to -F32_MAX
+    prev = np.where(np.isinf(prev), t64 - _TOP_HALF_ULP * 2, prev)
+    m = (prev + t64) / 2
+    inclusive = (_bits(t) & 1) == 1
+    return m, inclusive
+
+
+def sklearn_boundary(t):
+    """float64 thresholds t (rule: left iff float32(v) <= t) -> (float64 threshold, inclusive) arrays."""
+    t = np.asarray(t, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        c = t.astype(np.float32)
+        c = np.where(c.astype(np.float64) > t, np.nextafter(c, np.float32(-np.inf)), c).astype(np.float32)
+        q = np.nextafter(c, np.float32(np.inf)).astype(np.float64)
+    c64 = c.astype(np.float64)
+    q = np.where(np.isinf(q), c64 + _TOP_HALF_ULP * 2, q)   # above F32_MAX: the virtual float32 2^128
+    m = (c64 + q) / 2
+    inclusive = (_bits(c) & 1) == 0
+    # t below -F32_MAX: only values that round to -inf go left (ties round to -inf)
+    below = np.isinf(c) & (c < 0)
+    m = np.where(below, -(F32_MAX + _TOP_HALF_ULP), m)
+    inclusive = np.where(below, True, inclusive)
+    return m, inclusive
+
+
+def renumber(left, right):
+    """Node order for a tree given by child arrays (-1: leaf): depth-first from node 0, so that children come
+    after their parent and unreachable nodes are dropped. Returns (order, new index of each old node)."""
+    order = []
+    stack = [0]
+    while stack:
+        i = stack.pop()
+        order.append(i)
+        if left[i] != -1:
+            stack.append(right[i])
+            stack.append(left[i])
+    new = {old: k for k, old in enumerate(order)}
+    return order, new
+
+
+def make_tree(output, left, right, feature, threshold, inclusive, default_left, value):
+    """One tree of the format from per-node arrays in any node numbering (root 0): renumbered depth-first,
+    leaves with feature 0, threshold 0, inclusive/default_left false, inner nodes with value 0."""
+    left = [int(v) for v in left]
+    right = [int(v) for v in right]
+    order, new = renumber(left, right)
+    tree = {"output": int(output), "feature": [], "threshold": [], "inclusive": [], "default_left": [],
+            "left": [], "right": [], "value": []}
+    for old in order:
+        leaf = left[old] == -1
+        tree["feature"].append(0 if leaf else int(feature[old]))
+        tree["threshold"].append(0.0 if leaf else float(threshold[old]))
+        tree["inclusive"].append(False if leaf else bool(inclusive[old]))
+        tree["default_left"].append(False if leaf else bool(default_left[old]))
+        tree["left"].append(-1 if leaf else new[left[old]])
+        tree["right"].append(-1 if leaf else new[right[old]])
+        tree["value"].append(float(value[old]) if leaf else 0.0)
+    return tree
+
+
+def node_count(artifact):
+    return sum(len(t["left"]) for t in artifact["trees"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# evaluator
+
+def transform(artifact, X):
+    """Raw features (NaN: NULL) -> the values the trees test: (coalesce(x, impute) - shift) / scale."""
+    V = np.array(X, dtype=np.float64, copy=True)
+    for j, tr in enumerate(artifact.get("transform") or []):
+        if tr.get("impute") is not None:
+            V[np.isnan(V[:, j]), j] = tr["impute"]
+        V[:, j] = (V[:, j] - (tr.get("shift") or 0.0)) / (tr.get("scale") or 1.0)
+    return V
+
+
+def tree_values(tree, V):
+    """The leaf value each row of V reaches in ``tree`` (NaN follows default_left)."""
+    feature = np.asarray(tree["feature"], dtype=np.int64)
+    threshold = np.asarray(tree["threshold"], dtype=np.float64)
+    inclusive = np.asarray(tree["inclusive"], dtype=bool)
+    default_left = np.asarray(tree["default_left"], dtype=bool)
+    left = np.asarray(tree["left"], dtype=np.int64)
+    right = np.asarray(tree["right"], dtype=np.int64)
+    value = np.asarray(tree["value"], dtype=np.float64)
+    rows = np.arange(V.shape[0])
+    node = np.zeros(V.shape[0], dtype=np.int64)
+    active = left[node] != -1
+    while active.any():
+        idx = rows[active]
+        nd = node[idx]
+        v = V[idx, feature[nd]]
+        go_left = np.where(np.isnan(v), default_left[nd],
+                           np.where(inclusive[nd], v <= threshold[nd], v < threshold[nd]))
+        node[idx] = np.where(go_left, left[nd], right[nd])
+        active = left[node] != -1
+    return value[node]
+
+
+def margins(artifact, X):
+    """(n, outputs) float64 margins of raw rows X, as the format defines them: base, then each tree's leaf added
+    in tree order in the "sum" arithmetic, then the divisor. With "missing": "null", a row with a NaN left after
+    imputation gets NaN margins."""
+    V = transform(artifact, X)
+    dtype = np.float32 if artifact["sum"] == "float4" else np.float64
+    k = int(artifact["outputs"])
+    M = np.empty((V.shape[0], k), dtype=dtype)
+    M[:] = np.asarray(artifact["base"], dtype=np.float64).astype(dtype)
+    for tree in artifact["trees"]:
+        out = int(tree["output"])
+        M[:, out] = M[:, out] + tree_values(tree, V).astype(dtype)
+    M = M.astype(np.float64)
+    if artifact.get("divisor"):
+        M = M / float(artifact["divisor"])
+    if artifact.get("missing") == "null":
+        M[np.isnan(V).any(axis=1)] = np.nan
+    return M
+
+
+def outputs(artifact, M, classes=None):
+    """(prediction, probabilities or None) from margins, per the artifact's link."""
+    link = artifact["link"]
+    if link == "identity":
+        return M[:, 0], None
+    if link == "exp":
+        return np.exp(M[:, 0]), None
+    classes = np.asarray(classes, dtype=np.float64)
+    if link == "logistic":
+        p1 = 1 / (1 + np.exp(-np.clip(M[:, 0], -700, 700)))
+        return classes[(M[:, 0] > 0).astype(int)], np.column_stack([1 - p1, p1])
+    if link == "softmax":
+        e = np.exp(M - M.max(axis=1, keepdims=True))
+        return classes[np.argmax(M, axis=1)], e / e.sum(axis=1, keepdims=True)
+    if link == "probability":
+        return classes[np.argmax(M, axis=1)], M
+    raise ValueError(f"unknown link {link!r}")
+$ml_stack_py$
 END
 $ml_stack_build$;
 CREATE OR REPLACE FUNCTION ml_stack._python_modules()
 RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT ARRAY['ml_stack_python', 'ml_stack_python.data', 'ml_stack_python.errors', 'ml_stack_python.jsonutil'] $$;
+AS $$ SELECT ARRAY['ml_stack_python', 'ml_stack_python.data', 'ml_stack_python.datasets', 'ml_stack_python.engine', 'ml_stack_python.errors', 'ml_stack_python.estimators', 'ml_stack_python.export', 'ml_stack_python.jsonutil', 'ml_stack_python.search', 'ml_stack_python.serving', 'ml_stack_python.trees'] $$;
+
+-- source: sql/python_engine/import.sql
+-- Loading the embedded package (ml_stack._python_source, generated by the build
+-- from python/ml_stack_python/) into this backend's sys.modules. A meta-path
+-- finder serves the modules from their source text, so that imports inside the
+-- package ("from ml_stack_python import data") work as from files. Loaded once
+-- per backend; loaded again when the installed sources differ from the loaded
+-- ones (an ALTER EXTENSION UPDATE, or a reinstall, in another session).
+CREATE OR REPLACE FUNCTION ml_stack._python_import()
+RETURNS text
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $ml_stack$
+import hashlib
+import importlib.abc
+import importlib.util
+import sys
+
+names = plpy.execute("SELECT ml_stack._python_modules() AS m")[0]["m"]
+plan = plpy.prepare("SELECT ml_stack._python_source($1) AS s", ["text"])
+sources = {name: plpy.execute(plan, [name])[0]["s"] for name in names}
+digest = hashlib.sha256("\0".join(f"{n}\0{sources[n]}" for n in sorted(sources)).encode()).hexdigest()
+
+package = sys.modules.get("ml_stack_python")
+previous = package is not None
+if package is not None and getattr(package, "__ml_stack_digest__", None) == digest:
+    return f"ml_stack_python {package.__version__} (loaded)"
+
+
+class EmbeddedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds and loads the modules of ml_stack_python from the sources embedded in the extension."""
+    ml_stack_embedded = True
+
+    def __init__(self, sources):
+        self.sources = sources
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in self.sources:
+            return None
+        return importlib.util.spec_from_loader(fullname, self, origin=f"ml_stack._python_source('{fullname}')",
+                                               is_package=(fullname == "ml_stack_python"))
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        name = module.__spec__.name
+        code = compile(self.sources[name], f"<ml_stack._python_source('{name}')>", "exec")
+        if name == "ml_stack_python":
+            module.__path__ = []
+            module.__ml_stack_digest__ = digest
+        exec(code, module.__dict__)
+
+
+# forget what an earlier load left: modules and finder
+for name in [n for n in sys.modules if n == "ml_stack_python" or n.startswith("ml_stack_python.")]:
+    del sys.modules[name]
+sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "ml_stack_embedded", False)]
+sys.meta_path.insert(0, EmbeddedFinder(sources))
+importlib.invalidate_caches()
+package = importlib.import_module("ml_stack_python")
+for name in sorted(sources):
+    importlib.import_module(name)
+return f"ml_stack_python {package.__version__} (" + ("reloaded" if previous else "imported") + ")"
+$ml_stack$;
+COMMENT ON FUNCTION ml_stack._python_import() IS
+    'ml_stack_python internal: load the embedded Python package into this backend (once; again when the installed sources change).';
+
+-- source: sql/python_engine/fit.sql
+-- The python engine's training entry point, called by ml_stack._train
+-- (contract: docs/python-engine.md). A thin body: load the package once per
+-- function (SD is reset when the function is replaced, e.g. by an update),
+-- then call into it; errors it raises carry a hint and a SQLSTATE.
+CREATE OR REPLACE FUNCTION ml_stack._python_fit(task text, algorithm text, hyperparams jsonb, dataset jsonb)
+RETURNS jsonb
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $ml_stack$
+if "engine" not in SD:
+    plpy.execute("SELECT ml_stack._python_import()")
+    import ml_stack_python.engine
+    import ml_stack_python.errors
+    SD["errors"] = ml_stack_python.errors
+    SD["engine"] = ml_stack_python.engine
+return SD["errors"].call(plpy, SD["engine"].fit, plpy, task, algorithm, hyperparams, dataset)
+$ml_stack$;
+COMMENT ON FUNCTION ml_stack._python_fit(text, text, jsonb, jsonb) IS
+    'ml_stack_python internal: fit an XGBoost or scikit-learn estimator on the split in pg_temp._ml_stack_rows; writes the test rows'' predictions to pg_temp._ml_stack_predictions and returns {"artifact", "hyperparams", "search"}.';
+
+-- source: sql/python_engine/serving.sql
+-- Serving 'python'-format models (pickled estimators): called by the predictors
+-- ml_stack compiles for them. The estimator is loaded once per backend (sha256
+-- checked before unpickling) and cached; a larger generation than the cached
+-- one (ml_stack's serving functions pass a new one after every deployment
+-- change) drops the cache. NULL features without an impute rule give NULL.
+-- Not STRICT (NULL handling is in Python), STABLE, PARALLEL SAFE (each worker
+-- has its own cache).
+CREATE OR REPLACE FUNCTION ml_stack._python_predict(model_id bigint, generation bigint, features float8[])
+RETURNS float8
+LANGUAGE plpython3u STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $ml_stack$
+if "serving" not in SD:
+    plpy.execute("SELECT ml_stack._python_import()")
+    import ml_stack_python.serving
+    import ml_stack_python.errors
+    SD["errors"] = ml_stack_python.errors
+    SD["serving"] = ml_stack_python.serving
+return SD["errors"].call(plpy, SD["serving"].predict, plpy, model_id, generation, features)
+$ml_stack$;
+COMMENT ON FUNCTION ml_stack._python_predict(bigint, bigint, float8[]) IS
+    'ml_stack_python internal: prediction of a python-format model (class label or value); the estimator is cached per backend.';
+
+CREATE OR REPLACE FUNCTION ml_stack._python_predict_proba(model_id bigint, generation bigint, features float8[])
+RETURNS float8[]
+LANGUAGE plpython3u STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $ml_stack$
+if "serving" not in SD:
+    plpy.execute("SELECT ml_stack._python_import()")
+    import ml_stack_python.serving
+    import ml_stack_python.errors
+    SD["errors"] = ml_stack_python.errors
+    SD["serving"] = ml_stack_python.serving
+return SD["errors"].call(plpy, SD["serving"].predict_proba, plpy, model_id, generation, features)
+$ml_stack$;
+COMMENT ON FUNCTION ml_stack._python_predict_proba(bigint, bigint, float8[]) IS
+    'ml_stack_python internal: class probabilities of a python-format classifier, in the order of ml_stack.models.classes.';
+
+CREATE OR REPLACE FUNCTION ml_stack._python_cache()
+RETURNS TABLE (model_id bigint, generation bigint, estimator text, loads integer, calls bigint, loaded_at timestamptz)
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $ml_stack$
+if "serving" not in SD:
+    plpy.execute("SELECT ml_stack._python_import()")
+    import ml_stack_python.serving
+    SD["serving"] = ml_stack_python.serving
+return SD["serving"].cache_state()
+$ml_stack$;
+COMMENT ON FUNCTION ml_stack._python_cache() IS
+    'ml_stack_python internal: the python-format models cached in this backend (generation they were loaded at, times loaded, calls).';
+
+-- source: sql/python_engine/datasets.sql
+-- scikit-learn's bundled toy datasets as tables (DESIGN.md §3).
+CREATE OR REPLACE FUNCTION ml_stack.load_dataset(name text)
+RETURNS TABLE (table_name text, rows bigint)
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $ml_stack$
+if "datasets" not in SD:
+    plpy.execute("SELECT ml_stack._python_import()")
+    import ml_stack_python.datasets
+    import ml_stack_python.errors
+    SD["errors"] = ml_stack_python.errors
+    SD["datasets"] = ml_stack_python.datasets
+return SD["errors"].call(plpy, SD["datasets"].load_dataset, plpy, name)
+$ml_stack$;
+COMMENT ON FUNCTION ml_stack.load_dataset(text) IS
+    'ml_stack: load scikit-learn''s toy dataset iris, breast_cancer, diabetes, wine, digits or linnerud into table ml_stack.<name> (replaced if it exists): the features as float8 columns, the label "target" last (linnerud: Weight; Waist and Pulse are left out). Returns the table name, usable as written in a query, and its row count.';
+
+-- source: sql/python_engine/serve_existing.sql
+-- Models of the python format already in the registry (trained before a
+-- DROP EXTENSION ml_stack_python, or restored) serve again: their predictors
+-- and the dispatch functions now call this extension. Last in the script, once
+-- the entry points exist. Nothing to do without such models.
+SELECT ml_stack._compile_model(m.id) FROM ml_stack.models AS m WHERE m.artifact ->> 'format' = 'python';
+SELECT ml_stack._refresh_serving()
+WHERE EXISTS (SELECT FROM ml_stack.models AS m WHERE m.artifact ->> 'format' = 'python');
