@@ -1,0 +1,131 @@
+"""Serving models of the python engine: the 'python' format (a pickled estimator, cached per backend, dropped
+from the cache when the deployments change, checked against its sha256 before unpickling), NULL handling and
+errors, and what happens to such models around DROP / CREATE EXTENSION ml_stack_python."""
+
+import base64
+import pickle
+
+import numpy as np
+import psycopg
+import pytest
+from sklearn import ensemble, svm
+
+from datasets import fetch_xy, feature_columns, load_sklearn_dataset
+from helpers import model_row, train
+from test_python_engine import oracle, served, served_proba, sqlstate_of
+
+
+@pytest.fixture
+def pconn(conn):
+    conn.execute("CREATE EXTENSION ml_stack_python CASCADE")
+    return conn
+
+
+def cache(conn):
+    return {r[0]: r[1:] for r in conn.execute(
+        "SELECT model_id, generation, estimator, loads, calls FROM ml_stack._python_cache()")}
+
+
+def test_python_models_are_loaded_once_per_backend_and_evicted_after_a_deployment_change(pconn):
+    load_sklearn_dataset(pconn, "iris")
+    cols = feature_columns("iris")
+    svm_id = train(pconn, "iris", "classification", "iris", "target", algorithm="svm")["model_id"]
+    assert model_row(pconn, svm_id)["artifact"]["format"] == "python"
+    assert cache(pconn) == {}
+    est, V, y, *_ = oracle(pconn, svm_id, "iris", "iris")
+    got = served(pconn, "iris", cols, "iris")                     # by project: 150 calls
+    assert np.array_equal(got, est.predict(V).astype(float))
+    (generation, name, loads, calls), = cache(pconn).values()
+    assert name == "SVC" and loads == 1 and calls == 150 and generation > 0
+    assert np.abs(served_proba(pconn, "iris", cols, svm_id) - est.predict_proba(V)).max() <= 1e-12
+    assert cache(pconn)[svm_id][2:] == (1, 300)                   # still loaded once
+    # another model deployed: the serving generation changes, the cache drops what it holds
+    other = train(pconn, "iris", algorithm="knn", automatic_deploy=False)["model_id"]
+    pconn.execute("SELECT * FROM ml_stack.deploy(%s::bigint)", (other,))
+    served(pconn, "iris", cols, "iris")
+    state = cache(pconn)
+    assert set(state) == {other} and state[other][0] > generation and state[other][2] == 1
+    served(pconn, "iris", cols, svm_id)
+    assert cache(pconn)[svm_id][2] == 2                            # loaded again, once
+    # the per-model predictors (generation 0) never evict
+    pconn.execute("SELECT ml_stack._model_%s_predict(ARRAY[1, 2, 3, 4])" % svm_id)
+    assert cache(pconn)[svm_id][2] == 2 and set(cache(pconn)) == {svm_id, other}
+
+
+def test_python_model_inputs(pconn):
+    load_sklearn_dataset(pconn, "diabetes")
+    mid = train(pconn, "d", "regression", "diabetes", "target", algorithm="svm")["model_id"]
+    q = "SELECT ml_stack.predict(%s::bigint, %s::float8[])"
+    assert pconn.execute(q, (mid, None)).fetchone()[0] is None
+    assert pconn.execute(q, (mid, [0.0] * 4 + [None] + [0.0] * 5)).fetchone()[0] is None
+    assert pconn.execute(q, (mid, [0.0] * 4 + [float("nan")] + [0.0] * 5)).fetchone()[0] is None
+    assert pconn.execute(q, (mid, [0.0] * 10)).fetchone()[0] is not None
+    with pytest.raises(psycopg.Error) as e:
+        pconn.execute(q, (mid, [0.0] * 9))
+    assert sqlstate_of(e) == "22023" and "takes 10 features, got 9" in str(e.value) and e.value.diag.message_hint
+    with pytest.raises(psycopg.Error) as e:
+        pconn.execute("SELECT ml_stack.predict_proba(%s::bigint, %s::float8[])", (mid, [0.0] * 10))
+    assert sqlstate_of(e) == "0A000" and e.value.diag.message_hint
+    with pytest.raises(psycopg.Error) as e:
+        pconn.execute("SELECT ml_stack._python_predict(12345, 0, ARRAY[1.0])")
+    assert sqlstate_of(e) == "42704" and e.value.diag.message_hint
+    # a model of another format is not served by Python
+    lin = train(pconn, "d", algorithm="linear", automatic_deploy=False)["model_id"]
+    with pytest.raises(psycopg.Error) as e:
+        pconn.execute("SELECT ml_stack._python_predict(%s, 0, ARRAY[1.0])", (lin,))
+    assert sqlstate_of(e) == "0A000"
+
+
+def test_classifier_without_probabilities(pconn):
+    load_sklearn_dataset(pconn, "iris")
+    mid = train(pconn, "iris", "classification", "iris", "target", algorithm="ridge", engine="python")["model_id"]
+    art = model_row(pconn, mid)["artifact"]
+    assert art["format"] == "python" and art["estimator"] == "RidgeClassifier" and art["has_proba"] is False
+    assert pconn.execute("SELECT ml_stack.predict(%s::bigint, ARRAY[5.1, 3.5, 1.4, 0.2])", (mid,)).fetchone()[0] == 0
+    with pytest.raises(psycopg.Error) as e:
+        pconn.execute("SELECT ml_stack.predict_proba(%s::bigint, ARRAY[5.1, 3.5, 1.4, 0.2])", (mid,))
+    assert sqlstate_of(e) == "0A000" and "no class probabilities" in str(e.value) and e.value.diag.message_hint
+
+
+def test_a_pickle_that_does_not_match_its_sha256_is_not_loaded(pg_server, pconn):
+    load_sklearn_dataset(pconn, "iris")
+    mid = train(pconn, "iris", "classification", "iris", "target", algorithm="knn")["model_id"]
+    art = model_row(pconn, mid)["artifact"]
+    tampered = pickle.loads(base64.b64decode(art["pickle"]))
+    tampered.n_neighbors = 1
+    pconn.execute("UPDATE ml_stack.models SET artifact = jsonb_set(artifact, '{pickle}', to_jsonb(%s::text))"
+                  " WHERE id = %s", (base64.b64encode(pickle.dumps(tampered)).decode(), mid))
+    with pg_server.connect(pconn.info.dbname) as other:   # a backend with nothing cached
+        with pytest.raises(psycopg.Error) as e:
+            other.execute("SELECT ml_stack.predict('iris', ARRAY[5.1, 3.5, 1.4, 0.2])")
+        assert sqlstate_of(e) == "XX001" and "sha256" in str(e.value) and e.value.diag.message_hint
+
+
+def test_tree_models_above_the_node_cap_are_served_by_python(pconn):
+    load_sklearn_dataset(pconn, "breast_cancer")
+    notices = []
+    pconn.add_notice_handler(lambda d: notices.append(d.message_primary))
+    pconn.execute("SET ml_stack.max_tree_nodes = 100")
+    mid = train(pconn, "bc", "classification", "breast_cancer", "target", algorithm="random_forest",
+                hyperparams={"n_estimators": 10})["model_id"]
+    pconn.execute("RESET ml_stack.max_tree_nodes")
+    art = model_row(pconn, mid)["artifact"]
+    assert art["format"] == "python" and art["estimator"] == "RandomForestClassifier"
+    assert any("served by Python" in n and "cap of 100" in n for n in notices)
+    est, V, y, *_ = oracle(pconn, mid, "breast_cancer", "breast_cancer")
+    cols = feature_columns("breast_cancer")
+    assert np.array_equal(served(pconn, "breast_cancer", cols, mid), est.predict(V).astype(float))
+    assert np.array_equal(served_proba(pconn, "breast_cancer", cols, mid), est.predict_proba(V))
+
+
+def test_python_models_serve_again_after_the_extension_is_recreated(pconn):
+    load_sklearn_dataset(pconn, "iris")
+    mid = train(pconn, "iris", "classification", "iris", "target", algorithm="svm")["model_id"]
+    q = "SELECT ml_stack.predict('iris', ARRAY[5.1, 3.5, 1.4, 0.2])"
+    before = pconn.execute(q).fetchone()[0]
+    pconn.execute("DROP EXTENSION ml_stack_python")
+    with pytest.raises(psycopg.Error):
+        pconn.execute(q)
+    pconn.execute("CREATE EXTENSION ml_stack_python")
+    assert pconn.execute(q).fetchone()[0] == before
+    assert pconn.execute("SELECT ml_stack.predict(%s::bigint, ARRAY[5.1, 3.5, 1.4, 0.2])", (mid,)).fetchone()[0] == before
