@@ -119,13 +119,16 @@ def convert_class_weight(params, classes):
 
 def defaults(cls, task, algorithm, seed, given):
     """Hyperparameters the engine sets unless the caller did: a random_state derived from the dataset's seed
-    (reproducible fits), probabilities for SVC (metrics need them)."""
+    (reproducible fits), probabilities for SVC (metrics need them), XGBoost's tree_method 'hist' (XGBoost 2's
+    default; 1.7's 'auto' picks 'exact', which took 21 s instead of 0.95 s on 150k rows x 20 features)."""
     names = set(cls().get_params(deep=False))
     out = {}
     if "random_state" in names and "random_state" not in given:
         out["random_state"] = int(seed) % (2 ** 31)
     if algorithm == "svm" and task == "classification" and "probability" not in given:
         out["probability"] = True
+    if algorithm == "xgboost" and "tree_method" not in given:
+        out["tree_method"] = "hist"
     return out
 
 

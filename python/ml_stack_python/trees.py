@@ -34,10 +34,10 @@ def parse_float32(texts):
     """
     texts = [str(t) for t in texts]
     d = np.array(texts, dtype=np.float64)
-    f = d.astype(np.float32)
-    up = np.nextafter(f, np.float32(np.inf))
-    down = np.nextafter(f, np.float32(-np.inf))
     with np.errstate(over="ignore", invalid="ignore"):
+        f = d.astype(np.float32)
+        up = np.nextafter(f, np.float32(np.inf))
+        down = np.nextafter(f, np.float32(-np.inf))
         tie = (d == (f.astype(np.float64) + up.astype(np.float64)) / 2) | \
               (d == (f.astype(np.float64) + down.astype(np.float64)) / 2)
     for i in np.flatnonzero(tie):
@@ -51,7 +51,8 @@ def parse_float32(texts):
 def xgboost_boundary(t):
     """float32 thresholds t (rule: left iff float32(v) < t) -> (float64 threshold, inclusive) arrays."""
     t = np.asarray(t, dtype=np.float32)
-    prev = np.nextafter(t, np.float32(-np.inf)).astype(np.float64)
+    with np.errstate(over="ignore"):
+        prev = np.nextafter(t, np.float32(-np.inf)).astype(np.float64)
     t64 = t.astype(np.float64)
     # below -F32_MAX: the float32 "before" it would be -2^128; values down to its midpoint round to -F32_MAX
     prev = np.where(np.isinf(prev), t64 - _TOP_HALF_ULP * 2, prev)
@@ -65,8 +66,8 @@ def sklearn_boundary(t):
     t = np.asarray(t, dtype=np.float64)
     with np.errstate(over="ignore"):
         c = t.astype(np.float32)
-    c = np.where(c.astype(np.float64) > t, np.nextafter(c, np.float32(-np.inf)), c).astype(np.float32)
-    q = np.nextafter(c, np.float32(np.inf)).astype(np.float64)
+        c = np.where(c.astype(np.float64) > t, np.nextafter(c, np.float32(-np.inf)), c).astype(np.float32)
+        q = np.nextafter(c, np.float32(np.inf)).astype(np.float64)
     c64 = c.astype(np.float64)
     q = np.where(np.isinf(q), c64 + _TOP_HALF_ULP * 2, q)   # above F32_MAX: the virtual float32 2^128
     m = (c64 + q) / 2
