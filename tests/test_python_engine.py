@@ -480,3 +480,32 @@ def test_python_fit_refuses_what_is_not_a_dataset(pconn):
     with pytest.raises(psycopg.Error) as e:
         pconn.execute("SELECT ml_stack._python_fit('regression', 'xgboost', '[]', '{\"x\": []}')")
     assert sqlstate_of(e) == "22023" and "hyperparams must be a JSON object" in str(e.value)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# data movement
+
+
+def test_large_splits_are_read_in_chunks_with_progress_notices(pconn):
+    pconn.execute("CREATE TABLE wide AS SELECT " + ", ".join(f"random() AS x{j}" for j in range(1, 21))
+                  + " FROM generate_series(1, 70000)")
+    pconn.execute("ALTER TABLE wide ADD COLUMN target float8")
+    pconn.execute("UPDATE wide SET target = x1 + 2 * x2 - 3 * x3 + random() / 10")
+    notices = []
+    pconn.add_notice_handler(lambda d: notices.append(d.message_primary))
+    one = train(pconn, "w1", "regression", "wide", "target", algorithm="linear", engine="python")
+    assert any("read 52500 of 52500 train rows x 20 features" in n for n in notices), notices
+    # the same split read in chunks of ~1 MB (r ranges): the same model
+    pconn.execute("SELECT ml_stack._python_import()")
+    pconn.execute("DO LANGUAGE plpython3u $$ import ml_stack_python.data as d; d.CHUNK_BYTES = 1000000 $$")
+    notices.clear()
+    two = train(pconn, "w2", "regression", "wide", "target", algorithm="linear", engine="python")
+    pconn.execute("DO LANGUAGE plpython3u $$ import ml_stack_python.data as d; d.CHUNK_BYTES = 128 * 1024 * 1024 $$")
+    chunks = [n for n in notices if "train rows" in n]
+    assert len(chunks) >= 8 and chunks[-1].startswith("ml_stack_python: read 52500 of 52500 train rows")
+    a, b = model_row(pconn, one["model_id"]), model_row(pconn, two["model_id"])
+    # the two projects have their own seeds: compare each with the library on its own split
+    for m in (a, b):
+        est, V, y, train_, test_, _ = oracle(pconn, m["id"], "wide", "wide")
+        assert np.allclose(m["artifact"]["coefficients"][0], est.coef_, rtol=1e-10, atol=1e-12)
+        assert m["artifact"]["intercepts"][0] == pytest.approx(est.intercept_, rel=1e-10)

@@ -7,8 +7,6 @@ itself before fitting where it can (scikit-learn's ``_validate_params``), else b
 
 import importlib
 
-import numpy as np
-
 from ml_stack_python.errors import MLStackError, FEATURE_NOT_SUPPORTED
 
 # algorithm -> (regression class, classification class); None where the library has no such estimator
@@ -167,11 +165,3 @@ def _param_in_message(message, params):
         if f"'{name}'" in message:
             return name
     return None
-
-
-def is_classifier(est):
-    return getattr(est, "_estimator_type", None) == "classifier"
-
-
-def to_float64(value):
-    return np.asarray(value, dtype=np.float64)
