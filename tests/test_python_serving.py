@@ -129,3 +129,23 @@ def test_python_models_serve_again_after_the_extension_is_recreated(pconn):
     pconn.execute("CREATE EXTENSION ml_stack_python")
     assert pconn.execute(q).fetchone()[0] == before
     assert pconn.execute("SELECT ml_stack.predict(%s::bigint, ARRAY[5.1, 3.5, 1.4, 0.2])", (mid,)).fetchone()[0] == before
+
+
+def test_queries_serving_python_models_never_plan_parallel(pconn):
+    """PL/Python cannot run a query in parallel mode (plpy.execute opens a subtransaction, which PostgreSQL
+    refuses there, and the error escaped PL/Python's handling: the backend crashed with signal 11). Loading a
+    model runs one, so the serving entry points are PARALLEL UNSAFE, and nothing between ml_stack.predict and
+    them may hide it. Checked with EXPLAIN only: executing such a plan could take the server down."""
+    load_sklearn_dataset(pconn, "diabetes")
+    mid = train(pconn, "d", "regression", "diabetes", "target", algorithm="svm")["model_id"]
+    pconn.execute("CREATE TABLE big AS SELECT d.* FROM diabetes AS d, generate_series(1, 50)")
+    pconn.execute("ANALYZE big")
+    for setting in ("parallel_setup_cost = 0", "parallel_tuple_cost = 0", "min_parallel_table_scan_size = 0",
+                    "max_parallel_workers_per_gather = 2"):
+        pconn.execute(f"SET {setting}")
+    arr = "ARRAY[" + ", ".join(feature_columns("diabetes")) + "]"
+    assert "Gather" in "\n".join(r[0] for r in pconn.execute("EXPLAIN SELECT sum(age) FROM big"))
+    for call in (f"ml_stack._python_predict({mid}, 0, {arr})", f"ml_stack.predict('d', {arr})",
+                 f"ml_stack.predict({mid}::bigint, {arr})", f"ml_stack._model_{mid}_predict({arr})"):
+        plan = "\n".join(r[0] for r in pconn.execute(f"EXPLAIN SELECT sum({call}) FROM big"))
+        assert "Gather" not in plan, (call, plan)

@@ -3,11 +3,14 @@
 -- checked before unpickling) and cached; a larger generation than the cached
 -- one (ml_stack's serving functions pass a new one after every deployment
 -- change) drops the cache. NULL features without an impute rule give NULL.
--- Not STRICT (NULL handling is in Python), STABLE, PARALLEL SAFE (each worker
--- has its own cache).
+-- Not STRICT (NULL handling is in Python), STABLE, PARALLEL UNSAFE: loading a
+-- model runs a query through plpy.execute, which opens a subtransaction, and
+-- PostgreSQL refuses subtransactions in parallel mode, also in the leader of a
+-- parallel plan; the error escapes PL/Python before its error handling is set
+-- up and crashed the backend (signal 11) when these were PARALLEL SAFE.
 CREATE OR REPLACE FUNCTION ml_stack._python_predict(model_id bigint, generation bigint, features float8[])
 RETURNS float8
-LANGUAGE plpython3u STABLE PARALLEL SAFE
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $ml_stack$
 if "serving" not in SD:
@@ -23,7 +26,7 @@ COMMENT ON FUNCTION ml_stack._python_predict(bigint, bigint, float8[]) IS
 
 CREATE OR REPLACE FUNCTION ml_stack._python_predict_proba(model_id bigint, generation bigint, features float8[])
 RETURNS float8[]
-LANGUAGE plpython3u STABLE PARALLEL SAFE
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $ml_stack$
 if "serving" not in SD:
