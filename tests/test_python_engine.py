@@ -509,3 +509,20 @@ def test_large_splits_are_read_in_chunks_with_progress_notices(pconn):
         est, V, y, train_, test_, _ = oracle(pconn, m["id"], "wide", "wide")
         assert np.allclose(m["artifact"]["coefficients"][0], est.coef_, rtol=1e-10, atol=1e-12)
         assert m["artifact"]["intercepts"][0] == pytest.approx(est.intercept_, rel=1e-10)
+
+
+def test_xgboost_reports_its_iterations(pconn):
+    load_sklearn_dataset(pconn, "diabetes")
+    notices = []
+    pconn.add_notice_handler(lambda d: notices.append(d.message_primary))
+    pconn.execute("SELECT ml_stack._python_import()")
+    pconn.execute("DO LANGUAGE plpython3u $$ import ml_stack_python.engine as e; e.PROGRESS_SECONDS = 0 $$")
+    train(pconn, "d", "regression", "diabetes", "target", algorithm="xgboost",
+          hyperparams={"n_estimators": 5, "early_stopping_rounds": 3})
+    iterations = [n for n in notices if "XGBoost iteration" in n]
+    assert iterations[0].startswith("ml_stack_python: XGBoost iteration 1 of 5, ")
+    assert "validation_0 rmse" in iterations[0]
+    res = train(pconn, "d", algorithm="random_forest", search="grid", search_params={"max_depth": [2, 3]},
+                search_args={"cv": 3})
+    assert any("(grid search: 2 candidates x 3 folds)" in n for n in notices)
+    assert model_row(pconn, res["model_id"])["search"]["best_params"]["max_depth"] in (2, 3)

@@ -24,6 +24,30 @@ EARLY_STOPPING_FRACTION = 0.1
 CHECK_TEST_ROWS = 3000
 CHECK_TRAIN_ROWS = 2000
 MAX_WARNINGS = 5
+# XGBoost reports its iteration (and the early-stopping loss) in a NOTICE at most this often
+PROGRESS_SECONDS = 10.0
+
+
+def _xgboost_progress(plpy, total):
+    """An XGBoost training callback that NOTICEs the iteration every PROGRESS_SECONDS."""
+    import xgboost
+
+    class Progress(xgboost.callback.TrainingCallback):
+        def __init__(self):
+            super().__init__()
+            self.start = self.last = time.monotonic()
+
+        def after_iteration(self, model, epoch, evals_log):
+            now = time.monotonic()
+            if now - self.last >= PROGRESS_SECONDS:
+                self.last = now
+                loss = "".join(f", {data} {name} {values[-1]:.6g}" for data, metrics in evals_log.items()
+                               for name, values in metrics.items() if values)
+                plpy.notice(f"ml_stack_python: XGBoost iteration {epoch + 1} of {total}, "
+                            f"{now - self.start:.1f} s{loss}")
+            return False
+
+    return Progress()
 
 
 def _node_cap(plpy):
@@ -123,7 +147,8 @@ def fit(plpy, task, algorithm, hyperparams_json, dataset_json):
         fit_params = {"eval_set": [(X_val, y_val)], "verbose": False}
 
     plpy.notice(f"ml_stack_python: fitting {cls.__name__} on {X_fit.shape[0]} rows x {X_fit.shape[1]} features"
-                + (f" ({spec['method']} search, {spec['cv']} folds)" if spec else ""))
+                + (f" ({spec['method']} search: {search.candidate_count(spec)} candidates x {spec['cv']} folds)"
+                   if spec else ""))
     fit_started = time.monotonic()
     record = None
     chosen = {}
@@ -132,12 +157,17 @@ def fit(plpy, task, algorithm, hyperparams_json, dataset_json):
         if spec:
             est, chosen, record = search.run(spec, est, X_fit, y_fit_rows, seed, X_fit.shape[0], fit_params)
         else:
+            if algorithm == "xgboost":
+                est.set_params(callbacks=[_xgboost_progress(plpy, est.get_params()["n_estimators"] or 100)])
             try:
                 est.fit(X_fit, y_fit_rows, **fit_params)
             except MLStackError:
                 raise
             except Exception as e:  # the library refused a hyperparameter value or a combination of them
                 raise _fit_error(est, e) from None
+            finally:
+                if algorithm == "xgboost":
+                    est.set_params(callbacks=None)
     seen = []
     for w in caught:
         text = f"{w.category.__name__}: {w.message}"

@@ -79,6 +79,14 @@ def check_candidates(spec, cls, algorithm, base_params, classes):
                 raise MLStackError(f"search_params {name}: {e.message}", hint=e.hint) from None
 
 
+def candidate_count(spec):
+    """How many candidates the search scores (a random search draws at most the grid's size)."""
+    size = 1
+    for values in spec["params"].values():
+        size *= len(values)
+    return size if spec["method"] == "grid" else min(size, spec["n_iter"])
+
+
 def run(spec, estimator, X, y, seed, train_rows, fit_params=None):
     """Search, refit the best candidate on all of (X, y). Returns (fitted best estimator, chosen params, the
     search's record for the registry)."""
