@@ -282,19 +282,26 @@ CHECK_TRAIN_ROWS = 2000
 MAX_WARNINGS = 5
 # XGBoost reports its iteration (and the early-stopping loss) in a NOTICE at most this often
 PROGRESS_SECONDS = 10.0
+# and lets PostgreSQL check for a cancel (pg_cancel_backend, statement_timeout) at most this often
+INTERRUPT_SECONDS = 0.5
 
 
 def _xgboost_progress(plpy, total):
-    """An XGBoost training callback that NOTICEs the iteration every PROGRESS_SECONDS."""
+    """An XGBoost training callback that NOTICEs the iteration every PROGRESS_SECONDS and runs a trivial query
+    every INTERRUPT_SECONDS, so that a cancel request stops the training between two iterations (the query
+    raises it; the error goes through XGBoost's training loop unchanged)."""
     import xgboost
 
     class Progress(xgboost.callback.TrainingCallback):
         def __init__(self):
             super().__init__()
-            self.start = self.last = time.monotonic()
+            self.start = self.last = self.checked = time.monotonic()
 
         def after_iteration(self, model, epoch, evals_log):
             now = time.monotonic()
+            if now - self.checked >= INTERRUPT_SECONDS:
+                self.checked = now
+                plpy.execute("SELECT 1")
             if now - self.last >= PROGRESS_SECONDS:
                 self.last = now
                 loss = "".join(f", {data} {name} {values[-1]:.6g}" for data, metrics in evals_log.items()
@@ -417,7 +424,7 @@ def fit(plpy, task, algorithm, hyperparams_json, dataset_json):
                 est.set_params(callbacks=[_xgboost_progress(plpy, est.get_params()["n_estimators"] or 100)])
             try:
                 est.fit(X_fit, y_fit_rows, **fit_params)
-            except MLStackError:
+            except (MLStackError, plpy.SPIError):  # ours, or PostgreSQL's (a cancel)
                 raise
             except Exception as e:  # the library refused a hyperparameter value or a combination of them
                 raise _fit_error(est, e) from None

@@ -8,6 +8,7 @@ unchanged).
 """
 
 import math
+import time
 
 import numpy as np
 import psycopg
@@ -526,3 +527,19 @@ def test_xgboost_reports_its_iterations(pconn):
                 search_args={"cv": 3})
     assert any("(grid search: 2 candidates x 3 folds)" in n for n in notices)
     assert model_row(pconn, res["model_id"])["search"]["best_params"]["max_depth"] in (2, 3)
+
+
+def test_a_cancel_stops_xgboost_training_between_iterations(pconn):
+    load_sklearn_dataset(pconn, "diabetes")
+    before = registry_rows(pconn)
+    pconn.execute("SET statement_timeout = '2s'")
+    started = time.monotonic()
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        train(pconn, "d", "regression", "diabetes", "target", algorithm="xgboost",
+              hyperparams={"n_estimators": 1000000, "max_depth": 8})
+    assert time.monotonic() - started < 10
+    pconn.execute("RESET statement_timeout")
+    assert registry_rows(pconn) == before
+    # the backend is fine afterwards
+    assert train(pconn, "d", "regression", "diabetes", "target", algorithm="xgboost",
+                 hyperparams={"n_estimators": 5})["engine"] == "python"
