@@ -149,7 +149,7 @@ def main() -> int:
         print(f"  ({k}) {med[k]:7.2f} s  {cases[k][0]}")
     for k, v in ratios.items():
         print(f"  {k}: {v:.2f}")
-    print(f"bench: wrote {args.output.relative_to(REPO)}")
+    print(f"bench: wrote {args.output}")
     return 0
 
 

@@ -934,7 +934,9 @@ def linear_artifact(est, task, transform):
         coefficients.append(raw)
         intercepts.append(float(b))
     return {"format": "linear", "library": "sklearn", "estimator": name, "link": link, "intercepts": intercepts,
-            "coefficients": coefficients, "impute": [tr.get("impute") for tr in transform]}
+            "coefficients": coefficients, "impute": [tr.get("impute") for tr in transform],
+            # provenance: the preprocessing folded into the weights above (serving does not read it)
+            "transform": transform}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1687,8 +1689,6 @@ COMMENT ON FUNCTION ml_stack.load_dataset(text) IS
 -- source: sql/python_engine/serve_existing.sql
 -- Models of the python format already in the registry (trained before a
 -- DROP EXTENSION ml_stack_python, or restored) serve again: their predictors
--- and the dispatch functions now call this extension. Last in the script, once
--- the entry points exist. Nothing to do without such models.
+-- now call this extension (the dispatch functions call the predictors, so they
+-- need no change). Last in the script, once the entry points exist.
 SELECT ml_stack._compile_model(m.id) FROM ml_stack.models AS m WHERE m.artifact ->> 'format' = 'python';
-SELECT ml_stack._refresh_serving()
-WHERE EXISTS (SELECT FROM ml_stack.models AS m WHERE m.artifact ->> 'format' = 'python');

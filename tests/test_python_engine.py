@@ -68,8 +68,6 @@ def oracle(conn, model_id, table, dataset):
     train_, test_ = train_mask(conn, model_id, y)
     transform = m["artifact"]["transform"] if m["artifact"].get("transform") else None
     V = X.copy()
-    if transform is None and m["artifact"]["format"] == "linear":
-        transform = None  # linear artifacts fold the transform; these tests train without preprocessing
     if transform:
         for j, t in enumerate(transform):
             if t["impute"] is not None:

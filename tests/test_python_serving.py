@@ -47,7 +47,7 @@ def test_python_models_are_loaded_once_per_backend_and_evicted_after_a_deploymen
     assert set(state) == {other} and state[other][0] > generation and state[other][2] == 1
     served(pconn, "iris", cols, svm_id)
     assert cache(pconn)[svm_id][2] == 2                            # loaded again, once
-    # the per-model predictors (generation 0) never evict
+    # the per-model predictors carry the latest generation: calling one evicts nothing
     pconn.execute("SELECT ml_stack._model_%s_predict(ARRAY[1, 2, 3, 4])" % svm_id)
     assert cache(pconn)[svm_id][2] == 2 and set(cache(pconn)) == {svm_id, other}
 
@@ -149,3 +149,23 @@ def test_queries_serving_python_models_never_plan_parallel(pconn):
                  f"ml_stack.predict({mid}::bigint, {arr})", f"ml_stack._model_{mid}_predict({arr})"):
         plan = "\n".join(r[0] for r in pconn.execute(f"EXPLAIN SELECT sum({call}) FROM big"))
         assert "Gather" not in plan, (call, plan)
+
+
+def test_predict_is_parallel_unsafe_only_while_python_models_exist(pconn):
+    """The planner reads predict()'s PARALLEL label before inlining, so the serving refresh sets it: UNSAFE while a
+    'python'-format model is in the registry, SAFE again (parallel plans for linear and tree models) after."""
+    def labels():
+        return {r[0] for r in pconn.execute(
+            "SELECT proparallel FROM pg_proc WHERE oid = ANY (ARRAY['ml_stack.predict(text, float8[])',"
+            " 'ml_stack.predict(bigint, float8[])', 'ml_stack.predict_proba(text, float8[])',"
+            " 'ml_stack.predict_proba(bigint, float8[])']::regprocedure[])")}
+
+    load_sklearn_dataset(pconn, "diabetes")
+    assert labels() == {"s"}
+    train(pconn, "trees", "regression", "diabetes", "target", algorithm="xgboost", hyperparams={"n_estimators": 5})
+    assert labels() == {"s"}
+    svm_id = train(pconn, "svm", "regression", "diabetes", "target", algorithm="svm")["model_id"]
+    assert labels() == {"u"}
+    pconn.execute("DELETE FROM ml_stack.projects WHERE name = 'svm'")
+    assert labels() == {"s"}
+    assert pconn.execute("SELECT count(*) FROM ml_stack.models WHERE id = %s", (svm_id,)).fetchone()[0] == 0

@@ -257,7 +257,9 @@ def linear_artifact(est, task, transform):
         coefficients.append(raw)
         intercepts.append(float(b))
     return {"format": "linear", "library": "sklearn", "estimator": name, "link": link, "intercepts": intercepts,
-            "coefficients": coefficients, "impute": [tr.get("impute") for tr in transform]}
+            "coefficients": coefficients, "impute": [tr.get("impute") for tr in transform],
+            # provenance: the preprocessing folded into the weights above (serving does not read it)
+            "transform": transform}
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -42,12 +42,7 @@ BEGIN
     WHEN 'trees' THEN
         PERFORM ml_stack._compile_trees_model(m.id, m.num_features, m.classes, m.artifact);
     WHEN 'python' THEN
-        -- served by ml_stack_python with the estimator cached per backend; the dispatch
-        -- functions call it with the serving generation, these predictors with 0
-        PERFORM ml_stack._create_model_function(format('_model_%s_predict', m.id), 'features float8[]', 'float8', 'sql',
-            format('SELECT %s', ml_stack._python_call(m.id, 'predict', 0)));
-        PERFORM ml_stack._create_model_function(format('_model_%s_proba', m.id), 'features float8[]', 'float8[]', 'sql',
-            format('SELECT %s', ml_stack._python_call(m.id, 'proba', 0)));
+        PERFORM ml_stack._compile_python_model(m.id, ml_stack._serving_generation());
     ELSE
         RAISE EXCEPTION 'model % has artifact format "%", which ml_stack does not know', model_id, m.artifact ->> 'format'
             USING ERRCODE = 'feature_not_supported',
@@ -56,21 +51,36 @@ BEGIN
 END
 $$;
 
--- The call that serves a 'python'-format model: ml_stack_python's entry point
--- when that extension is installed, else an error that says to install it.
-CREATE OR REPLACE FUNCTION ml_stack._python_call(model_id bigint, kind text, generation bigint)
-RETURNS text
-LANGUAGE plpgsql STABLE
+-- A number that grows with every serving refresh (microseconds since the epoch).
+CREATE OR REPLACE FUNCTION ml_stack._serving_generation()
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint $$;
+
+-- Predictors of a 'python'-format model: calls into ml_stack_python, which caches
+-- the unpickled estimator per backend and empties its cache when it is called
+-- with a newer generation; every serving refresh recompiles these with a new one,
+-- so a deployment change reaches every backend's cache. Without ml_stack_python,
+-- they raise an error that says to install it (its install script compiles them
+-- again). STABLE and PARALLEL UNSAFE: PL/Python loads the model with a query,
+-- which a parallel worker may not run.
+CREATE OR REPLACE FUNCTION ml_stack._compile_python_model(model_id bigint, generation bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    entry text := CASE kind WHEN 'predict' THEN '_python_predict' ELSE '_python_predict_proba' END;
+    installed boolean := to_regprocedure('ml_stack._python_predict(bigint, bigint, float8[])') IS NOT NULL;
 BEGIN
-    IF to_regprocedure(format('ml_stack.%I(bigint, bigint, float8[])', entry)) IS NULL THEN
-        RETURN CASE kind WHEN 'predict' THEN format('ml_stack._engine_not_installed(%s, features)', model_id)
-                         ELSE format('ARRAY[ml_stack._engine_not_installed(%s, features)]', model_id) END;
-    END IF;
-    RETURN format('ml_stack.%I(%s, %s, features)', entry, model_id, generation);
+    PERFORM ml_stack._create_model_function(format('_model_%s_predict', model_id), 'features float8[]', 'float8', 'sql',
+        CASE WHEN installed THEN format('SELECT ml_stack._python_predict(%s, %s, features)', model_id, generation)
+             ELSE format('SELECT ml_stack._engine_not_installed(%s, features)', model_id) END,
+        'STABLE PARALLEL UNSAFE');
+    PERFORM ml_stack._create_model_function(format('_model_%s_proba', model_id), 'features float8[]', 'float8[]', 'sql',
+        CASE WHEN installed THEN format('SELECT ml_stack._python_predict_proba(%s, %s, features)', model_id, generation)
+             ELSE format('SELECT ARRAY[ml_stack._engine_not_installed(%s, features)]', model_id) END,
+        'STABLE PARALLEL UNSAFE');
 END
 $$;
 
@@ -79,7 +89,8 @@ $$;
 -- CREATE or ALTER EXTENSION, PostgreSQL refuses to replace an object the
 -- extension does not own, and a function created there becomes a member, which
 -- pg_dump would leave out, so it is released from whichever extension took it.
-CREATE OR REPLACE FUNCTION ml_stack._create_model_function(name text, params text, result_type text, language text, body text)
+CREATE OR REPLACE FUNCTION ml_stack._create_model_function(name text, params text, result_type text, language text, body text,
+                                                           properties text DEFAULT 'IMMUTABLE PARALLEL SAFE')
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -92,8 +103,9 @@ BEGIN
               WHERE p.pronamespace = 'ml_stack'::regnamespace AND p.proname = name LOOP
         EXECUTE format('DROP FUNCTION %s', fn);
     END LOOP;
-    EXECUTE format('CREATE FUNCTION ml_stack.%I(%s) RETURNS %s LANGUAGE %s IMMUTABLE PARALLEL SAFE AS %L',
-                   name, params, result_type::regtype, CASE language WHEN 'sql' THEN 'sql' ELSE 'plpgsql' END, body);
+    EXECUTE format('CREATE FUNCTION ml_stack.%I(%s) RETURNS %s LANGUAGE %s %s AS %L',
+                   name, params, result_type::regtype, CASE language WHEN 'sql' THEN 'sql' ELSE 'plpgsql' END,
+                   CASE properties WHEN 'STABLE PARALLEL UNSAFE' THEN properties ELSE 'IMMUTABLE PARALLEL SAFE' END, body);
     SELECT p.oid INTO fn FROM pg_catalog.pg_proc AS p
     WHERE p.pronamespace = 'ml_stack'::regnamespace AND p.proname = name;
     SELECT e.extname INTO ext
@@ -116,16 +128,6 @@ AS $$
                 ELSE format('SELECT CASE %s %s ELSE %s END', key, arms, fallback) END
 $$;
 
--- A dispatch arm's call of model model_id's predictor ('predict' or 'proba').
-CREATE OR REPLACE FUNCTION ml_stack._model_call(model_id bigint, format text, kind text, generation bigint)
-RETURNS text
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN format = 'python' THEN ml_stack._python_call(model_id, kind, generation)
-                ELSE pg_catalog.format('ml_stack.%I(features)', pg_catalog.format('_model_%s_%s', model_id, kind)) END
-$$;
-
 -- Regenerate the dispatch functions from the registry (the models' own
 -- predictors are compiled by the trigger on ml_stack.models). Serialised: two
 -- sessions must not replace a function at the same time.
@@ -135,45 +137,55 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    generation bigint := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+    generation bigint := ml_stack._serving_generation();
     by_project text;
     by_project_proba text;
     by_model text;
     by_model_proba text;
+    -- PL/Python cannot load a model in parallel mode (its queries open subtransactions), and the
+    -- planner decides on parallelism from the labels of the functions the query names, before
+    -- inlining: with a 'python'-format model in the registry, predict() itself says UNSAFE
+    parallel text := CASE WHEN EXISTS (SELECT FROM ml_stack.models AS m WHERE m.artifact ->> 'format' = 'python')
+                          THEN 'UNSAFE' ELSE 'SAFE' END;
+    fn regprocedure;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('ml_stack._refresh_serving'));
-    -- a 'python'-format model is called with this refresh's generation: its backend
-    -- caches drop what they hold when a deployment changes
-    SELECT string_agg(format('WHEN %L THEN %s', d.project_name, ml_stack._model_call(d.model_id, a.format, 'predict', generation)), ' '
+    SELECT string_agg(format('WHEN %L THEN ml_stack.%I(features)', d.project_name, format('_model_%s_predict', d.model_id)), ' '
                       ORDER BY d.project_name),
-           string_agg(format('WHEN %L THEN %s', d.project_name, ml_stack._model_call(d.model_id, a.format, 'proba', generation)), ' '
+           string_agg(format('WHEN %L THEN ml_stack.%I(features)', d.project_name, format('_model_%s_proba', d.model_id)), ' '
                       ORDER BY d.project_name)
     INTO by_project, by_project_proba
-    FROM ml_stack.deployed_models AS d
-    CROSS JOIN LATERAL (SELECT m.artifact ->> 'format' AS format FROM ml_stack.models AS m WHERE m.id = d.model_id) AS a;
-    SELECT string_agg(format('WHEN %s THEN %s', m.id, ml_stack._model_call(m.id, m.artifact ->> 'format', 'predict', generation)), ' '
-                      ORDER BY m.id),
-           string_agg(format('WHEN %s THEN %s', m.id, ml_stack._model_call(m.id, m.artifact ->> 'format', 'proba', generation)), ' '
-                      ORDER BY m.id)
+    FROM ml_stack.deployed_models AS d;
+    SELECT string_agg(format('WHEN %s THEN ml_stack.%I(features)', m.id, format('_model_%s_predict', m.id)), ' ' ORDER BY m.id),
+           string_agg(format('WHEN %s THEN ml_stack.%I(features)', m.id, format('_model_%s_proba', m.id)), ' ' ORDER BY m.id)
     INTO by_model, by_model_proba
     FROM ml_stack.models AS m;
+    -- backends that cache a 'python'-format model drop it when a deployment changes
+    PERFORM ml_stack._compile_python_model(m.id, generation)
+    FROM ml_stack.models AS m WHERE m.artifact ->> 'format' = 'python';
 
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION ml_stack._predict_project(project_name text, features float8[]) RETURNS float8 '
-        'LANGUAGE sql STABLE PARALLEL SAFE AS %L',
+        'LANGUAGE sql STABLE PARALLEL ' || parallel || ' AS %L',
         ml_stack._case_dispatch('project_name', by_project, 'ml_stack._no_deployed_model(project_name, features)'));
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION ml_stack._predict_proba_project(project_name text, features float8[]) RETURNS float8[] '
-        'LANGUAGE sql STABLE PARALLEL SAFE AS %L',
+        'LANGUAGE sql STABLE PARALLEL ' || parallel || ' AS %L',
         ml_stack._case_dispatch('project_name', by_project_proba, 'ARRAY[ml_stack._no_deployed_model(project_name, features)]'));
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION ml_stack._predict_model(model_id bigint, features float8[]) RETURNS float8 '
-        'LANGUAGE sql STABLE PARALLEL SAFE AS %L',
+        'LANGUAGE sql STABLE PARALLEL ' || parallel || ' AS %L',
         ml_stack._case_dispatch('model_id', by_model, 'ml_stack._unknown_model(model_id, features)'));
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION ml_stack._predict_proba_model(model_id bigint, features float8[]) RETURNS float8[] '
-        'LANGUAGE sql STABLE PARALLEL SAFE AS %L',
+        'LANGUAGE sql STABLE PARALLEL ' || parallel || ' AS %L',
         ml_stack._case_dispatch('model_id', by_model_proba, 'ARRAY[ml_stack._unknown_model(model_id, features)]'));
+    FOREACH fn IN ARRAY ARRAY['ml_stack.predict(text, float8[])', 'ml_stack.predict(bigint, float8[])',
+                              'ml_stack.predict_proba(text, float8[])', 'ml_stack.predict_proba(bigint, float8[])']::regprocedure[] LOOP
+        IF (SELECT p.proparallel FROM pg_catalog.pg_proc AS p WHERE p.oid = fn) <> lower(left(parallel, 1)) THEN
+            EXECUTE format('ALTER FUNCTION %s PARALLEL %s', fn, parallel);
+        END IF;
+    END LOOP;
 END
 $$;
 COMMENT ON FUNCTION ml_stack._refresh_serving() IS

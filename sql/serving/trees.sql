@@ -229,6 +229,7 @@ DECLARE
     j integer;
     margins text;
     guard text;
+    unimputed text;
     class_array text := format('%L::float8[]', classes);
     predict text;
     proba text;
@@ -260,11 +261,17 @@ BEGIN
         margins := format('ml_stack.%I(ARRAY[%s])', margins_fn, array_to_string(args, ', '));
     END IF;
 
-    -- 'null' models (scikit-learn's classic trees) have no rule for a missing value: NULL in, NULL out
-    guard := format('WHEN cardinality(features) <> %s THEN %%s', num_features)
-          || CASE WHEN artifact ->> 'missing' = 'null'
-                  THEN ' WHEN array_position(features, NULL) IS NOT NULL OR array_position(features, ''NaN'') IS NOT NULL THEN NULL'
-                  ELSE '' END;
+    -- 'null' models have no rule for a missing value: a NULL (or NaN) feature without
+    -- an impute rule gives NULL
+    guard := format('WHEN cardinality(features) <> %s THEN %%s', num_features);
+    IF artifact ->> 'missing' = 'null' THEN
+        SELECT string_agg(format('NULLIF(features[%s], ''NaN'') IS NULL', g.j), ' OR ' ORDER BY g.j) INTO unimputed
+        FROM generate_series(1, num_features) AS g(j)
+        WHERE artifact -> 'transform' -> (g.j - 1) ->> 'impute' IS NULL;
+        IF unimputed IS NOT NULL THEN
+            guard := guard || format(' WHEN %s THEN NULL', unimputed);
+        END IF;
+    END IF;
     CASE artifact ->> 'link'
         WHEN 'identity' THEN predict := format('(%s)[1]', margins);
         WHEN 'exp' THEN predict := format('exp((%s)[1])', margins);

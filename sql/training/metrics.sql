@@ -67,8 +67,10 @@ BEGIN
                         - count(*) FILTER (WHERE y = (%4$L::float8[])[2]) * (count(*) FILTER (WHERE y = (%4$L::float8[])[2]) + 1) / 2.0)
                        / nullif(count(*) FILTER (WHERE y = (%4$L::float8[])[2]) * count(*) FILTER (WHERE y <> (%4$L::float8[])[2]), 0)
                 FROM ranked)::float8 END,
-            'log_loss', (SELECT avg(-ln(least(greatest(proba[array_position(%4$L::float8[], y)], 2.220446049250313e-16),
-                                             1 - 2.220446049250313e-16)))
+            -- NULL when the model gives no probabilities (greatest() would turn NULL into eps)
+            'log_loss', (SELECT CASE WHEN count(proba) = count(*) THEN
+                                    avg(-ln(least(greatest(proba[array_position(%4$L::float8[], y)], 2.220446049250313e-16),
+                                                  1 - 2.220446049250313e-16))) END
                          FROM scored))
         $q$, pred, proba, dataset ->> 'test_filter', classes, source)
     INTO result;
