@@ -764,13 +764,14 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- the one read of the relation
+    -- the one read of the relation. k is in the C collation: hex digits sort alike in every
+    -- collation, and C compares bytes (the split's sort of 200k keys took 0.26 s under en_US)
     IF to_regclass('pg_temp._ml_stack_rows') IS NOT NULL THEN
         DROP TABLE pg_temp._ml_stack_rows;  -- an earlier train in this transaction
     END IF;
     sql := format(
         'CREATE TEMPORARY TABLE _ml_stack_rows ON COMMIT DROP AS '
-        'SELECT r, y, md5(%L || '':'' || r) AS k, %s FROM ('
+        'SELECT r, y, md5(%L || '':'' || r) COLLATE "C" AS k, %s FROM ('
         '  SELECT row_number() OVER () AS r, %s AS y, %s FROM %s) AS s',
         seed,
         (SELECT string_agg(format('x%s', i), ', ') FROM generate_series(1, p) AS i),
@@ -1206,15 +1207,17 @@ $$;
 -- Tree ensembles ('trees' artifact format, docs/python-engine.md) compiled to SQL,
 -- so XGBoost and scikit-learn ensembles serve without Python, in any database
 -- that has ml_stack. Per model:
---   ml_stack._model_<id>_margins(f1 float8, .., fp float8) -> float8[]
---       PL/pgSQL: one nested CASE per tree, summed per output in tree order in
---       the artifact's arithmetic (float4 for XGBoost, as the library does);
---       scalar arguments (an array above 100 features, PostgreSQL's limit);
+--   ml_stack._model_<id>_margins(features float8[]) -> float8[]
+--       PL/pgSQL: the features into local variables once (NaN as missing, then the
+--       training transform), then one nested CASE per tree, summed per output in
+--       tree order in the artifact's arithmetic (float4 for XGBoost, as the library);
 --   ml_stack._model_<id>_predict / _proba(features float8[])
---       inlinable LANGUAGE sql wrappers that apply the transform and the link.
+--       inlinable LANGUAGE sql wrappers that apply the link to the margins.
 -- PL/pgSQL rather than one inlined expression: a 100-tree expression inlined
 -- into a query costs 40-70 ms of planning per query, trips JIT (30-80 s), and
--- ran 2.3x slower than this form (docs/design-notes/xgboost-to-sql.md).
+-- ran 2.3x slower than this form (docs/design-notes/xgboost-to-sql.md). The
+-- wrappers mention `features` once: an inlined ARRAY[...] argument is rebuilt for
+-- every mention, which made 200k predictions 1.5x slower with 41 of them.
 
 -- The artifact's trees, checked: every number a JSON number, every index in
 -- range, children after their parent (so every walk ends). Raises on the first
@@ -1372,10 +1375,10 @@ BEGIN
 END
 $$;
 
--- Body of the PL/pgSQL margins function: per output, base + tree + tree ... in
--- tree order and in the artifact's arithmetic, a statement per 100 trees (a
--- single chain of thousands of '+' exhausts the parser's stack).
-CREATE OR REPLACE FUNCTION ml_stack._trees_margins_body(artifact jsonb, feature_ref text)
+-- Body of the PL/pgSQL margins function: the features into locals f1 .. fp, then per
+-- output, base + tree + tree ... in tree order and in the artifact's arithmetic, a
+-- statement per 100 trees (a single chain of thousands of '+' exhausts the parser's stack).
+CREATE OR REPLACE FUNCTION ml_stack._trees_margins_body(model_id bigint, num_features integer, artifact jsonb)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -1387,10 +1390,29 @@ DECLARE
     declares text := '';
     body     text := '';
     result   text[] := '{}';
+    unimputed text[] := '{}';
     k        integer;
+    j        integer;
+    arg      text;
+    tr       jsonb;
     chunk    text[];
     tree     jsonb;
 BEGIN
+    FOR j IN 1 .. num_features LOOP
+        arg := format('NULLIF(features[%s], ''NaN'')', j);   -- NaN is missing, as in XGBoost
+        tr := artifact -> 'transform' -> (j - 1);
+        IF jsonb_typeof(tr) = 'object' AND tr ->> 'impute' IS NOT NULL THEN
+            arg := format('coalesce(%s, %L::float8)', arg, (tr ->> 'impute')::float8);
+        ELSE
+            unimputed := unimputed || format('f%s IS NULL', j);
+        END IF;
+        IF jsonb_typeof(tr) = 'object'
+           AND (coalesce((tr ->> 'shift')::float8, 0) <> 0 OR coalesce((tr ->> 'scale')::float8, 1) <> 1) THEN
+            arg := format('(%s - %L::float8) / %L::float8', arg, coalesce((tr ->> 'shift')::float8, 0),
+                          coalesce((tr ->> 'scale')::float8, 1));
+        END IF;
+        declares := declares || format('    f%s float8 := %s;%s', j, arg, chr(10));
+    END LOOP;
     FOR k IN 0 .. outputs - 1 LOOP
         declares := declares || format('    m%s %s := %L::%s;%s', k, sum_type,
                                        CASE sum_type WHEN 'float4' THEN ((artifact -> 'base' ->> k)::float4)::text
@@ -1399,7 +1421,7 @@ BEGIN
         chunk := '{}';
         FOR tree IN SELECT t.value FROM jsonb_array_elements(artifact -> 'trees') WITH ORDINALITY AS t(value, i)
                     WHERE (t.value ->> 'output')::integer = k ORDER BY t.i LOOP
-            chunk := chunk || ml_stack._tree_sql(tree, sum_type, feature_ref);
+            chunk := chunk || ml_stack._tree_sql(tree, sum_type, 'f%s');
             IF cardinality(chunk) = 100 THEN
                 body := body || format('    m%s := m%s + %s;%s', k, k, array_to_string(chunk, ' + '), chr(10));
                 chunk := '{}';
@@ -1412,8 +1434,19 @@ BEGIN
                                  THEN format('m%s / %L::float8', k, (artifact ->> 'divisor')::float8)
                                  ELSE format('m%s', k) END;
     END LOOP;
-    RETURN format('DECLARE%s%sBEGIN%s%s    RETURN ARRAY[%s]::float8[];%sEND', chr(10), declares, chr(10), body,
-                  array_to_string(result, ', '), chr(10));
+    RETURN format('DECLARE%1$s%2$sBEGIN%1$s'
+                  -- the count is checked first: the locals above read past a short array as NULL
+                  '    IF cardinality(features) <> %3$s THEN%1$s'
+                  '        RETURN ARRAY[ml_stack._wrong_feature_count(%4$s, %3$s, features)];%1$s'
+                  '    END IF;%1$s'
+                  '%5$s'
+                  '%6$s    RETURN ARRAY[%7$s]::float8[];%1$sEND',
+                  chr(10), declares, num_features, model_id,
+                  -- 'null' models have no rule for a missing value: NULL without an impute rule gives NULL
+                  CASE WHEN artifact ->> 'missing' = 'null' AND cardinality(unimputed) > 0
+                       THEN format('    IF %s THEN%s        RETURN NULL;%s    END IF;%s',
+                                   array_to_string(unimputed, ' OR '), chr(10), chr(10), chr(10)) ELSE '' END,
+                  body, array_to_string(result, ', '));
 END
 $$;
 
@@ -1425,58 +1458,14 @@ SET search_path = pg_catalog, pg_temp
 SET extra_float_digits = 3
 AS $$
 DECLARE
-    scalar_args boolean := num_features <= 100;   -- FUNC_MAX_ARGS
-    margins_fn text := format('_model_%s_margins', model_id);
-    params text;
-    args text[] := '{}';
-    arg text;
-    tr jsonb;
-    j integer;
-    margins text;
-    guard text;
-    unimputed text;
+    margins text := format('ml_stack.%I(features)', format('_model_%s_margins', model_id));
     class_array text := format('%L::float8[]', classes);
     predict text;
     proba text;
 BEGIN
     PERFORM ml_stack._check_trees_artifact(artifact, num_features, classes);
-    -- arguments: NaN is missing (as in XGBoost), then the training transform
-    FOR j IN 1 .. num_features LOOP
-        arg := format('NULLIF(features[%s], ''NaN'')', j);
-        tr := artifact -> 'transform' -> (j - 1);
-        IF tr IS NOT NULL AND jsonb_typeof(tr) = 'object' THEN
-            IF tr ->> 'impute' IS NOT NULL THEN
-                arg := format('coalesce(%s, %L::float8)', arg, (tr ->> 'impute')::float8);
-            END IF;
-            IF coalesce((tr ->> 'shift')::float8, 0) <> 0 OR coalesce((tr ->> 'scale')::float8, 1) <> 1 THEN
-                arg := format('((%s - %L::float8) / %L::float8)', arg, coalesce((tr ->> 'shift')::float8, 0),
-                              coalesce((tr ->> 'scale')::float8, 1));
-            END IF;
-        END IF;
-        args := args || arg;
-    END LOOP;
-    IF scalar_args THEN
-        SELECT string_agg(format('f%s float8', g.i), ', ' ORDER BY g.i) INTO params FROM generate_series(1, num_features) AS g(i);
-        PERFORM ml_stack._create_model_function(margins_fn, params, 'float8[]', 'plpgsql',
-                                                ml_stack._trees_margins_body(artifact, 'f%s'));
-        margins := format('ml_stack.%I(%s)', margins_fn, array_to_string(args, ', '));
-    ELSE
-        PERFORM ml_stack._create_model_function(margins_fn, 'f float8[]', 'float8[]', 'plpgsql',
-                                                ml_stack._trees_margins_body(artifact, 'f[%s]'));
-        margins := format('ml_stack.%I(ARRAY[%s])', margins_fn, array_to_string(args, ', '));
-    END IF;
-
-    -- 'null' models have no rule for a missing value: a NULL (or NaN) feature without
-    -- an impute rule gives NULL
-    guard := format('WHEN cardinality(features) <> %s THEN %%s', num_features);
-    IF artifact ->> 'missing' = 'null' THEN
-        SELECT string_agg(format('NULLIF(features[%s], ''NaN'') IS NULL', g.j), ' OR ' ORDER BY g.j) INTO unimputed
-        FROM generate_series(1, num_features) AS g(j)
-        WHERE artifact -> 'transform' -> (g.j - 1) ->> 'impute' IS NULL;
-        IF unimputed IS NOT NULL THEN
-            guard := guard || format(' WHEN %s THEN NULL', unimputed);
-        END IF;
-    END IF;
+    PERFORM ml_stack._create_model_function(format('_model_%s_margins', model_id), 'features float8[]', 'float8[]', 'plpgsql',
+                                            ml_stack._trees_margins_body(model_id, num_features, artifact));
     CASE artifact ->> 'link'
         WHEN 'identity' THEN predict := format('(%s)[1]', margins);
         WHEN 'exp' THEN predict := format('exp((%s)[1])', margins);
@@ -1491,14 +1480,9 @@ BEGIN
             proba := margins;
     END CASE;
     PERFORM ml_stack._create_model_function(format('_model_%s_predict', model_id), 'features float8[]', 'float8', 'sql',
-        format('SELECT CASE %s ELSE %s END',
-               format(guard, format('ml_stack._wrong_feature_count(%s, %s, features)', model_id, num_features)), predict));
+                                            format('SELECT %s', predict));
     PERFORM ml_stack._create_model_function(format('_model_%s_proba', model_id), 'features float8[]', 'float8[]', 'sql',
-        CASE WHEN proba IS NULL
-             THEN format('SELECT ml_stack._no_probabilities(%s, features)', model_id)
-             ELSE format('SELECT CASE %s ELSE %s END',
-                         format(guard, format('ARRAY[ml_stack._wrong_feature_count(%s, %s, features)]', model_id, num_features)),
-                         proba) END);
+        format('SELECT %s', coalesce(proba, format('ml_stack._no_probabilities(%s, features)', model_id))));
 END
 $$;
 

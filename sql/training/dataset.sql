@@ -106,13 +106,14 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- the one read of the relation
+    -- the one read of the relation. k is in the C collation: hex digits sort alike in every
+    -- collation, and C compares bytes (the split's sort of 200k keys took 0.26 s under en_US)
     IF to_regclass('pg_temp._ml_stack_rows') IS NOT NULL THEN
         DROP TABLE pg_temp._ml_stack_rows;  -- an earlier train in this transaction
     END IF;
     sql := format(
         'CREATE TEMPORARY TABLE _ml_stack_rows ON COMMIT DROP AS '
-        'SELECT r, y, md5(%L || '':'' || r) AS k, %s FROM ('
+        'SELECT r, y, md5(%L || '':'' || r) COLLATE "C" AS k, %s FROM ('
         '  SELECT row_number() OVER () AS r, %s AS y, %s FROM %s) AS s',
         seed,
         (SELECT string_agg(format('x%s', i), ', ') FROM generate_series(1, p) AS i),
