@@ -108,7 +108,55 @@ FROM breast_cancer
 LIMIT 6 OFFSET 17;
 
 \echo
-\echo '== 10. Every project now'
+\echo '== 10. The python engine: XGBoost against the linear baseline'
+\echo 'CREATE EXTENSION ml_stack_python CASCADE;   -- PL/Python, XGBoost, scikit-learn'
+CREATE EXTENSION ml_stack_python CASCADE;
+\echo '-- house prices with thresholds and interactions (synthetic, 5,000 rows): hard for a straight line'
+SELECT setseed(0.5) AS seeded \gset
+CREATE TABLE houses AS
+SELECT area, rooms, age, distance,
+       round((2500 * area * CASE WHEN distance < 5 THEN 1.8 WHEN distance < 15 THEN 1.2 ELSE 0.8 END
+              + 20000 * rooms - CASE WHEN age > 40 THEN 1500 * (age - 40) ELSE 0 END
+              + 30000 * random())::numeric, 0)::float8 AS price
+FROM (SELECT round((40 + random() * 160)::numeric, 1)::float8 AS area, 1 + floor(random() * 6)::integer AS rooms,
+             floor(random() * 80)::integer AS age, round((random() * 30)::numeric, 2)::float8 AS distance
+      FROM generate_series(1, 5000)) AS h;
+\echo 'SELECT * FROM ml_stack.train(''house_prices'', ''regression'', ''houses'', ''price'');   -- linear baseline'
+SELECT project, algorithm, engine, model_id, deployed, round((metrics ->> 'r2')::numeric, 4) AS r2
+FROM ml_stack.train('house_prices', 'regression', 'houses', 'price');
+\echo 'SELECT * FROM ml_stack.train(''house_prices'', algorithm => ''xgboost'', hyperparams => ''{"n_estimators": 200, "max_depth": 4}'');'
+SELECT project, algorithm, engine, model_id, deployed, round((metrics ->> 'r2')::numeric, 4) AS r2
+FROM ml_stack.train('house_prices', algorithm => 'xgboost', hyperparams => '{"n_estimators": 200, "max_depth": 4}');
+\echo '-- a grid search (3-fold cross-validation on the training rows); every candidate is kept on the model'
+\echo 'SELECT * FROM ml_stack.train(''house_prices'', algorithm => ''xgboost'', search => ''grid'', search_params => ''{"max_depth": [2, 6], "learning_rate": [0.1, 0.3]}'', search_args => ''{"cv": 3}'');'
+SELECT project, algorithm, model_id, deployed, round((metrics ->> 'r2')::numeric, 4) AS r2
+FROM ml_stack.train('house_prices', algorithm => 'xgboost', search => 'grid',
+                    search_params => '{"max_depth": [2, 6], "learning_rate": [0.1, 0.3]}',
+                    search_args => '{"cv": 3}');
+SELECT id AS model_id, hyperparams AS "hyperparameters (the search's choice)"
+FROM ml_stack.models WHERE id = (SELECT max(id) FROM ml_stack.models);
+SELECT c ->> 'rank' AS rank, c -> 'params' AS candidate, round((c ->> 'mean_score')::numeric, 4) AS mean_cv_r2
+FROM ml_stack.models AS m, jsonb_array_elements(m.search -> 'candidates') AS c
+WHERE m.id = (SELECT max(id) FROM ml_stack.models)
+ORDER BY (c ->> 'rank')::integer;
+\echo '-- deployed: the best r2 of the project'
+SELECT project_name, model_id, algorithm, engine, round((metrics ->> 'r2')::numeric, 4) AS r2
+FROM ml_stack.deployed_models WHERE project_name = 'house_prices';
+\echo '-- served by SQL compiled from the trees (nested CASE in PL/pgSQL, float4 sums as XGBoost): no Python per row'
+SELECT price AS truth, round(ml_stack.predict('house_prices', ARRAY[area, rooms, age, distance])) AS predicted
+FROM houses LIMIT 5;
+SELECT p.oid::regprocedure AS compiled_function, l.lanname AS language, length(p.prosrc) AS source_chars
+FROM pg_proc AS p JOIN pg_language AS l ON l.oid = p.prolang
+WHERE p.proname = format('_model_%s_margins', (SELECT model_id FROM ml_stack.deployed_models WHERE project_name = 'house_prices'));
+\echo '-- scikit-learn''s toy datasets, as tables'
+\echo 'SELECT * FROM ml_stack.load_dataset(''wine'');'
+SELECT * FROM ml_stack.load_dataset('wine');
+SELECT project, algorithm, model_id, round((metrics ->> 'f1')::numeric, 4) AS f1
+FROM ml_stack.train('wine', 'classification', 'ml_stack.wine', 'target', algorithm => 'random_forest',
+                    hyperparams => '{"n_estimators": 50}');
+
+\echo
+\echo '== 11. Every project now'
 SELECT project_name, task, model_id, algorithm, strategy,
        round(coalesce(metrics ->> 'r2', metrics ->> 'f1')::numeric, 4) AS key_metric
 FROM ml_stack.deployed_models
@@ -120,7 +168,7 @@ ORDER BY project_name;
 -- ==============================================================================================================
 
 \echo
-\echo '== 11. Scheduled retraining with pg_cron'
+\echo '== 12. Scheduled retraining with pg_cron'
 \echo '-- a project trained on the first 300 rows of diabetes; more rows arrive later'
 CREATE TABLE diabetes_live AS SELECT * FROM diabetes ORDER BY ctid LIMIT 300;
 SELECT project, algorithm, model_id, deployed, round((metrics ->> 'r2')::numeric, 4) AS r2
