@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from helpers import registry_rows, serving_state, train_every_kind
+from datasets import fetch_xy
+from helpers import model_row, registry_rows, serving_state, train, train_every_kind
 
 REPO = Path(__file__).resolve().parent.parent
 EXTENSION_DIR = REPO / "extension"
@@ -484,3 +485,68 @@ def test_update_can_recompile_predictors(pg_server, new_db, synthetic_version):
     version = synthetic_version("SELECT ml_stack._compile_model(id) FROM ml_stack.models ORDER BY id;\n"
                                 "SELECT ml_stack._refresh_serving();")
     check_upgrade(pg_server, new_db, version)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the python engine on an upgraded database
+# (CREATE EXTENSION ml_stack_python refused while ml_stack is 0.1.0, with the ALTER EXTENSION hint:
+# test_python_engine::test_install_needs_ml_stack_0_2_0)
+
+
+@pytest.mark.skipif("0.1.0" not in OLDER, reason="ml_stack 0.1.0 is not a released older version")
+def test_python_engine_on_a_database_updated_from_0_1_0(pg_server, new_db):
+    """A 0.1.0 database with SQL-engine models, updated: ml_stack_python installs, XGBoost trains in an old project
+    and deploys, and the old models serve exactly what they did under 0.1.0."""
+    import numpy as np
+    from test_python_engine import library_outputs, oracle  # imports xgboost and scikit-learn: only here
+
+    dbname = new_db("ml_stack_upgrade_python")
+    with pg_server.connect(dbname) as old:
+        old.execute("CREATE EXTENSION ml_stack VERSION '0.1.0'")
+        ids = train_every_kind(old)
+        served, registry = serving_state(old), registry_json(old)
+        next_model_id = old.execute("SELECT max(id) + 1 FROM ml_stack.models").fetchone()[0]
+        old.execute("ALTER EXTENSION ml_stack UPDATE")
+    with pg_server.connect(dbname) as db:
+        db.execute("CREATE EXTENSION ml_stack_python CASCADE")
+        assert dict(db.execute("SELECT extname, extversion FROM pg_extension WHERE extname LIKE 'ml_stack%'")
+                    .fetchall()) == {"ml_stack": CURRENT, "ml_stack_python": CURRENT}
+        # installing the engine changes nothing the old models serve, nor the registry
+        assert serving_state(db) == served
+        assert_registry_kept(registry, registry_json(db))
+
+        # XGBoost in the project made under 0.1.0, by its name only: its relation, label, task and split seed
+        row = train(db, "iris", algorithm="xgboost", hyperparams={"n_estimators": 10}, automatic_deploy=False)
+        assert (row["model_id"], row["engine"], row["task"], row["deployed"]) == \
+            (next_model_id, "python", "classification", False)
+        m = model_row(db, row["model_id"])
+        assert m["artifact"]["format"] == "trees" and m["artifact"]["library"] == "xgboost"
+        assert m["snapshot_id"] > model_row(db, ids["multinomial"])["snapshot_id"]
+        deployed = db.execute("SELECT project, strategy, model_id FROM ml_stack.deploy(%s::bigint)",
+                              (row["model_id"],)).fetchone()
+        assert deployed == ("iris", "specific", row["model_id"])
+
+        after = serving_state(db)
+        assert after[("project", "iris")] == after[("model", row["model_id"])]
+        # what it serves is XGBoost's own model of those rows: every class exactly, and the probabilities are the
+        # float8 softmax (ml_stack._softmax's arithmetic) of XGBoost's float32 margins, to an ulp of exp()
+        est, V, y, _, _, classes = oracle(db, row["model_id"], "iris", "iris")
+        pred, proba = library_outputs(est, V, classes)
+        got = after[("model", row["model_id"])]
+        assert [r[0] for r in got] == fetch_xy(db, "iris")[0].tolist()   # the same rows, in the same order
+        assert np.array_equal([r[1] for r in got], pred)
+        margins = np.asarray(est.predict(V, output_margin=True), dtype=np.float64)
+        e = np.exp(margins - margins.max(axis=1, keepdims=True))
+        softmax = e / (e[:, 0] + e[:, 1] + e[:, 2])[:, None]
+        served_proba = np.array([r[2] for r in got])
+        assert np.abs(served_proba - softmax).max() <= 4e-16
+        assert np.abs(served_proba - proba).max() <= 1e-7                   # the library's own float32 softmax
+        assert len(set(pred)) == 3
+        # every old model and project serves what it did under 0.1.0
+        for key, rows in served.items():
+            if key != ("project", "iris"):
+                assert after[key] == rows, f"{key} serves other values after the update and the engine's install"
+        # the history made under 0.1.0 and the new deployment are one: a rollback gives the 0.1.0 model back
+        rollback = db.execute("SELECT model_id FROM ml_stack.deploy('iris', 'rollback')").fetchone()[0]
+        assert rollback == ids["multinomial"]
+        assert serving_state(db)[("project", "iris")] == served[("project", "iris")]
