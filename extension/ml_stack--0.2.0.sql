@@ -2,12 +2,14 @@
 \echo Use "CREATE EXTENSION ml_stack" to load this file. \quit
 
 -- source: sql/common/serving_errors.sql
--- Errors raised from compiled predictors. They take the feature array so that the
--- planner never folds them for a row that does not reach their CASE arm (DESIGN §6).
+-- Errors raised from compiled predictors. They are STABLE and take the feature array
+-- so that the planner never runs them while simplifying a CASE arm that a row may not
+-- reach (DESIGN §6): an IMMUTABLE one was folded when the array was a constant and
+-- the project name or model id was not.
 
 CREATE OR REPLACE FUNCTION ml_stack._wrong_feature_count(model_id bigint, expected integer, features float8[])
 RETURNS float8
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -19,7 +21,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION ml_stack._no_probabilities(model_id bigint, features float8[])
 RETURNS float8[]
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -31,7 +33,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION ml_stack._engine_not_installed(model_id bigint, features float8[])
 RETURNS float8
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -63,7 +65,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION ml_stack._unknown_model(model_id bigint, features float8[])
 RETURNS float8
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -1520,6 +1522,7 @@ BEGIN
     END LOOP;
     RETURN format('DECLARE%1$s%2$sBEGIN%1$s'
                   -- the count is checked first: the locals above read past a short array as NULL
+                  '    IF features IS NULL THEN%1$s        RETURN NULL;%1$s    END IF;%1$s'
                   '    IF cardinality(features) <> %3$s THEN%1$s'
                   '        RETURN ARRAY[ml_stack._wrong_feature_count(%4$s, %3$s, features)];%1$s'
                   '    END IF;%1$s'
@@ -1628,20 +1631,22 @@ BEGIN
 END
 $$;
 
--- A number that grows with every serving refresh (microseconds since the epoch).
+-- The serving generation: the time of the latest deployment, in microseconds. It
+-- grows with every deployment (also across a DROP and CREATE EXTENSION, which
+-- reuses model ids) and stays put when a model is only trained.
 CREATE OR REPLACE FUNCTION ml_stack._serving_generation()
 RETURNS bigint
-LANGUAGE sql VOLATILE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint $$;
+AS $$ SELECT coalesce((extract(epoch FROM max(d.created_at)) * 1000000)::bigint, 0) FROM ml_stack.deployments AS d $$;
 
 -- Predictors of a 'python'-format model: calls into ml_stack_python, which caches
 -- the unpickled estimator per backend and empties its cache when it is called
--- with a newer generation; every serving refresh recompiles these with a new one,
--- so a deployment change reaches every backend's cache. Without ml_stack_python,
+-- with a newer generation; every serving refresh compiles these with the current
+-- one, so a deployment reaches every backend's cache. Without ml_stack_python,
 -- they raise an error that says to install it (its install script compiles them
--- again). STABLE and PARALLEL UNSAFE: PL/Python loads the model with a query,
--- which a parallel worker may not run.
+-- again). PARALLEL UNSAFE: PL/Python loads the model with a query, which parallel
+-- mode forbids. Left as they are when their body would not change.
 CREATE OR REPLACE FUNCTION ml_stack._compile_python_model(model_id bigint, generation bigint)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -1649,15 +1654,22 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     installed boolean := to_regprocedure('ml_stack._python_predict(bigint, bigint, float8[])') IS NOT NULL;
+    bodies text[] := CASE WHEN installed
+        THEN ARRAY[format('SELECT ml_stack._python_predict(%s, %s, features)', model_id, generation),
+                   format('SELECT ml_stack._python_predict_proba(%s, %s, features)', model_id, generation)]
+        ELSE ARRAY[format('SELECT ml_stack._engine_not_installed(%s, features)', model_id),
+                   format('SELECT ARRAY[ml_stack._engine_not_installed(%s, features)]', model_id)] END;
 BEGIN
+    IF (SELECT count(*) FROM pg_catalog.pg_proc AS p
+        WHERE p.pronamespace = 'ml_stack'::regnamespace
+          AND (p.proname, p.prosrc) IN ((format('_model_%s_predict', model_id), bodies[1]),
+                                        (format('_model_%s_proba', model_id), bodies[2]))) = 2 THEN
+        RETURN;
+    END IF;
     PERFORM ml_stack._create_model_function(format('_model_%s_predict', model_id), 'features float8[]', 'float8', 'sql',
-        CASE WHEN installed THEN format('SELECT ml_stack._python_predict(%s, %s, features)', model_id, generation)
-             ELSE format('SELECT ml_stack._engine_not_installed(%s, features)', model_id) END,
-        'STABLE PARALLEL UNSAFE');
+                                            bodies[1], false);
     PERFORM ml_stack._create_model_function(format('_model_%s_proba', model_id), 'features float8[]', 'float8[]', 'sql',
-        CASE WHEN installed THEN format('SELECT ml_stack._python_predict_proba(%s, %s, features)', model_id, generation)
-             ELSE format('SELECT ARRAY[ml_stack._engine_not_installed(%s, features)]', model_id) END,
-        'STABLE PARALLEL UNSAFE');
+                                            bodies[2], false);
 END
 $$;
 
@@ -1667,7 +1679,7 @@ $$;
 -- extension does not own, and a function created there becomes a member, which
 -- pg_dump would leave out, so it is released from whichever extension took it.
 CREATE OR REPLACE FUNCTION ml_stack._create_model_function(name text, params text, result_type text, language text, body text,
-                                                           properties text DEFAULT 'IMMUTABLE PARALLEL SAFE')
+                                                           parallel_safe boolean DEFAULT true)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -1682,7 +1694,8 @@ BEGIN
     END LOOP;
     EXECUTE format('CREATE FUNCTION ml_stack.%I(%s) RETURNS %s LANGUAGE %s %s AS %L',
                    name, params, result_type::regtype, CASE language WHEN 'sql' THEN 'sql' ELSE 'plpgsql' END,
-                   CASE properties WHEN 'STABLE PARALLEL UNSAFE' THEN properties ELSE 'IMMUTABLE PARALLEL SAFE' END, body);
+                   -- STABLE, not IMMUTABLE: the planner must not run them on constant arguments (serving_errors.sql)
+                   CASE WHEN parallel_safe THEN 'STABLE PARALLEL SAFE' ELSE 'STABLE PARALLEL UNSAFE' END, body);
     SELECT p.oid INTO fn FROM pg_catalog.pg_proc AS p
     WHERE p.pronamespace = 'ml_stack'::regnamespace AND p.proname = name;
     SELECT e.extname INTO ext
@@ -2086,6 +2099,11 @@ BEGIN
     IF hyperparams IS NULL OR jsonb_typeof(hyperparams) <> 'object' THEN
         RAISE EXCEPTION 'hyperparams must be a JSON object' USING ERRCODE = 'invalid_parameter_value',
             HINT = 'e.g. hyperparams => ''{"alpha": 0.5}''';
+    END IF;
+    IF search IS NULL AND (coalesce(search_params, '{}') <> '{}' OR coalesce(search_args, '{}') <> '{}') THEN
+        RAISE EXCEPTION 'search_params and search_args need a search'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Add search => ''grid'' or search => ''random'', or pass the values in hyperparams.';
     END IF;
     IF search IS NOT NULL AND chosen_engine = 'sql' THEN
         RAISE EXCEPTION 'hyperparameter search needs the python engine'
@@ -2883,6 +2901,8 @@ COMMENT ON PROCEDURE ml_stack.run_training(text, text, text, jsonb, real, text, 
     'ml_stack: the command of a scheduled training job (ml_stack.schedule_training): retrain the project on its relation''s current rows with the settings of its deployed model (or of its most recent one) for every argument left NULL, deploy the new model only if it beats the deployed one, and record the run in ml_stack.training_runs, failed or not (a failure is raised again after it is recorded). CALL it at top level, not in a transaction block.';
 
 -- source: sql/serving/refresh.sql
--- Last step of every install and upgrade script: regenerate the dispatch functions
--- from the registry (none on a fresh install), with this version's code.
+-- Last step of every install and upgrade script: compile every model with this
+-- version's code (an upgrade may change what a predictor looks like; nothing to do
+-- on a fresh install), then regenerate the dispatch functions from the registry.
+SELECT ml_stack._compile_model(m.id) FROM ml_stack.models AS m ORDER BY m.id;
 SELECT ml_stack._refresh_serving();

@@ -256,3 +256,40 @@ def test_trees_model_survives_dump_and_restore(pg_server, new_db, tmp_path, conn
             "SELECT count(*) FROM pg_depend WHERE classid = 'pg_proc'::regclass AND deptype = 'e'"
             " AND objid = %s::regproc", (f"ml_stack._model_{model_id}_margins",)).fetchone()[0]
         assert member == 0
+
+
+def test_constant_features_with_the_project_or_model_from_the_row(conn):
+    """With a constant feature array and the project or model id taken from each row, the planner simplifies
+    every dispatch arm: an arm whose model takes another feature count (or has no probabilities) must not raise
+    for rows that never reach it (DESIGN §6; the error functions and predictors are STABLE for that)."""
+    conn.execute("CREATE TABLE two AS SELECT x1, x2, 3 * x1 - x2 AS y FROM (VALUES (1.0, 2.0), (2.0, 1.0), (3.0, 5.0),"
+                 " (4.0, 3.0)) AS v(x1, x2)")
+    linear_id = conn.execute("SELECT model_id FROM ml_stack.train('two', 'regression', 'two', 'y', test_size => 1)"
+                             ).fetchone()[0]
+    rng = np.random.default_rng(RNG_SEED + 2)
+    art = {"format": "trees", "outputs": 1, "base": [0.0], "sum": "float4", "link": "logistic",
+           "missing": "default", "trees": [random_tree(rng, 3, 3, 0, True) for _ in range(4)]}
+    trees_id = import_doc(conn, "three", document(art, 3, "classification", [0.0, 1.0]))
+    expected = serve(conn, "three", [[1.0, 2.0, 3.0]])[0]
+    expected_proba = serve(conn, "three", [[1.0, 2.0, 3.0]], proba=True)[0]
+    # a table, so that the keys are not constants the planner could fold into the dispatch
+    conn.execute("CREATE TABLE keys (p text, m bigint)")
+    conn.execute("INSERT INTO keys VALUES ('three', %s), ('two', %s)", (trees_id, linear_id))
+    assert conn.execute("SELECT ml_stack.predict(p, ARRAY[1, 2, 3]) FROM keys WHERE p = 'three'").fetchone()[0] == expected
+    assert conn.execute("SELECT ml_stack.predict(m, ARRAY[1, 2, 3]) FROM keys WHERE p = 'three'").fetchone()[0] == expected
+    assert conn.execute("SELECT ml_stack.predict_proba(m, ARRAY[1, 2, 3]) FROM keys WHERE p = 'three'"
+                        ).fetchone()[0] == expected_proba
+    assert conn.execute("SELECT ml_stack.predict(p, ARRAY[1, 1]) FROM keys WHERE p = 'two'"
+                        ).fetchone()[0] == pytest.approx(2.0, abs=1e-9)
+    with pytest.raises(errors.InvalidParameterValue, match=f"model {linear_id} takes 2 features, got 3"):
+        conn.execute("SELECT ml_stack.predict(p, ARRAY[1, 2, 3]) FROM keys")
+
+
+def test_a_null_feature_array_gives_null(conn):
+    art = {"format": "trees", "outputs": 1, "base": [0.5], "sum": "float8", "link": "identity", "missing": "null",
+           "transform": [{"impute": 1.0, "shift": 0.0, "scale": 1.0}] * 2,
+           "trees": [random_tree(np.random.default_rng(3), 2, 3, 0, False)]}
+    import_doc(conn, "imputed", document(art, 2, "regression"))
+    assert conn.execute("SELECT ml_stack.predict('imputed', NULL::float8[])").fetchone()[0] is None
+    assert conn.execute("SELECT ml_stack.predict('imputed', ARRAY[NULL, NULL]::float8[])").fetchone()[0] == \
+        evaluate(art, [None, None])[0]

@@ -1,9 +1,11 @@
--- Errors raised from compiled predictors. They take the feature array so that the
--- planner never folds them for a row that does not reach their CASE arm (DESIGN §6).
+-- Errors raised from compiled predictors. They are STABLE and take the feature array
+-- so that the planner never runs them while simplifying a CASE arm that a row may not
+-- reach (DESIGN §6): an IMMUTABLE one was folded when the array was a constant and
+-- the project name or model id was not.
 
 CREATE OR REPLACE FUNCTION ml_stack._wrong_feature_count(model_id bigint, expected integer, features float8[])
 RETURNS float8
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -15,7 +17,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION ml_stack._no_probabilities(model_id bigint, features float8[])
 RETURNS float8[]
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -27,7 +29,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION ml_stack._engine_not_installed(model_id bigint, features float8[])
 RETURNS float8
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -59,7 +61,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION ml_stack._unknown_model(model_id bigint, features float8[])
 RETURNS float8
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN

@@ -51,20 +51,22 @@ BEGIN
 END
 $$;
 
--- A number that grows with every serving refresh (microseconds since the epoch).
+-- The serving generation: the time of the latest deployment, in microseconds. It
+-- grows with every deployment (also across a DROP and CREATE EXTENSION, which
+-- reuses model ids) and stays put when a model is only trained.
 CREATE OR REPLACE FUNCTION ml_stack._serving_generation()
 RETURNS bigint
-LANGUAGE sql VOLATILE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint $$;
+AS $$ SELECT coalesce((extract(epoch FROM max(d.created_at)) * 1000000)::bigint, 0) FROM ml_stack.deployments AS d $$;
 
 -- Predictors of a 'python'-format model: calls into ml_stack_python, which caches
 -- the unpickled estimator per backend and empties its cache when it is called
--- with a newer generation; every serving refresh recompiles these with a new one,
--- so a deployment change reaches every backend's cache. Without ml_stack_python,
+-- with a newer generation; every serving refresh compiles these with the current
+-- one, so a deployment reaches every backend's cache. Without ml_stack_python,
 -- they raise an error that says to install it (its install script compiles them
--- again). STABLE and PARALLEL UNSAFE: PL/Python loads the model with a query,
--- which a parallel worker may not run.
+-- again). PARALLEL UNSAFE: PL/Python loads the model with a query, which parallel
+-- mode forbids. Left as they are when their body would not change.
 CREATE OR REPLACE FUNCTION ml_stack._compile_python_model(model_id bigint, generation bigint)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -72,15 +74,22 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     installed boolean := to_regprocedure('ml_stack._python_predict(bigint, bigint, float8[])') IS NOT NULL;
+    bodies text[] := CASE WHEN installed
+        THEN ARRAY[format('SELECT ml_stack._python_predict(%s, %s, features)', model_id, generation),
+                   format('SELECT ml_stack._python_predict_proba(%s, %s, features)', model_id, generation)]
+        ELSE ARRAY[format('SELECT ml_stack._engine_not_installed(%s, features)', model_id),
+                   format('SELECT ARRAY[ml_stack._engine_not_installed(%s, features)]', model_id)] END;
 BEGIN
+    IF (SELECT count(*) FROM pg_catalog.pg_proc AS p
+        WHERE p.pronamespace = 'ml_stack'::regnamespace
+          AND (p.proname, p.prosrc) IN ((format('_model_%s_predict', model_id), bodies[1]),
+                                        (format('_model_%s_proba', model_id), bodies[2]))) = 2 THEN
+        RETURN;
+    END IF;
     PERFORM ml_stack._create_model_function(format('_model_%s_predict', model_id), 'features float8[]', 'float8', 'sql',
-        CASE WHEN installed THEN format('SELECT ml_stack._python_predict(%s, %s, features)', model_id, generation)
-             ELSE format('SELECT ml_stack._engine_not_installed(%s, features)', model_id) END,
-        'STABLE PARALLEL UNSAFE');
+                                            bodies[1], false);
     PERFORM ml_stack._create_model_function(format('_model_%s_proba', model_id), 'features float8[]', 'float8[]', 'sql',
-        CASE WHEN installed THEN format('SELECT ml_stack._python_predict_proba(%s, %s, features)', model_id, generation)
-             ELSE format('SELECT ARRAY[ml_stack._engine_not_installed(%s, features)]', model_id) END,
-        'STABLE PARALLEL UNSAFE');
+                                            bodies[2], false);
 END
 $$;
 
@@ -90,7 +99,7 @@ $$;
 -- extension does not own, and a function created there becomes a member, which
 -- pg_dump would leave out, so it is released from whichever extension took it.
 CREATE OR REPLACE FUNCTION ml_stack._create_model_function(name text, params text, result_type text, language text, body text,
-                                                           properties text DEFAULT 'IMMUTABLE PARALLEL SAFE')
+                                                           parallel_safe boolean DEFAULT true)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -105,7 +114,8 @@ BEGIN
     END LOOP;
     EXECUTE format('CREATE FUNCTION ml_stack.%I(%s) RETURNS %s LANGUAGE %s %s AS %L',
                    name, params, result_type::regtype, CASE language WHEN 'sql' THEN 'sql' ELSE 'plpgsql' END,
-                   CASE properties WHEN 'STABLE PARALLEL UNSAFE' THEN properties ELSE 'IMMUTABLE PARALLEL SAFE' END, body);
+                   -- STABLE, not IMMUTABLE: the planner must not run them on constant arguments (serving_errors.sql)
+                   CASE WHEN parallel_safe THEN 'STABLE PARALLEL SAFE' ELSE 'STABLE PARALLEL UNSAFE' END, body);
     SELECT p.oid INTO fn FROM pg_catalog.pg_proc AS p
     WHERE p.pronamespace = 'ml_stack'::regnamespace AND p.proname = name;
     SELECT e.extname INTO ext

@@ -230,6 +230,7 @@ BEGIN
     END LOOP;
     RETURN format('DECLARE%1$s%2$sBEGIN%1$s'
                   -- the count is checked first: the locals above read past a short array as NULL
+                  '    IF features IS NULL THEN%1$s        RETURN NULL;%1$s    END IF;%1$s'
                   '    IF cardinality(features) <> %3$s THEN%1$s'
                   '        RETURN ARRAY[ml_stack._wrong_feature_count(%4$s, %3$s, features)];%1$s'
                   '    END IF;%1$s'

@@ -119,6 +119,11 @@ BEGIN
         RAISE EXCEPTION 'hyperparams must be a JSON object' USING ERRCODE = 'invalid_parameter_value',
             HINT = 'e.g. hyperparams => ''{"alpha": 0.5}''';
     END IF;
+    IF search IS NULL AND (coalesce(search_params, '{}') <> '{}' OR coalesce(search_args, '{}') <> '{}') THEN
+        RAISE EXCEPTION 'search_params and search_args need a search'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Add search => ''grid'' or search => ''random'', or pass the values in hyperparams.';
+    END IF;
     IF search IS NOT NULL AND chosen_engine = 'sql' THEN
         RAISE EXCEPTION 'hyperparameter search needs the python engine'
             USING ERRCODE = 'feature_not_supported',
