@@ -33,11 +33,31 @@ if missing:
                hint="Install them where the server's python3 finds them, on Debian: "
                     "apt-get install python3-sklearn python3-xgboost (then CREATE EXTENSION again; no restart needed).",
                sqlstate="58P01")
+import re
 import sklearn
-if tuple(int(x) for x in sklearn.__version__.split(".")[:2]) < (1, 2):
+if tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", sklearn.__version__).groups()) < (1, 2):
     plpy.error("ml_stack_python needs scikit-learn 1.2 or later; %s is installed" % sklearn.__version__,
                hint="Install a newer scikit-learn (Debian 12: apt-get install python3-sklearn).",
                sqlstate="58P01")
+$$;
+
+-- Pickled models run code as the server's OS user when they are loaded, so whoever
+-- can write ml_stack.models must already be trusted that far: its owner must be a
+-- superuser (ml_stack itself may be created by a database owner who is not).
+DO LANGUAGE plpgsql $$
+DECLARE
+    owner_name name;
+    owner_is_superuser boolean;
+BEGIN
+    SELECT r.rolname, r.rolsuper INTO owner_name, owner_is_superuser
+    FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_roles AS r ON r.oid = c.relowner
+    WHERE c.oid = 'ml_stack.models'::pg_catalog.regclass;
+    IF NOT owner_is_superuser THEN
+        RAISE EXCEPTION 'ml_stack_python loads pickled models, which run code as the database server; ml_stack''s registry is owned by %, who is not a superuser', owner_name
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Have a superuser own ml_stack (e.g. DROP EXTENSION ml_stack and CREATE EXTENSION ml_stack as a superuser), then CREATE EXTENSION ml_stack_python.';
+    END IF;
+END
 $$;
 
 -- source: python/ml_stack_python (generated: the package's modules as text)
@@ -1610,6 +1630,8 @@ return SD["errors"].call(plpy, SD["engine"].fit, plpy, task, algorithm, hyperpar
 $ml_stack$;
 COMMENT ON FUNCTION ml_stack._python_fit(text, text, jsonb, jsonb) IS
     'ml_stack_python internal: fit an XGBoost or scikit-learn estimator on the split in pg_temp._ml_stack_rows; writes the test rows'' predictions to pg_temp._ml_stack_predictions and returns {"artifact", "hyperparams", "search"}.';
+-- Internal to train(): it runs the SQL of its dataset argument (filters, preprocessing).
+REVOKE EXECUTE ON FUNCTION ml_stack._python_fit(text, text, jsonb, jsonb) FROM PUBLIC;
 
 -- source: sql/python_engine/serving.sql
 -- Serving 'python'-format models (pickled estimators): called by the predictors

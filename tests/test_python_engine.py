@@ -183,6 +183,30 @@ def test_install_needs_ml_stack_0_2_0(pg_server, new_db):
         c.execute("CREATE EXTENSION ml_stack_python CASCADE")
 
 
+def test_install_refuses_a_registry_that_a_non_superuser_can_write(pg_server, new_db):
+    """Pickled models run code as the server when loaded: a database owner who is not a superuser may create
+    ml_stack (and so own ml_stack.models), but then a superuser's CREATE EXTENSION ml_stack_python is refused."""
+    db = new_db()
+    with pg_server.connect() as admin:
+        admin.execute("CREATE ROLE ml_stack_db_owner LOGIN")
+        try:
+            admin.execute(f'ALTER DATABASE "{db}" OWNER TO ml_stack_db_owner')
+            with psycopg.connect(pg_server.dsn(db), user="ml_stack_db_owner", autocommit=True) as owner:
+                owner.execute("CREATE EXTENSION ml_stack")
+            with pg_server.connect(db) as c:
+                with pytest.raises(psycopg.Error) as e:
+                    c.execute("CREATE EXTENSION ml_stack_python CASCADE")
+                assert sqlstate_of(e) == "42501"
+                assert "ml_stack_db_owner, who is not a superuser" in e.value.diag.message_primary
+                assert "as a superuser" in e.value.diag.message_hint
+                assert c.execute("SELECT count(*) FROM pg_extension WHERE extname = 'ml_stack_python'").fetchone()[0] == 0
+                c.execute("DROP EXTENSION ml_stack")
+                c.execute("CREATE EXTENSION ml_stack_python CASCADE")     # now owned by a superuser
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            admin.execute("DROP ROLE ml_stack_db_owner")
+
+
 def test_install_without_the_libraries_names_the_debian_packages(pconn):
     pconn.execute("DROP EXTENSION ml_stack_python")
     # this backend's Python can no longer import xgboost (as if python3-xgboost were not installed)

@@ -17,3 +17,5 @@ return SD["errors"].call(plpy, SD["engine"].fit, plpy, task, algorithm, hyperpar
 $ml_stack$;
 COMMENT ON FUNCTION ml_stack._python_fit(text, text, jsonb, jsonb) IS
     'ml_stack_python internal: fit an XGBoost or scikit-learn estimator on the split in pg_temp._ml_stack_rows; writes the test rows'' predictions to pg_temp._ml_stack_predictions and returns {"artifact", "hyperparams", "search"}.';
+-- Internal to train(): it runs the SQL of its dataset argument (filters, preprocessing).
+REVOKE EXECUTE ON FUNCTION ml_stack._python_fit(text, text, jsonb, jsonb) FROM PUBLIC;
