@@ -3,9 +3,9 @@
 
 The estimator is loaded from ``ml_stack.models`` once per backend: its pickle's sha256 is checked against the
 artifact's before unpickling, then it stays in this module's cache. ``generation`` comes from ml_stack's
-serving functions: ``_refresh_serving`` stamps a new, larger one into the dispatch functions after every change
-of the deployments, and a call with a generation larger than the cache's drops everything cached (the
-per-model predictors pass 0, which never evicts). Features are preprocessed with the artifact's transform; a
+compiled predictors of the model: the serving refresh recompiles them with the time of the latest deployment,
+so after a deployment change a call carries a larger generation than the cache's, which drops everything
+cached. Features are preprocessed with the artifact's transform; a
 NULL (or NaN) feature without an impute rule gives NULL; classification returns the class label.
 """
 

@@ -1,15 +1,16 @@
--- Compiled serving (DESIGN §2). Every model gets two SQL functions made of its
--- arithmetic, created at run time (so they are not extension members and pg_dump
--- keeps them):
+-- Compiled serving (DESIGN §2). Every model gets two functions, created at run
+-- time (so they are not extension members and pg_dump keeps them):
 --   ml_stack._model_<id>_predict(features float8[]) -> float8
 --   ml_stack._model_<id>_proba(features float8[])   -> float8[]
+-- made of its arithmetic (linear), of the link over a PL/pgSQL margins function
+-- (trees, serving/trees.sql), or calling ml_stack_python (pickled estimators).
 -- Four dispatch functions (extension members, regenerated from the registry by
 -- the triggers below) route a project name or a model id to them with a CASE
 -- that the planner folds when the name is a constant, so
 -- predict('p', ARRAY[...]) inlines down to the model's expression.
 -- pg_dump does not keep a member's regenerated body, but restoring the registry
--- tables fires the triggers, which regenerate it; ALTER EXTENSION UPDATE scripts
--- call ml_stack._refresh_serving() at their end.
+-- tables fires the triggers, which regenerate it; install and upgrade scripts end
+-- with serving/refresh.sql.
 
 CREATE OR REPLACE FUNCTION ml_stack._compile_model(model_id bigint)
 RETURNS void
