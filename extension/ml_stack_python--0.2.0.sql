@@ -137,10 +137,12 @@ def read_split(plpy, dataset, which):
     if chunks == 1:
         queries = [(base, [])]
     else:
-        # r ranges of about equal row counts (r numbers the relation's rows, test and train mixed)
-        top = int(plpy.execute("SELECT pg_catalog.max(r) AS m FROM pg_temp._ml_stack_rows")[0]["m"])
-        step = math.ceil(top / chunks)
-        queries = [(base + " AND r > $1 AND r <= $2", [lo, lo + step]) for lo in range(0, top, step)]
+        # r ranges holding about equal numbers of this split's rows: the split's own quantiles of r (a 'last'
+        # split is one contiguous run of r, so cutting the relation's whole r range would not do)
+        plan = plpy.prepare("SELECT pg_catalog.percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY r) AS q "
+                            f"FROM pg_temp._ml_stack_rows WHERE ({dataset[which + '_filter']})", ["float8[]"])
+        edges = [0] + [int(q) for q in plpy.execute(plan, [[i / chunks for i in range(1, chunks + 1)]])[0]["q"]]
+        queries = [(base + " AND r > $1 AND r <= $2", [lo, hi]) for lo, hi in zip(edges, edges[1:]) if hi > lo]
     parts = []
     read = 0
     for sql, args in queries:

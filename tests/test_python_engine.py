@@ -8,6 +8,7 @@ unchanged).
 """
 
 import math
+import re
 import time
 
 import numpy as np
@@ -523,9 +524,18 @@ def test_large_splits_are_read_in_chunks_with_progress_notices(pconn):
     pconn.execute("DO LANGUAGE plpython3u $$ import ml_stack_python.data as d; d.CHUNK_BYTES = 1000000 $$")
     notices.clear()
     two = train(pconn, "w2", "regression", "wide", "target", algorithm="linear", engine="python")
-    pconn.execute("DO LANGUAGE plpython3u $$ import ml_stack_python.data as d; d.CHUNK_BYTES = 128 * 1024 * 1024 $$")
     chunks = [n for n in notices if "train rows" in n]
     assert len(chunks) >= 8 and chunks[-1].startswith("ml_stack_python: read 52500 of 52500 train rows")
+    # a 'last' split is one contiguous run of rows: its chunks still hold about equal shares of it
+    notices.clear()
+    train(pconn, "w3", "regression", "wide", "target", algorithm="linear", engine="python",
+          test_sampling="last", test_size=0.7)
+    pconn.execute("DO LANGUAGE plpython3u $$ import ml_stack_python.data as d; d.CHUNK_BYTES = 128 * 1024 * 1024 $$")
+    for which, total in (("test", 49000),):   # the train split (21000 x 22 values) reads without NOTICEs
+        counts = [int(re.search(r"read (\d+) of", n).group(1)) for n in notices if f" {which} rows" in n]
+        sizes = np.diff([0] + counts)
+        assert counts[-1] == total and len(sizes) >= 2, (which, counts)
+        assert sizes.max() <= 1.05 * total / len(sizes) + 1, (which, sizes)
     a, b = model_row(pconn, one["model_id"]), model_row(pconn, two["model_id"])
     # the two projects have their own seeds: compare each with the library on its own split
     for m in (a, b):
