@@ -2018,7 +2018,7 @@ BEGIN
             HINT = 'e.g. hyperparams => ''{"alpha": 0.5}''';
     END IF;
     IF search IS NULL AND (coalesce(search_params, '{}') <> '{}' OR coalesce(search_args, '{}') <> '{}') THEN
-        RAISE EXCEPTION 'search_params and search_args need a search'
+        RAISE EXCEPTION 'search_params or search_args given without a search'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Add search => ''grid'' or search => ''random'', or pass the values in hyperparams.';
     END IF;

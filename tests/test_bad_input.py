@@ -199,9 +199,9 @@ TRAIN_CASES = [
      UNSUPPORTED, r"search needs the python engine", r"ml_stack_python"),
     ("search_params without a search", train_query("p", "regression", "diabetes", "target",
                                                    search_params={"alpha": [0.1, 1]}),
-     DATA, r"search_params and search_args need a search", r"search => 'grid'"),
+     DATA, r"search_params or search_args given without a search", r"search => 'grid'"),
     ("search_args without a search", train_query("p", "regression", "diabetes", "target", search_args={"cv": 3}),
-     DATA, r"need a search", r"hyperparams"),
+     DATA, r"without a search", r"hyperparams"),
 ]
 
 

@@ -398,6 +398,29 @@ def test_grid_search_matches_scikit_learn(pconn):
     assert np.abs(got - gs.best_estimator_.predict(X)).max() < 1e-9 * np.abs(y).max()
 
 
+def test_class_weight_can_be_searched_per_class_label(pconn):
+    """class_weight is written per class label, in search_params as in hyperparams; labels 5 and 7 are class
+    indexes 0 and 1 for the estimator, and the registry records the labels."""
+    load_sklearn_dataset(pconn, "breast_cancer")
+    pconn.execute("UPDATE breast_cancer SET target = CASE target WHEN 0 THEN 5 ELSE 7 END")
+    weights = [{"5": 1.0, "7": 1.0}, {"5": 3.0, "7": 1.0}]
+    res = train(pconn, "bc", "classification", "breast_cancer", "target", algorithm="random_forest",
+                hyperparams={"n_estimators": 10}, search="grid", search_params={"class_weight": weights},
+                search_args={"cv": 3})
+    m = model_row(pconn, res["model_id"])
+    X, y = fetch_xy(pconn, "breast_cancer")
+    train_, _ = train_mask(pconn, res["model_id"], y.astype(float))
+    seed = m["hyperparams"]["random_state"]
+    gs = GridSearchCV(ensemble.RandomForestClassifier(n_estimators=10, random_state=seed),
+                      {"class_weight": [{0: 1.0, 1: 1.0}, {0: 3.0, 1: 1.0}]}, scoring="f1_macro", cv=3)
+    gs.fit(X[train_], (y[train_] == 7).astype(int))
+    assert [c["params"]["class_weight"] for c in m["search"]["candidates"]] == weights
+    assert [c["mean_score"] for c in m["search"]["candidates"]] == pytest.approx(
+        list(gs.cv_results_["mean_test_score"]), rel=1e-12)
+    chosen = weights[gs.best_index_]
+    assert m["search"]["best_params"] == {"class_weight": chosen} and m["hyperparams"]["class_weight"] == chosen
+
+
 def test_random_search_matches_scikit_learn(pconn):
     load_sklearn_dataset(pconn, "iris")
     dist = {"max_depth": [1, 2, 3, 4], "learning_rate": [0.05, 0.1, 0.3], "n_estimators": [5, 10]}

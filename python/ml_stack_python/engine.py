@@ -162,7 +162,8 @@ def fit(plpy, task, algorithm, hyperparams_json, dataset_json):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if spec:
-            est, chosen, record = search.run(spec, est, X_fit, y_fit_rows, seed, X_fit.shape[0], fit_params)
+            est, chosen, record = search.run(spec, est, X_fit, y_fit_rows, seed, X_fit.shape[0], fit_params,
+                                              classes)
         else:
             if algorithm == "xgboost":
                 est.set_params(callbacks=[_xgboost_progress(plpy, est.get_params()["n_estimators"] or 100)])

@@ -87,19 +87,32 @@ def candidate_count(spec):
     return size if spec["method"] == "grid" else min(size, spec["n_iter"])
 
 
-def run(spec, estimator, X, y, seed, train_rows, fit_params=None):
+def run(spec, estimator, X, y, seed, train_rows, fit_params=None, classes=None):
     """Search, refit the best candidate on all of (X, y). Returns (fitted best estimator, chosen params, the
-    search's record for the registry)."""
+    search's record for the registry). A searched class_weight is given per class label, as in hyperparams: the
+    estimator sees it per class index, the record and the chosen params per label again."""
     from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
 
     if spec["cv"] > train_rows:
         raise MLStackError(f"search_args cv = {spec['cv']} folds is more than the {train_rows} training rows",
                            hint="Use fewer folds.")
+    grid, as_given = dict(spec["params"]), []
+    if "class_weight" in grid and classes is not None:
+        as_given = [(estimators.convert_class_weight({"class_weight": v}, classes)["class_weight"], v)
+                    for v in grid["class_weight"]]
+        grid["class_weight"] = [by_index for by_index, _ in as_given]
+
+    def labelled(params):
+        for by_index, given in as_given:
+            if params.get("class_weight") == by_index:
+                return {**params, "class_weight": given}
+        return dict(params)
+
     common = dict(scoring=spec["scoring"], cv=spec["cv"], refit=True, error_score="raise", n_jobs=None)
     if spec["method"] == "grid":
-        searcher = GridSearchCV(estimator, param_grid=spec["params"], **common)
+        searcher = GridSearchCV(estimator, param_grid=grid, **common)
     else:
-        searcher = RandomizedSearchCV(estimator, param_distributions=spec["params"], n_iter=spec["n_iter"],
+        searcher = RandomizedSearchCV(estimator, param_distributions=grid, n_iter=spec["n_iter"],
                                       random_state=int(seed) % (2 ** 31), **common)
     try:
         searcher.fit(X, y, **(fit_params or {}))
@@ -113,7 +126,7 @@ def run(spec, estimator, X, y, seed, train_rows, fit_params=None):
     candidates = []
     for i, params in enumerate(res["params"]):
         candidates.append({
-            "params": params,
+            "params": labelled(params),
             "mean_score": res["mean_test_score"][i],
             "std_score": res["std_test_score"][i],
             "rank": res["rank_test_score"][i],
@@ -123,6 +136,7 @@ def run(spec, estimator, X, y, seed, train_rows, fit_params=None):
     record = {
         "method": spec["method"], "scoring": spec["scoring"], "cv": folds, "n_iter": spec["n_iter"],
         "params": spec["params"], "candidates": candidates,
-        "best_index": searcher.best_index_, "best_params": searcher.best_params_, "best_score": searcher.best_score_,
+        "best_index": searcher.best_index_, "best_params": labelled(searcher.best_params_),
+        "best_score": searcher.best_score_,
     }
-    return searcher.best_estimator_, dict(searcher.best_params_), record
+    return searcher.best_estimator_, labelled(searcher.best_params_), record
