@@ -37,8 +37,8 @@ embed_python() {
         name=$(basename "$package")
         base=$(basename "$file" .py)
         [ "$base" = __init__ ] || name="$name.$base"
-        if grep -q 'ml_stack_py\$' "$file"; then
-            echo "build_script.sh: $file contains the quoting tag" >&2; exit 1
+        if grep -q -e 'ml_stack_py\$' -e 'ml_stack_build\$' "$file"; then
+            echo "build_script.sh: $file contains a quoting tag of the build" >&2; exit 1
         fi
         printf "WHEN '%s' THEN \$ml_stack_py\$" "$name"
         cat "$file"
