@@ -520,6 +520,7 @@ DATA_EXCEPTION = "22000"
 FEATURE_NOT_SUPPORTED = "0A000"
 UNDEFINED_OBJECT = "42704"
 DATA_CORRUPTED = "XX001"
+INSUFFICIENT_PRIVILEGE = "42501"
 EXTERNAL_ROUTINE_EXCEPTION = "38000"
 
 
@@ -717,7 +718,7 @@ import pickle
 
 import numpy as np
 
-from ml_stack_python import trees as T
+from ml_stack_python import signing, trees as T
 from ml_stack_python.errors import MLStackError, DATA_EXCEPTION
 from ml_stack_python.jsonutil import library_versions
 
@@ -970,6 +971,7 @@ def python_artifact(est, task, transform):
     library = "xgboost" if type(est).__module__.startswith("xgboost") else "sklearn"
     return {"format": "python", "library": library, "estimator": type(est).__name__,
             "pickle": base64.b64encode(blob).decode("ascii"), "sha256": hashlib.sha256(blob).hexdigest(),
+            "signature": signing.sign(blob),
             "transform": transform, "has_proba": task == "classification" and hasattr(est, "predict_proba")}
 
 
@@ -1224,7 +1226,9 @@ import pickle
 
 import numpy as np
 
-from ml_stack_python.errors import MLStackError, DATA_CORRUPTED, FEATURE_NOT_SUPPORTED, UNDEFINED_OBJECT
+from ml_stack_python import signing
+from ml_stack_python.errors import (MLStackError, DATA_CORRUPTED, FEATURE_NOT_SUPPORTED, INSUFFICIENT_PRIVILEGE,
+                                     UNDEFINED_OBJECT)
 from ml_stack_python.jsonutil import library_versions
 
 _cache = {}                               # model id -> _Entry
@@ -1273,6 +1277,12 @@ def _load(plpy, model_id, generation):
         raise MLStackError(f"the pickled estimator of model {model_id} does not match its sha256: not loaded",
                            sqlstate=DATA_CORRUPTED,
                            hint="The artifact was altered after training; train the model again.")
+    if not signing.verify(blob, artifact.get("signature")):
+        raise MLStackError(f"the pickled estimator of model {model_id} is not signed by this server: not loaded",
+                           sqlstate=INSUFFICIENT_PRIVILEGE,
+                           hint="Unpickling runs code, so only pickles this server's engine made are loaded. If you "
+                                f"trust this one (e.g. restored from another server), a superuser can run "
+                                f"SELECT ml_stack.trust_python_model({model_id});")
     estimator = pickle.loads(blob)
     made = artifact.get("libraries") or {}
     here = library_versions()
@@ -1357,6 +1367,74 @@ def clear():
     """Empty the cache (the next call of each model loads it again)."""
     _cache.clear()
     _state["generation"] = None
+
+
+def trust(plpy, model_id):
+    """Sign model ``model_id``'s pickle with this server's key (ml_stack.trust_python_model, superuser only)."""
+    plan = plpy.prepare("SELECT m.artifact ->> 'format' AS format, m.artifact ->> 'pickle' AS pickle, "
+                        "m.artifact ->> 'sha256' AS sha256 FROM ml_stack.models AS m WHERE m.id = $1", ["bigint"])
+    rows = plpy.execute(plan, [model_id])
+    if len(rows) == 0 or rows[0]["format"] != "python":
+        raise MLStackError(f"model {model_id} is not a pickled model of the registry", sqlstate=UNDEFINED_OBJECT,
+                           hint="SELECT id FROM ml_stack.models WHERE artifact ->> 'format' = 'python' lists them.")
+    try:
+        blob = base64.b64decode(rows[0]["pickle"] or "", validate=True)
+    except ValueError:
+        blob = b""
+    if hashlib.sha256(blob).hexdigest() != rows[0]["sha256"]:
+        raise MLStackError(f"the pickled estimator of model {model_id} does not match its sha256: not signed",
+                           sqlstate=DATA_CORRUPTED, hint="The artifact was altered after training; train the model again.")
+    plpy.execute(plpy.prepare("UPDATE ml_stack.models SET artifact = pg_catalog.jsonb_set(artifact, '{signature}', "
+                              "pg_catalog.to_jsonb($1::text)) WHERE id = $2", ["text", "bigint"]),
+                 [signing.sign(blob), model_id])
+$ml_stack_py$
+WHEN 'ml_stack_python.signing' THEN $ml_stack_py$"""Signatures of pickled models: unpickling runs code as the server's OS user, so the engine loads only pickles
+it signed itself.
+
+The signature is an HMAC-SHA256 of the pickle under a key kept in the data directory (the backend's working
+directory), in a file that only the server's OS user can read: a database role that can write
+``ml_stack.models`` but not read the server's files cannot forge one. The key is made on first use. A model
+restored from another server carries that server's signature; a superuser who trusts it signs it again with
+``ml_stack.trust_python_model(id)``.
+"""
+
+import hashlib
+import hmac
+import os
+import secrets
+
+KEY_FILE = "ml_stack_python.key"
+
+
+def _key(create):
+    path = os.path.abspath(KEY_FILE)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        if not create:
+            return None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:       # another backend made it first
+        with open(path, "rb") as f:
+            return f.read()
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+def sign(blob):
+    """The hex signature of a pickle (creates the key when there is none yet)."""
+    return hmac.new(_key(create=True), blob, hashlib.sha256).hexdigest()
+
+
+def verify(blob, signature):
+    key = _key(create=False)
+    if key is None or not isinstance(signature, str):
+        return False
+    return hmac.compare_digest(hmac.new(key, blob, hashlib.sha256).hexdigest(), signature)
 $ml_stack_py$
 WHEN 'ml_stack_python.trees' THEN $ml_stack_py$"""The 'trees' artifact format (docs/python-engine.md): exact float64 decision boundaries for the libraries'
 float32 rules, and a numpy evaluator of the format (the reference the engine checks every conversion against,
@@ -1558,7 +1636,7 @@ CREATE OR REPLACE FUNCTION ml_stack._python_modules()
 RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT ARRAY['ml_stack_python', 'ml_stack_python.data', 'ml_stack_python.datasets', 'ml_stack_python.engine', 'ml_stack_python.errors', 'ml_stack_python.estimators', 'ml_stack_python.export', 'ml_stack_python.jsonutil', 'ml_stack_python.search', 'ml_stack_python.serving', 'ml_stack_python.trees'] $$;
+AS $$ SELECT ARRAY['ml_stack_python', 'ml_stack_python.data', 'ml_stack_python.datasets', 'ml_stack_python.engine', 'ml_stack_python.errors', 'ml_stack_python.estimators', 'ml_stack_python.export', 'ml_stack_python.jsonutil', 'ml_stack_python.search', 'ml_stack_python.serving', 'ml_stack_python.signing', 'ml_stack_python.trees'] $$;
 
 -- source: sql/python_engine/import.sql
 -- Loading the embedded package (ml_stack._python_source, generated by the build
@@ -1706,6 +1784,25 @@ return SD["serving"].cache_state()
 $ml_stack$;
 COMMENT ON FUNCTION ml_stack._python_cache() IS
     'ml_stack_python internal: the python-format models cached in this backend (generation they were loaded at, times loaded, calls).';
+
+-- Pickles are loaded only when this server's engine signed them (signing.py); a
+-- superuser vouches for one made elsewhere (e.g. restored from another server).
+CREATE OR REPLACE FUNCTION ml_stack.trust_python_model(model_id bigint)
+RETURNS void
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $ml_stack$
+if "serving" not in SD:
+    plpy.execute("SELECT ml_stack._python_import()")
+    import ml_stack_python.serving
+    import ml_stack_python.errors
+    SD["errors"] = ml_stack_python.errors
+    SD["serving"] = ml_stack_python.serving
+SD["errors"].call(plpy, SD["serving"].trust, plpy, model_id)
+$ml_stack$;
+REVOKE EXECUTE ON FUNCTION ml_stack.trust_python_model(bigint) FROM PUBLIC;
+COMMENT ON FUNCTION ml_stack.trust_python_model(bigint) IS
+    'ml_stack_python: sign a pickled model with this server''s key so that it loads (pickles run code when loaded; the engine loads only those it signed). For models restored from another server that you trust. Superusers only.';
 
 -- source: sql/python_engine/datasets.sql
 -- scikit-learn's bundled toy datasets as tables (DESIGN.md §3).

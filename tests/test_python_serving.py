@@ -3,6 +3,7 @@ from the cache when the deployments change, checked against its sha256 before un
 errors, and what happens to such models around DROP / CREATE EXTENSION ml_stack_python."""
 
 import base64
+import hashlib
 import pickle
 
 import numpy as np
@@ -99,6 +100,35 @@ def test_a_pickle_that_does_not_match_its_sha256_is_not_loaded(pg_server, pconn)
         with pytest.raises(psycopg.Error) as e:
             other.execute("SELECT ml_stack.predict('iris', ARRAY[5.1, 3.5, 1.4, 0.2])")
         assert sqlstate_of(e) == "XX001" and "sha256" in str(e.value) and e.value.diag.message_hint
+
+
+def test_only_pickles_signed_by_this_server_are_loaded(pg_server, pconn):
+    """Whoever can write ml_stack.models can give a pickle a matching sha256, not the HMAC made with the key in
+    the data directory: such a pickle is refused until a superuser vouches for it with trust_python_model."""
+    load_sklearn_dataset(pconn, "iris")
+    mid = train(pconn, "iris", "classification", "iris", "target", algorithm="knn")["model_id"]
+    art = model_row(pconn, mid)["artifact"]
+    assert len(art["signature"]) == 64
+    key = pconn.execute("SELECT size FROM pg_stat_file('ml_stack_python.key')").fetchone()[0]
+    assert key == 32                                   # in the data directory, where SQL roles cannot read
+    forged = pickle.loads(base64.b64decode(art["pickle"]))
+    forged.n_neighbors = 1
+    blob = pickle.dumps(forged)
+    pconn.execute("UPDATE ml_stack.models SET artifact = artifact || jsonb_build_object('pickle', %s::text,"
+                  " 'sha256', %s::text) WHERE id = %s",
+                  (base64.b64encode(blob).decode(), hashlib.sha256(blob).hexdigest(), mid))
+    row = [5.9, 3.0, 5.1, 1.8]
+    with pg_server.connect(pconn.info.dbname) as other:   # a backend with nothing cached
+        with pytest.raises(psycopg.Error) as e:
+            other.execute("SELECT ml_stack.predict('iris', %s::float8[])", (row,))
+        assert sqlstate_of(e) == "42501" and "not signed by this server" in str(e.value)
+        assert f"ml_stack.trust_python_model({mid})" in e.value.diag.message_hint
+    assert pconn.execute("SELECT has_function_privilege('public', 'ml_stack.trust_python_model(bigint)', 'EXECUTE')"
+                         ).fetchone()[0] is False
+    pconn.execute("SELECT ml_stack.trust_python_model(%s)", (mid,))
+    with pg_server.connect(pconn.info.dbname) as other:
+        got = other.execute("SELECT ml_stack.predict('iris', %s::float8[])", (row,)).fetchone()[0]
+    assert got == float(forged.predict(np.array([row]))[0])   # labels 0, 1, 2 are their own indexes
 
 
 def test_tree_models_above_the_node_cap_are_served_by_python(pconn):

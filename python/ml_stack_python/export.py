@@ -17,7 +17,7 @@ import pickle
 
 import numpy as np
 
-from ml_stack_python import trees as T
+from ml_stack_python import signing, trees as T
 from ml_stack_python.errors import MLStackError, DATA_EXCEPTION
 from ml_stack_python.jsonutil import library_versions
 
@@ -270,6 +270,7 @@ def python_artifact(est, task, transform):
     library = "xgboost" if type(est).__module__.startswith("xgboost") else "sklearn"
     return {"format": "python", "library": library, "estimator": type(est).__name__,
             "pickle": base64.b64encode(blob).decode("ascii"), "sha256": hashlib.sha256(blob).hexdigest(),
+            "signature": signing.sign(blob),
             "transform": transform, "has_proba": task == "classification" and hasattr(est, "predict_proba")}
 
 

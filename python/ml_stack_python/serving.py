@@ -18,7 +18,9 @@ import pickle
 
 import numpy as np
 
-from ml_stack_python.errors import MLStackError, DATA_CORRUPTED, FEATURE_NOT_SUPPORTED, UNDEFINED_OBJECT
+from ml_stack_python import signing
+from ml_stack_python.errors import (MLStackError, DATA_CORRUPTED, FEATURE_NOT_SUPPORTED, INSUFFICIENT_PRIVILEGE,
+                                     UNDEFINED_OBJECT)
 from ml_stack_python.jsonutil import library_versions
 
 _cache = {}                               # model id -> _Entry
@@ -67,6 +69,12 @@ def _load(plpy, model_id, generation):
         raise MLStackError(f"the pickled estimator of model {model_id} does not match its sha256: not loaded",
                            sqlstate=DATA_CORRUPTED,
                            hint="The artifact was altered after training; train the model again.")
+    if not signing.verify(blob, artifact.get("signature")):
+        raise MLStackError(f"the pickled estimator of model {model_id} is not signed by this server: not loaded",
+                           sqlstate=INSUFFICIENT_PRIVILEGE,
+                           hint="Unpickling runs code, so only pickles this server's engine made are loaded. If you "
+                                f"trust this one (e.g. restored from another server), a superuser can run "
+                                f"SELECT ml_stack.trust_python_model({model_id});")
     estimator = pickle.loads(blob)
     made = artifact.get("libraries") or {}
     here = library_versions()
@@ -151,3 +159,23 @@ def clear():
     """Empty the cache (the next call of each model loads it again)."""
     _cache.clear()
     _state["generation"] = None
+
+
+def trust(plpy, model_id):
+    """Sign model ``model_id``'s pickle with this server's key (ml_stack.trust_python_model, superuser only)."""
+    plan = plpy.prepare("SELECT m.artifact ->> 'format' AS format, m.artifact ->> 'pickle' AS pickle, "
+                        "m.artifact ->> 'sha256' AS sha256 FROM ml_stack.models AS m WHERE m.id = $1", ["bigint"])
+    rows = plpy.execute(plan, [model_id])
+    if len(rows) == 0 or rows[0]["format"] != "python":
+        raise MLStackError(f"model {model_id} is not a pickled model of the registry", sqlstate=UNDEFINED_OBJECT,
+                           hint="SELECT id FROM ml_stack.models WHERE artifact ->> 'format' = 'python' lists them.")
+    try:
+        blob = base64.b64decode(rows[0]["pickle"] or "", validate=True)
+    except ValueError:
+        blob = b""
+    if hashlib.sha256(blob).hexdigest() != rows[0]["sha256"]:
+        raise MLStackError(f"the pickled estimator of model {model_id} does not match its sha256: not signed",
+                           sqlstate=DATA_CORRUPTED, hint="The artifact was altered after training; train the model again.")
+    plpy.execute(plpy.prepare("UPDATE ml_stack.models SET artifact = pg_catalog.jsonb_set(artifact, '{signature}', "
+                              "pg_catalog.to_jsonb($1::text)) WHERE id = $2", ["text", "bigint"]),
+                 [signing.sign(blob), model_id])

@@ -53,3 +53,22 @@ return SD["serving"].cache_state()
 $ml_stack$;
 COMMENT ON FUNCTION ml_stack._python_cache() IS
     'ml_stack_python internal: the python-format models cached in this backend (generation they were loaded at, times loaded, calls).';
+
+-- Pickles are loaded only when this server's engine signed them (signing.py); a
+-- superuser vouches for one made elsewhere (e.g. restored from another server).
+CREATE OR REPLACE FUNCTION ml_stack.trust_python_model(model_id bigint)
+RETURNS void
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $ml_stack$
+if "serving" not in SD:
+    plpy.execute("SELECT ml_stack._python_import()")
+    import ml_stack_python.serving
+    import ml_stack_python.errors
+    SD["errors"] = ml_stack_python.errors
+    SD["serving"] = ml_stack_python.serving
+SD["errors"].call(plpy, SD["serving"].trust, plpy, model_id)
+$ml_stack$;
+REVOKE EXECUTE ON FUNCTION ml_stack.trust_python_model(bigint) FROM PUBLIC;
+COMMENT ON FUNCTION ml_stack.trust_python_model(bigint) IS
+    'ml_stack_python: sign a pickled model with this server''s key so that it loads (pickles run code when loaded; the engine loads only those it signed). For models restored from another server that you trust. Superusers only.';
