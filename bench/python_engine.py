@@ -35,20 +35,13 @@ import xgboost
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 from pgserver import ml_stack_database, terminate_on_signals  # noqa: E402
-from train_linear import SERVER_SETTINGS, export_numpy  # noqa: E402  (bench/ is on sys.path)
+from train_linear import SERVER_SETTINGS, export_numpy, make_table  # noqa: E402  (bench/ is on sys.path)
 
 RESULTS = REPO / "bench" / "results" / "python_engine.json"
 
 
-def make_table(conn, rows: int, p: int) -> None:
-    """Features uniform in [0, 1); a label with interactions and thresholds, so that trees have work to do."""
-    cols = ", ".join(f"x{j} float8" for j in range(1, p + 1))
-    conn.execute(f"CREATE TABLE t ({cols}, y float8)")
-    conn.execute("SELECT setseed(0.42)")
-    xs = ", ".join(f"random() AS x{j}" for j in range(1, p + 1))
-    conn.execute(f"INSERT INTO t SELECT *, 10 * x1 * x2 + 5 * (x3 > 0.5)::int - 3 * x4 ^ 2 + x5 + random() "
-                 f"FROM (SELECT {xs} FROM generate_series(1, {rows})) AS g")
-    conn.execute("VACUUM (FREEZE, ANALYZE) t")
+# interactions and thresholds, so that trees have work to do
+LABEL = "10 * x1 * x2 + 5 * (x3 > 0.5)::int - 3 * x4 ^ 2 + x5 + random()"
 
 
 def train_in_database(conn) -> int:
@@ -89,7 +82,7 @@ def main() -> int:
     print(f"bench: throwaway server; {args.rows:,} rows x {p} float8 features; xgboost {xgboost.__version__}", flush=True)
     with ml_stack_database(SERVER_SETTINGS, prefix="ml_stack_bench_", dbname="ml_stack_bench") as conn:
         conn.execute("CREATE EXTENSION ml_stack_python CASCADE")
-        make_table(conn, args.rows, p)
+        make_table(conn, args.rows, p, label=LABEL, seed=0.42)
 
         # agreement first, and the training rows and hyperparameters the library runs get
         model_id = train_in_database(conn)

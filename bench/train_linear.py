@@ -36,13 +36,14 @@ SERVER_SETTINGS = {"shared_buffers": "1GB", "temp_buffers": "1GB", "work_mem": "
                    "autovacuum": "off"}
 
 
-def make_table(conn, rows: int, p: int) -> None:
+def make_table(conn, rows: int, p: int, label: str | None = None, seed: float = 0.17) -> None:
+    """Table t: p float8 features uniform in [0, 1) and a label y (SQL over x1 .. xp; by default linear)."""
     cols = ", ".join(f"x{j} float8" for j in range(1, p + 1))
     conn.execute(f"CREATE TABLE t ({cols}, y float8)")
-    conn.execute("SELECT setseed(0.17)")
+    conn.execute("SELECT setseed(%s)", (seed,))
     xs = ", ".join(f"random() AS x{j}" for j in range(1, p + 1))
-    conn.execute(f"INSERT INTO t SELECT *, 1 + {' + '.join(f'{j} * x{j}' for j in range(1, p + 1))} + random() "
-                 f"FROM (SELECT {xs} FROM generate_series(1, {rows})) AS g")
+    label = label or f"1 + {' + '.join(f'{j} * x{j}' for j in range(1, p + 1))} + random()"
+    conn.execute(f"INSERT INTO t SELECT *, {label} FROM (SELECT {xs} FROM generate_series(1, {rows})) AS g")
     conn.execute("VACUUM (FREEZE, ANALYZE) t")
 
 

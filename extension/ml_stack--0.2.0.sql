@@ -1307,7 +1307,7 @@ $$;
 
 -- The artifact's trees, checked: every number a JSON number, every index in
 -- range, children after their parent (so every walk ends). Raises on the first
--- problem; used before compiling and by import_model.
+-- problem. Run before every compile, so also for what import_model brings in.
 CREATE OR REPLACE FUNCTION ml_stack._check_trees_artifact(artifact jsonb, num_features integer, classes float8[])
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
@@ -1372,30 +1372,28 @@ BEGIN
                OR (tree ->> 'output')::numeric NOT BETWEEN 0 AND outputs - 1 THEN
                 bad := format('tree %s: needs nodes and an "output" in [0, %s]', t, outputs - 1);
             ELSE
-                SELECT format('tree %s, node %s: %s', t, i - 1, CASE
-                    WHEN jsonb_typeof(l) <> 'number' OR jsonb_typeof(r) <> 'number' THEN 'children must be numbers'
-                    WHEN l::text::numeric = -1 THEN CASE WHEN jsonb_typeof(v) <> 'number' THEN 'a leaf needs a numeric value' END
-                    WHEN l::text::numeric <= i - 1 OR r::text::numeric <= i - 1 OR l::text::numeric >= n OR r::text::numeric >= n
-                         OR l::text::numeric % 1 <> 0 OR r::text::numeric % 1 <> 0
-                        THEN 'children must be later nodes of the same tree'
-                    WHEN jsonb_typeof(f) <> 'number' OR f::text::numeric NOT BETWEEN 0 AND num_features - 1 OR f::text::numeric % 1 <> 0
-                        THEN format('feature must be an index in [0, %s]', num_features - 1)
-                    WHEN jsonb_typeof(th) <> 'number' THEN 'threshold must be a number'
-                    WHEN jsonb_typeof(inc) <> 'boolean' OR jsonb_typeof(dl) <> 'boolean' THEN 'inclusive and default_left must be booleans'
-                    END)
-                INTO bad
+                SELECT format('tree %s, node %s: %s', t, a.i - 1, c.problem) INTO bad
                 FROM jsonb_array_elements(tree -> 'left') WITH ORDINALITY AS a(l, i)
-                JOIN LATERAL (SELECT tree -> 'right' -> (a.i::integer - 1) AS r, tree -> 'value' -> (a.i::integer - 1) AS v,
-                                     tree -> 'feature' -> (a.i::integer - 1) AS f, tree -> 'threshold' -> (a.i::integer - 1) AS th,
-                                     tree -> 'inclusive' -> (a.i::integer - 1) AS inc,
-                                     tree -> 'default_left' -> (a.i::integer - 1) AS dl) AS node ON true
-                WHERE CASE
-                    WHEN jsonb_typeof(l) <> 'number' OR jsonb_typeof(r) <> 'number' THEN true
-                    WHEN l::text::numeric = -1 THEN jsonb_typeof(v) <> 'number'
-                    ELSE l::text::numeric <= i - 1 OR r::text::numeric <= i - 1 OR l::text::numeric >= n OR r::text::numeric >= n
-                         OR l::text::numeric % 1 <> 0 OR r::text::numeric % 1 <> 0
-                         OR jsonb_typeof(f) <> 'number' OR f::text::numeric NOT BETWEEN 0 AND num_features - 1 OR f::text::numeric % 1 <> 0
-                         OR jsonb_typeof(th) <> 'number' OR jsonb_typeof(inc) <> 'boolean' OR jsonb_typeof(dl) <> 'boolean' END
+                CROSS JOIN LATERAL (SELECT tree -> 'right' -> (a.i::integer - 1) AS r, tree -> 'value' -> (a.i::integer - 1) AS v,
+                                           tree -> 'feature' -> (a.i::integer - 1) AS f, tree -> 'threshold' -> (a.i::integer - 1) AS th,
+                                           tree -> 'inclusive' -> (a.i::integer - 1) AS inc,
+                                           tree -> 'default_left' -> (a.i::integer - 1) AS dl) AS node
+                CROSS JOIN LATERAL (SELECT CASE
+                    WHEN jsonb_typeof(a.l) <> 'number' OR jsonb_typeof(node.r) <> 'number' THEN 'children must be numbers'
+                    WHEN a.l::text::numeric = -1 THEN
+                        CASE WHEN jsonb_typeof(node.v) <> 'number' THEN 'a leaf needs a numeric value' END
+                    WHEN a.l::text::numeric <= a.i - 1 OR node.r::text::numeric <= a.i - 1
+                         OR a.l::text::numeric >= n OR node.r::text::numeric >= n
+                         OR a.l::text::numeric % 1 <> 0 OR node.r::text::numeric % 1 <> 0
+                        THEN 'children must be later nodes of the same tree'
+                    WHEN jsonb_typeof(node.f) <> 'number' OR node.f::text::numeric NOT BETWEEN 0 AND num_features - 1
+                         OR node.f::text::numeric % 1 <> 0
+                        THEN format('feature must be an index in [0, %s]', num_features - 1)
+                    WHEN jsonb_typeof(node.th) <> 'number' THEN 'threshold must be a number'
+                    WHEN jsonb_typeof(node.inc) <> 'boolean' OR jsonb_typeof(node.dl) <> 'boolean'
+                        THEN 'inclusive and default_left must be booleans'
+                    END AS problem) AS c
+                WHERE c.problem IS NOT NULL
                 ORDER BY a.i LIMIT 1;
             END IF;
             EXIT WHEN bad IS NOT NULL;
@@ -1733,11 +1731,7 @@ DECLARE
     by_project_proba text;
     by_model text;
     by_model_proba text;
-    -- PL/Python cannot load a model in parallel mode (its queries open subtransactions), and the
-    -- planner decides on parallelism from the labels of the functions the query names, before
-    -- inlining: with a 'python'-format model in the registry, predict() itself says UNSAFE
-    parallel text := CASE WHEN EXISTS (SELECT FROM ml_stack.models AS m WHERE m.artifact ->> 'format' = 'python')
-                          THEN 'UNSAFE' ELSE 'SAFE' END;
+    parallel text;
     fn regprocedure;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('ml_stack._refresh_serving'));
@@ -1754,6 +1748,10 @@ BEGIN
     -- backends that cache a 'python'-format model drop it when a deployment changes
     PERFORM ml_stack._compile_python_model(m.id, generation)
     FROM ml_stack.models AS m WHERE m.artifact ->> 'format' = 'python';
+    -- PL/Python cannot load a model in parallel mode (its queries open subtransactions), and the
+    -- planner decides on parallelism from the labels of the functions the query names, before
+    -- inlining: with a 'python'-format model in the registry, predict() itself says UNSAFE
+    parallel := CASE WHEN FOUND THEN 'UNSAFE' ELSE 'SAFE' END;
 
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION ml_stack._predict_project(project_name text, features float8[]) RETURNS float8 '
@@ -2290,7 +2288,8 @@ BEGIN
         RAISE EXCEPTION 'model document has unknown task "%"', task USING ERRCODE = 'invalid_parameter_value',
             HINT = 'The task must be ''regression'' or ''classification''; export the model again with ml_stack.export_model().';
     END IF;
-    -- the artifact becomes SQL: check its shape, and let only numbers through
+    -- the artifact becomes SQL: check its shape, and let only numbers through (a 'trees' artifact's
+    -- nodes are checked by _compile_trees_model, which the insert below runs, and says what is wrong)
     IF art ->> 'format' = 'python' THEN
         RAISE EXCEPTION 'model % is a pickled scikit-learn estimator, which import_model does not load', model ->> 'algorithm'
             USING ERRCODE = 'feature_not_supported',
@@ -2340,10 +2339,6 @@ BEGIN
         RAISE EXCEPTION 'model document is damaged: its artifact does not match its task and feature count'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Export the model again with ml_stack.export_model().';
     END;
-    IF art ->> 'format' = 'trees' THEN
-        PERFORM ml_stack._check_trees_artifact(art, p, classes);   -- says what is wrong
-    END IF;
-
     PERFORM pg_advisory_xact_lock(hashtext('ml_stack.project:' || project_name));
     SELECT pr.* INTO proj FROM ml_stack.projects AS pr WHERE pr.name = project_name;
     IF NOT FOUND THEN

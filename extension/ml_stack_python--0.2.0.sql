@@ -84,6 +84,7 @@ Modules, one concern each:
     export      fitted estimator -> artifact ('trees', 'linear' or 'python')
     engine      fit(): the whole training call
     serving     predict / predict_proba of 'python'-format models, cached per backend
+    signing     HMAC signatures of pickles (a key in the data directory)
     datasets    load_dataset(): scikit-learn's toy datasets as tables
 """
 

@@ -21,6 +21,7 @@ from psycopg.conninfo import make_conninfo
 from pytest_postgresql import factories
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))  # the engine's package, for its evaluator
 import pgserver  # noqa: E402  (the throwaway-server code shared with the demo and the benchmarks)
 
 CRON_DBNAME = "ml_stack_cron"

@@ -1,9 +1,9 @@
 """The 'trees' artifact compiler of ml_stack (sql/serving/trees.sql), on its own: no PL/Python needed.
 
 Random ensembles in the documented format (docs/python-engine.md) are imported with ``import_model`` and served
-by ``predict``/``predict_proba``; the oracle is a direct Python evaluation of the same document (float32
-accumulation in tree order where the artifact says so). Probes hit every threshold exactly and its float64
-neighbours, NULL and NaN, and extremes. The agreement with the libraries themselves is in test_python_engine.
+by ``predict``/``predict_proba``; the oracle is the format's numpy evaluator (``ml_stack_python.trees.margins``,
+imported from python/: float32 accumulation in tree order where the artifact says so). Probes hit every
+threshold exactly and its float64 neighbours, NULL and NaN, and extremes. The agreement with the libraries themselves is in test_python_engine.
 """
 
 import json
@@ -14,6 +14,7 @@ import pytest
 from psycopg import errors
 
 from helpers import registry_rows
+from ml_stack_python import trees
 from test_dump_restore import _restore
 
 RNG_SEED = 20261126
@@ -46,38 +47,12 @@ def random_tree(rng, n_features, depth, output, leaf32):
             "default_left": default_left, "left": left, "right": right, "value": value}
 
 
-def evaluate_tree(tree, v):
-    i = 0
-    while tree["left"][i] != -1:
-        x = v[tree["feature"][i]]
-        if x is None or math.isnan(x):
-            go_left = tree["default_left"][i]
-        elif tree["inclusive"][i]:
-            go_left = x <= tree["threshold"][i]
-        else:
-            go_left = x < tree["threshold"][i]
-        i = tree["left"][i] if go_left else tree["right"][i]
-    return tree["value"][i]
-
-
-def evaluate(art, v):
-    """The margins a document defines for raw features v (list, None = NULL)."""
-    transform = art.get("transform")
-    if transform:
-        v = [None if x is None or math.isnan(x) else x for x in v]
-        v = [((x if x is not None else t["impute"]) - t["shift"]) / t["scale"] if (x is not None or t["impute"] is not None)
-             else None for x, t in zip(v, transform)]
-    if art["missing"] == "null" and any(x is None or math.isnan(x) for x in v):
-        return None
-    num = np.float32 if art["sum"] == "float4" else np.float64
-    out = [num(b) for b in art["base"]]
-    for tree in art["trees"]:
-        k = tree["output"]
-        out[k] = num(out[k] + num(evaluate_tree(tree, v)))
-    out = [float(m) for m in out]
-    if "divisor" in art:
-        out = [m / art["divisor"] for m in out]
-    return out
+def evaluate(art, row):
+    """The margins a document defines for one row of raw features (None = NULL), or None when the row has a
+    missing value a 'null' model has no rule for: the format's reference evaluator, which python/tests checks
+    against XGBoost and scikit-learn themselves."""
+    margins = trees.margins(art, np.array([[np.nan if x is None else x for x in row]], dtype=np.float64))[0]
+    return None if np.isnan(margins).any() else [float(m) for m in margins]
 
 
 def document(art, n_features, task, classes=None):

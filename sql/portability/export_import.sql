@@ -70,7 +70,8 @@ BEGIN
         RAISE EXCEPTION 'model document has unknown task "%"', task USING ERRCODE = 'invalid_parameter_value',
             HINT = 'The task must be ''regression'' or ''classification''; export the model again with ml_stack.export_model().';
     END IF;
-    -- the artifact becomes SQL: check its shape, and let only numbers through
+    -- the artifact becomes SQL: check its shape, and let only numbers through (a 'trees' artifact's
+    -- nodes are checked by _compile_trees_model, which the insert below runs, and says what is wrong)
     IF art ->> 'format' = 'python' THEN
         RAISE EXCEPTION 'model % is a pickled scikit-learn estimator, which import_model does not load', model ->> 'algorithm'
             USING ERRCODE = 'feature_not_supported',
@@ -120,10 +121,6 @@ BEGIN
         RAISE EXCEPTION 'model document is damaged: its artifact does not match its task and feature count'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Export the model again with ml_stack.export_model().';
     END;
-    IF art ->> 'format' = 'trees' THEN
-        PERFORM ml_stack._check_trees_artifact(art, p, classes);   -- says what is wrong
-    END IF;
-
     PERFORM pg_advisory_xact_lock(hashtext('ml_stack.project:' || project_name));
     SELECT pr.* INTO proj FROM ml_stack.projects AS pr WHERE pr.name = project_name;
     IF NOT FOUND THEN

@@ -153,11 +153,7 @@ DECLARE
     by_project_proba text;
     by_model text;
     by_model_proba text;
-    -- PL/Python cannot load a model in parallel mode (its queries open subtransactions), and the
-    -- planner decides on parallelism from the labels of the functions the query names, before
-    -- inlining: with a 'python'-format model in the registry, predict() itself says UNSAFE
-    parallel text := CASE WHEN EXISTS (SELECT FROM ml_stack.models AS m WHERE m.artifact ->> 'format' = 'python')
-                          THEN 'UNSAFE' ELSE 'SAFE' END;
+    parallel text;
     fn regprocedure;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('ml_stack._refresh_serving'));
@@ -174,6 +170,10 @@ BEGIN
     -- backends that cache a 'python'-format model drop it when a deployment changes
     PERFORM ml_stack._compile_python_model(m.id, generation)
     FROM ml_stack.models AS m WHERE m.artifact ->> 'format' = 'python';
+    -- PL/Python cannot load a model in parallel mode (its queries open subtransactions), and the
+    -- planner decides on parallelism from the labels of the functions the query names, before
+    -- inlining: with a 'python'-format model in the registry, predict() itself says UNSAFE
+    parallel := CASE WHEN FOUND THEN 'UNSAFE' ELSE 'SAFE' END;
 
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION ml_stack._predict_project(project_name text, features float8[]) RETURNS float8 '

@@ -15,7 +15,7 @@
 
 -- The artifact's trees, checked: every number a JSON number, every index in
 -- range, children after their parent (so every walk ends). Raises on the first
--- problem; used before compiling and by import_model.
+-- problem. Run before every compile, so also for what import_model brings in.
 CREATE OR REPLACE FUNCTION ml_stack._check_trees_artifact(artifact jsonb, num_features integer, classes float8[])
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
@@ -80,30 +80,28 @@ BEGIN
                OR (tree ->> 'output')::numeric NOT BETWEEN 0 AND outputs - 1 THEN
                 bad := format('tree %s: needs nodes and an "output" in [0, %s]', t, outputs - 1);
             ELSE
-                SELECT format('tree %s, node %s: %s', t, i - 1, CASE
-                    WHEN jsonb_typeof(l) <> 'number' OR jsonb_typeof(r) <> 'number' THEN 'children must be numbers'
-                    WHEN l::text::numeric = -1 THEN CASE WHEN jsonb_typeof(v) <> 'number' THEN 'a leaf needs a numeric value' END
-                    WHEN l::text::numeric <= i - 1 OR r::text::numeric <= i - 1 OR l::text::numeric >= n OR r::text::numeric >= n
-                         OR l::text::numeric % 1 <> 0 OR r::text::numeric % 1 <> 0
-                        THEN 'children must be later nodes of the same tree'
-                    WHEN jsonb_typeof(f) <> 'number' OR f::text::numeric NOT BETWEEN 0 AND num_features - 1 OR f::text::numeric % 1 <> 0
-                        THEN format('feature must be an index in [0, %s]', num_features - 1)
-                    WHEN jsonb_typeof(th) <> 'number' THEN 'threshold must be a number'
-                    WHEN jsonb_typeof(inc) <> 'boolean' OR jsonb_typeof(dl) <> 'boolean' THEN 'inclusive and default_left must be booleans'
-                    END)
-                INTO bad
+                SELECT format('tree %s, node %s: %s', t, a.i - 1, c.problem) INTO bad
                 FROM jsonb_array_elements(tree -> 'left') WITH ORDINALITY AS a(l, i)
-                JOIN LATERAL (SELECT tree -> 'right' -> (a.i::integer - 1) AS r, tree -> 'value' -> (a.i::integer - 1) AS v,
-                                     tree -> 'feature' -> (a.i::integer - 1) AS f, tree -> 'threshold' -> (a.i::integer - 1) AS th,
-                                     tree -> 'inclusive' -> (a.i::integer - 1) AS inc,
-                                     tree -> 'default_left' -> (a.i::integer - 1) AS dl) AS node ON true
-                WHERE CASE
-                    WHEN jsonb_typeof(l) <> 'number' OR jsonb_typeof(r) <> 'number' THEN true
-                    WHEN l::text::numeric = -1 THEN jsonb_typeof(v) <> 'number'
-                    ELSE l::text::numeric <= i - 1 OR r::text::numeric <= i - 1 OR l::text::numeric >= n OR r::text::numeric >= n
-                         OR l::text::numeric % 1 <> 0 OR r::text::numeric % 1 <> 0
-                         OR jsonb_typeof(f) <> 'number' OR f::text::numeric NOT BETWEEN 0 AND num_features - 1 OR f::text::numeric % 1 <> 0
-                         OR jsonb_typeof(th) <> 'number' OR jsonb_typeof(inc) <> 'boolean' OR jsonb_typeof(dl) <> 'boolean' END
+                CROSS JOIN LATERAL (SELECT tree -> 'right' -> (a.i::integer - 1) AS r, tree -> 'value' -> (a.i::integer - 1) AS v,
+                                           tree -> 'feature' -> (a.i::integer - 1) AS f, tree -> 'threshold' -> (a.i::integer - 1) AS th,
+                                           tree -> 'inclusive' -> (a.i::integer - 1) AS inc,
+                                           tree -> 'default_left' -> (a.i::integer - 1) AS dl) AS node
+                CROSS JOIN LATERAL (SELECT CASE
+                    WHEN jsonb_typeof(a.l) <> 'number' OR jsonb_typeof(node.r) <> 'number' THEN 'children must be numbers'
+                    WHEN a.l::text::numeric = -1 THEN
+                        CASE WHEN jsonb_typeof(node.v) <> 'number' THEN 'a leaf needs a numeric value' END
+                    WHEN a.l::text::numeric <= a.i - 1 OR node.r::text::numeric <= a.i - 1
+                         OR a.l::text::numeric >= n OR node.r::text::numeric >= n
+                         OR a.l::text::numeric % 1 <> 0 OR node.r::text::numeric % 1 <> 0
+                        THEN 'children must be later nodes of the same tree'
+                    WHEN jsonb_typeof(node.f) <> 'number' OR node.f::text::numeric NOT BETWEEN 0 AND num_features - 1
+                         OR node.f::text::numeric % 1 <> 0
+                        THEN format('feature must be an index in [0, %s]', num_features - 1)
+                    WHEN jsonb_typeof(node.th) <> 'number' THEN 'threshold must be a number'
+                    WHEN jsonb_typeof(node.inc) <> 'boolean' OR jsonb_typeof(node.dl) <> 'boolean'
+                        THEN 'inclusive and default_left must be booleans'
+                    END AS problem) AS c
+                WHERE c.problem IS NOT NULL
                 ORDER BY a.i LIMIT 1;
             END IF;
             EXIT WHEN bad IS NOT NULL;
