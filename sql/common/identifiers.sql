@@ -67,3 +67,44 @@ BEGIN
     RETURN x;
 END
 $$;
+
+-- A column of `rel` that holds text (text, varchar, char, citext or a domain over
+-- them), or a clear error listing the text columns there are.
+CREATE OR REPLACE FUNCTION ml_stack._text_column(rel regclass, column_name text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    typ regtype;
+    text_columns text;
+BEGIN
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO text_columns
+    FROM pg_catalog.pg_attribute AS a
+    WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+      AND ml_stack._is_text_type(a.atttypid);
+    SELECT a.atttypid::regtype INTO typ FROM pg_catalog.pg_attribute AS a
+    WHERE a.attrelid = rel AND a.attname = column_name AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" does not exist in relation %', column_name, rel
+            USING ERRCODE = 'undefined_column',
+                  HINT = coalesce(format('Its text columns are: %s.', text_columns), 'It has no text columns.');
+    END IF;
+    IF NOT ml_stack._is_text_type(typ) THEN
+        RAISE EXCEPTION 'column "%" of % has type %, not text', column_name, rel, typ
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = coalesce(format('Its text columns are: %s.', text_columns),
+                                  'It has no text columns; cast one in a view (col::text).');
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml_stack._is_text_type(typ oid)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.typcategory = 'S' FROM pg_catalog.pg_type AS t
+    WHERE t.oid = CASE WHEN (SELECT d.typtype FROM pg_catalog.pg_type AS d WHERE d.oid = typ) = 'd'
+                       THEN (SELECT d.typbasetype FROM pg_catalog.pg_type AS d WHERE d.oid = typ) ELSE typ END
+$$;
