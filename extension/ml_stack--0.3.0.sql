@@ -319,6 +319,16 @@ SELECT pg_catalog.pg_extension_config_dump('ml_stack.vectorizers', '');
 SELECT pg_catalog.pg_extension_config_dump('ml_stack.vectorizers_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ml_stack.vectorizer_terms', '');
 
+-- source: sql/registry/snapshots_0.3.0.sql
+-- 0.3.0: the layout of a model's features by column (numbers, arrays, vectorized
+-- text with its transformer), which predict_row() follows; NULL before 0.3.0 (every
+-- feature was then one numeric column, as "features" lists them).
+ALTER TABLE ml_stack.snapshots ADD COLUMN columns jsonb;
+COMMENT ON COLUMN ml_stack.snapshots.columns IS
+    'ml_stack: per feature column, in table order: name, type, kind (number, boolean, array, text), offset and width among the model''s features, and for text its transformer.';
+-- _prepare_dataset takes the project's name now (it names the vocabularies it fits).
+DROP FUNCTION IF EXISTS ml_stack._prepare_dataset(regclass, text, text, real, text, bigint, jsonb);
+
 -- source: sql/registry/deployed_models.sql
 CREATE OR REPLACE VIEW ml_stack.deployed_models AS
 SELECT p.name        AS project_name,
@@ -734,6 +744,146 @@ BEGIN
 END
 $$;
 
+-- source: sql/engines/sql_naive_bayes.sql
+-- SQL engine: multinomial naive Bayes, as scikit-learn's MultinomialNB (alpha,
+-- fit_prior = true): feature_log_prob[c][j] = ln((F[c][j] + alpha) / (sum_j F[c][j]
+-- + alpha * P)) over the per-class feature sums F, class_log_prior[c] = ln(n_c / n).
+-- One grouped pass: the numeric features (x) are summed per class, the vectorized
+-- text columns (blocks) per class and term from their sparse vectors, never densified.
+-- Its scores are linear in the features, so the artifact is the 'linear' format
+-- (softmax link over one score per class) and serves as compiled SQL arithmetic.
+-- It scores the test rows itself, sparsely, into pg_temp._ml_stack_predictions.
+-- Block values go through real, as embed() returns them, so that the features of
+-- training and serving are the same numbers.
+CREATE OR REPLACE FUNCTION ml_stack._fit_naive_bayes(dataset jsonb, alpha float8)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET extra_float_digits = 3
+AS $$
+DECLARE
+    classes float8[] := ARRAY(SELECT jsonb_array_elements_text(dataset -> 'classes')::float8);
+    nk      integer := jsonb_array_length(dataset -> 'classes');
+    p       integer := jsonb_array_length(dataset -> 'x');
+    np      integer := (dataset ->> 'num_features')::integer;
+    xpos    integer[] := ARRAY(SELECT jsonb_array_elements_text(dataset -> 'x_positions')::integer);
+    tf      jsonb := dataset -> 'transform';
+    train_filter text := dataset ->> 'train_filter';
+    f       float8[];     -- per-class feature sums, class-major: f[(c - 1) * np + j]
+    w       float8[];     -- feature log probabilities, then folded onto raw features
+    counts  float8[];
+    ints    float8[] := '{}';
+    coefs   jsonb := '[]';
+    impute  jsonb;
+    blk     jsonb;
+    term    record;
+    grp     record;
+    c integer; j integer; jj integer;
+    total float8;
+    block_joins text := '';
+    scores text[] := '{}';
+    started timestamptz := clock_timestamp();
+BEGIN
+    alpha := greatest(alpha, 1e-10);   -- scikit-learn's floor for alpha
+    FOR blk IN SELECT value FROM jsonb_array_elements(dataset -> 'blocks') LOOP
+        IF blk -> 'spec' ->> 'kind' = 'hashing' AND (blk -> 'spec' ->> 'signed')::boolean THEN
+            RAISE EXCEPTION 'naive_bayes needs non-negative features; column "%" is vectorized by signed hashing', blk ->> 'column'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('Use {"%s": {"vectorize": "hashing", "options": {"signed": false}}}, or "counts" or "tfidf".', blk ->> 'column');
+        END IF;
+    END LOOP;
+    f := array_fill(0::float8, ARRAY[nk * np]);
+
+    -- the numeric features: one grouped pass (their minimum checks the sign)
+    FOR grp IN EXECUTE format('SELECT y, ARRAY[%s]::float8[] AS s, ARRAY[%s]::float8[] AS mn FROM pg_temp._ml_stack_rows WHERE %s GROUP BY y ORDER BY y',
+                              coalesce((SELECT string_agg(format('sum(%s)', e), ', ' ORDER BY i)
+                                        FROM jsonb_array_elements_text(dataset -> 'x') WITH ORDINALITY AS t(e, i)), ''),
+                              coalesce((SELECT string_agg(format('min(%s)', e), ', ' ORDER BY i)
+                                        FROM jsonb_array_elements_text(dataset -> 'x') WITH ORDINALITY AS t(e, i)), ''),
+                              train_filter) LOOP
+        c := array_position(classes, grp.y);
+        FOR j IN 1 .. p LOOP
+            IF grp.mn[j] < 0 THEN
+                RAISE EXCEPTION 'naive_bayes needs non-negative features; "%" has negative values', dataset -> 'features' -> (j - 1) ->> 'name'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Leave it out in a view, or scale it with preprocess {"scale": "min_max"}.';
+            END IF;
+            f[(c - 1) * np + xpos[j]] := grp.s[j];
+        END LOOP;
+    END LOOP;
+    -- the text blocks: per class and term
+    FOR blk IN SELECT value FROM jsonb_array_elements(dataset -> 'blocks') LOOP
+        FOR term IN EXECUTE format('SELECT t.y, s.idx, sum(s.val::real::float8) AS v, min(s.val) AS mn '
+                                   'FROM pg_temp._ml_stack_rows AS t, LATERAL ml_stack._sparse_terms(%L::jsonb, t.t%s) AS s '
+                                   'WHERE %s GROUP BY t.y, s.idx', blk -> 'spec', blk ->> 't', train_filter) LOOP
+            IF term.mn < 0 THEN
+                RAISE EXCEPTION 'naive_bayes needs non-negative features; column "%" is vectorized to negative values', blk ->> 'column'
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'Use "counts", "tfidf" or unsigned hashing.';
+            END IF;
+            c := array_position(classes, term.y);
+            f[(c - 1) * np + (blk ->> 'offset')::integer + term.idx] := term.v;
+        END LOOP;
+    END LOOP;
+    EXECUTE format('SELECT array_agg(n ORDER BY y) FROM (SELECT y, count(*)::float8 AS n FROM pg_temp._ml_stack_rows WHERE %s GROUP BY y) AS g',
+                   train_filter) INTO counts;
+    total := (SELECT sum(x) FROM unnest(counts) AS x);
+
+    -- log probabilities, then the preprocessing of x folded in: x' = (coalesce(x, impute) - shift) / scale
+    w := array_fill(0::float8, ARRAY[nk * np]);
+    FOR c IN 1 .. nk LOOP
+        SELECT sum(x) + alpha * np INTO total FROM unnest(f[(c - 1) * np + 1 : c * np]) AS x;
+        FOR j IN 1 .. np LOOP
+            w[(c - 1) * np + j] := ln(f[(c - 1) * np + j] + alpha) - ln(total);
+        END LOOP;
+        ints := ints || (ln(counts[c]) - ln((SELECT sum(x) FROM unnest(counts) AS x)));
+        FOR j IN 1 .. p LOOP
+            jj := (c - 1) * np + xpos[j];
+            w[jj] := w[jj] / (tf -> (j - 1) ->> 'scale')::float8;
+            ints[c] := ints[c] - w[jj] * (tf -> (j - 1) ->> 'shift')::float8;
+        END LOOP;
+        coefs := coefs || jsonb_build_array(to_jsonb(w[(c - 1) * np + 1 : c * np]));
+    END LOOP;
+    impute := to_jsonb(array_fill(NULL::float8, ARRAY[np]));
+    FOR j IN 1 .. p LOOP
+        impute := jsonb_set(impute, ARRAY[(xpos[j] - 1)::text], coalesce(tf -> (j - 1) -> 'impute', 'null'));
+    END LOOP;
+
+    -- the test rows, scored sparsely with the served weights ($1, class-major)
+    FOR c IN 1 .. nk LOOP
+        scores := scores || format('%s::float8%s', ints[c],
+            coalesce((SELECT string_agg(format(' + $1[%s] * %s', (c - 1) * np + xpos[g.i],
+                                               CASE WHEN tf -> (g.i - 1) ->> 'impute' IS NULL THEN format('t.x%s', g.i)
+                                                    ELSE format('coalesce(t.x%s, %s::float8)', g.i, (tf -> (g.i - 1) ->> 'impute')::float8) END), '')
+                      FROM generate_series(1, p) AS g(i)), ''));
+    END LOOP;
+    FOR blk IN SELECT value FROM jsonb_array_elements(dataset -> 'blocks') LOOP
+        block_joins := block_joins || format(
+            ' CROSS JOIN LATERAL (SELECT ARRAY[%s] AS s FROM ml_stack._sparse_terms(%L::jsonb, t.t%s) AS s) AS b%s',
+            (SELECT string_agg(format('coalesce(sum(s.val::real::float8 * $1[%s + s.idx]), 0)', (g.c - 1) * np + (blk ->> 'offset')::integer), ', ')
+             FROM generate_series(1, nk) AS g(c)),
+            blk -> 'spec', blk ->> 't', blk ->> 't');
+        FOR c IN 1 .. nk LOOP
+            scores[c] := scores[c] || format(' + b%s.s[%s]', blk ->> 't', c);
+        END LOOP;
+    END LOOP;
+    IF to_regclass('pg_temp._ml_stack_predictions') IS NOT NULL THEN
+        DROP TABLE pg_temp._ml_stack_predictions;
+    END IF;
+    EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_predictions ON COMMIT DROP AS '
+                   'SELECT r, ($2::float8[])[ml_stack._argmax(sc)] AS yhat, ml_stack._softmax(sc) AS proba '
+                   'FROM (SELECT t.r, ARRAY[%s] AS sc FROM pg_temp._ml_stack_rows AS t%s WHERE %s OFFSET 0) AS q',
+                   array_to_string(scores, ', '), block_joins, dataset ->> 'test_filter')
+        USING w, classes;
+    IF clock_timestamp() - started > interval '2 seconds' THEN
+        RAISE NOTICE 'ml_stack: naive_bayes fitted on % features in % s', np,
+            round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
+    END IF;
+    RETURN jsonb_build_object('format', 'linear', 'link', 'softmax', 'intercepts', to_jsonb(ints),
+                              'coefficients', coefs, 'impute', impute);
+END
+$$;
+
 -- source: sql/engines/sql_engine.sql
 -- The SQL engine: which algorithms it has, their hyperparameters, and fitting.
 -- Engines fit on the preprocessed features; this folds the preprocessing back
@@ -751,6 +901,7 @@ AS $$
         WHEN algorithm = 'linear' AND task = 'regression' THEN ARRAY[]::text[]
         WHEN algorithm = 'ridge' AND task = 'regression' THEN ARRAY['alpha']
         WHEN algorithm = 'linear' AND task = 'classification' THEN ARRAY['C', 'max_iter', 'tol']
+        WHEN algorithm = 'naive_bayes' AND task = 'classification' THEN ARRAY['alpha']
     END
 $$;
 COMMENT ON FUNCTION ml_stack._sql_engine_hyperparams(text, text) IS
@@ -785,6 +936,9 @@ BEGIN
                                   ELSE format('Valid hyperparameters: %s.', array_to_string(valid, ', ')) END;
         END IF;
     END LOOP;
+    IF algorithm = 'naive_bayes' THEN
+        RETURN ml_stack._fit_naive_bayes(dataset, ml_stack._numeric_hyperparam(hyperparams, 'alpha', 1.0, 0));
+    END IF;
     IF task = 'regression' THEN
         link := 'identity';
         fit := ml_stack._fit_least_squares(dataset,
@@ -1087,9 +1241,18 @@ BEGIN
                   HINT = format('Transformers: %s (see ml_stack.transformers); fit a vocabulary with ml_stack.fit_vectorizer.',
                                 (SELECT string_agg(t.name, ', ' ORDER BY t.name) FROM ml_stack._transformer_list() AS t));
     END IF;
-    RETURN jsonb_build_object('name', vz.name, 'kind', vz.method, 'dims', vz.dims, 'config', vz.config,
-                              'vectorizer_id', vz.id, 'version', vz.version);
+    RETURN ml_stack._vectorizer_spec(vz.id);
 END
+$$;
+
+CREATE OR REPLACE FUNCTION ml_stack._vectorizer_spec(vectorizer_id bigint)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object('name', v.name, 'kind', v.method, 'dims', v.dims, 'config', v.config,
+                              'vectorizer_id', v.id, 'version', v.version)
+    FROM ml_stack.vectorizers AS v WHERE v.id = vectorizer_id
 $$;
 
 -- Every transformer there is (behind the view ml_stack.transformers).
@@ -1310,18 +1473,26 @@ COMMENT ON FUNCTION ml_stack.fit_vectorizer(text, text, text, text, jsonb) IS
 -- Read the training relation once into a temporary table, check it, split it and
 -- describe it. Everything after this works on that one consistent read.
 --
--- pg_temp._ml_stack_rows(r, y, k, x1 .. xp): r is the row's position in the
--- relation's own order, k a seeded hash of r that orders the random split.
+-- pg_temp._ml_stack_rows(r, y, k, x1 .. xp, t1 .. tq): r is the row's position in
+-- the relation's own order, k a seeded hash of r that orders the random split;
+-- x are the numeric features (an array column of fixed length L gives L of them,
+-- its elements in order), t the text columns that a "vectorize" rule turns into a
+-- block of features (a "block": sparse, never stored dense).
+-- The features a model takes, in table order, are x and the blocks' dimensions
+-- interleaved as their columns are; "columns" describes that layout, which
+-- predict_row() follows to build the feature array from a row.
 -- Returns a jsonb description (the "dataset") that engines and metrics use:
 --   n, skipped, train_rows, test_rows, test_size, test_sampling, seed,
 --   train_filter / test_filter  (SQL predicates over the temporary table),
 --   features [{name, type, count, nulls, mean, std, min, max}]  (train rows),
 --   label {name, type, mean, std, min, max}, classes [..] (classification),
 --   x [SQL expression of each preprocessed feature], x_mean, x_std (train rows),
---   transform [{impute, shift, scale}]  (what preprocessing does to raw feature j).
+--   transform [{impute, shift, scale}]  (what preprocessing does to raw feature j),
+--   blocks [{column, t, spec, dims, offset}], columns [{name, type, kind, width, offset, ..}],
+--   x_positions [position of x_j among the model's features], num_features.
 CREATE OR REPLACE FUNCTION ml_stack._prepare_dataset(
     rel regclass, y_column_name text, task text, test_size real, test_sampling text,
-    seed bigint, preprocess jsonb)
+    seed bigint, preprocess jsonb, project_name text)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -1335,7 +1506,6 @@ DECLARE
     cols    record;
     names   text[] := '{}';
     types   text[] := '{}';
-    casts   text[] := '{}';
     p       integer;
     n       bigint;
     total   bigint;
@@ -1360,6 +1530,24 @@ DECLARE
     started timestamptz := clock_timestamp();
     class_counts jsonb;
     key text;
+    colnames text[] := '{}';    -- every feature column
+    src     text[] := '{}';     -- the column of each x
+    layout  jsonb := '[]';      -- per feature column: {name, type, kind, ci, ...}
+    raw_cols text[] := '{}';
+    unusable text[] := '{}';
+    text_hint text;
+    ci integer := 0;
+    col jsonb;
+    width bigint; width_max bigint; ndims integer; nonnull bigint;
+    x_sel text[] := '{}';
+    t_sel text[] := '{}';
+    blocks jsonb := '[]';
+    spec jsonb;
+    vid bigint;
+    pos integer := 0;
+    x_positions integer[] := '{}';
+    columns jsonb := '[]';
+    b integer;
 BEGIN
     -- label column: must exist and be numeric
     SELECT a.attname, a.atttypid::regtype AS typ INTO y_att
@@ -1377,41 +1565,62 @@ BEGIN
                   HINT = 'Encode the label as numbers (e.g. class ids) in a view, and train on the view.';
     END IF;
 
-    -- features: every other column, in table order
-    FOR cols IN
-        SELECT a.attname, a.atttypid::regtype AS typ
-        FROM pg_catalog.pg_attribute AS a
-        WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> y_column_name
-        ORDER BY a.attnum
-    LOOP
-        IF NOT cols.typ = ANY (numeric_types) THEN
-            RAISE EXCEPTION 'feature column "%" has type %, which is not numeric', cols.attname, cols.typ
-                USING ERRCODE = 'datatype_mismatch',
-                      HINT = 'Train on a view that leaves the column out or encodes it as numbers.';
-        END IF;
-        names := names || cols.attname::text;
-        types := types || cols.typ::text;
-        casts := casts || CASE WHEN cols.typ = 'boolean'::regtype
-                               THEN format('%I::integer::float8', cols.attname)
-                               ELSE format('%I::float8', cols.attname) END;
-    END LOOP;
-    p := cardinality(names);
-    IF p = 0 THEN
-        RAISE EXCEPTION 'relation % has no feature columns besides the label "%"', rel, y_column_name
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'A model needs at least one numeric feature column.';
-    END IF;
-
     IF preprocess IS NULL OR jsonb_typeof(preprocess) <> 'object' THEN
         RAISE EXCEPTION 'preprocess must be a JSON object'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'e.g. preprocess => ''{"age": {"impute": "mean", "scale": "standard"}}''';
     END IF;
+
+    -- features: every other column, in table order: numbers (booleans as 0/1), arrays of
+    -- numbers (of one length), and text with a vectorize rule; all the others in one error
+    FOR cols IN
+        SELECT a.attname, a.atttypid::regtype AS typ, t.typelem::regtype AS elem,
+               t.typcategory = 'A' AND t.typelem <> 0 AS is_array, ml_stack._is_text_type(a.atttypid) AS is_text
+        FROM pg_catalog.pg_attribute AS a JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
+        WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> y_column_name
+        ORDER BY a.attnum
+    LOOP
+        ci := ci + 1;
+        colnames := colnames || cols.attname::text;
+        IF cols.typ = ANY (numeric_types) THEN
+            layout := layout || jsonb_build_object('name', cols.attname, 'type', cols.typ::text, 'kind',
+                                                   CASE WHEN cols.typ = 'boolean'::regtype THEN 'boolean' ELSE 'number' END, 'ci', ci);
+            raw_cols := raw_cols || format('%s AS c%s', CASE WHEN cols.typ = 'boolean'::regtype
+                                                             THEN format('%I::integer::float8', cols.attname)
+                                                             ELSE format('%I::float8', cols.attname) END, ci);
+        ELSIF cols.is_array AND cols.elem = ANY (numeric_types) AND cols.elem <> 'boolean'::regtype THEN
+            layout := layout || jsonb_build_object('name', cols.attname, 'type', cols.typ::text, 'kind', 'array', 'ci', ci);
+            raw_cols := raw_cols || format('%I::float8[] AS c%s', cols.attname, ci);
+        ELSIF cols.is_text AND preprocess -> cols.attname ? 'vectorize' THEN
+            layout := layout || jsonb_build_object('name', cols.attname, 'type', cols.typ::text, 'kind', 'text', 'ci', ci);
+            raw_cols := raw_cols || format('%I::text AS c%s', cols.attname, ci);
+        ELSE
+            unusable := unusable || format('"%s" (%s)', cols.attname, cols.typ);
+            IF cols.is_text THEN
+                text_hint := coalesce(text_hint, cols.attname::text);
+            END IF;
+        END IF;
+    END LOOP;
+    IF cardinality(unusable) > 0 THEN
+        RAISE EXCEPTION '%', CASE WHEN cardinality(unusable) = 1
+                                  THEN format('feature column %s, which is not numeric', regexp_replace(unusable[1], ' \((.*)\)$', ' has type \1'))
+                                  ELSE format('feature columns that are not numeric: %s', array_to_string(unusable, ', ')) END
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = CASE WHEN text_hint IS NOT NULL
+                              THEN format('Vectorize text: preprocess => ''{"%s": {"vectorize": "hashing"}}'' (or "tfidf", "counts"); '
+                                          'train on a view that leaves the other columns out or encodes them as numbers.', text_hint)
+                              ELSE 'Train on a view that leaves the column out or encodes it as numbers; arrays must hold numbers.' END;
+    END IF;
+    IF ci = 0 THEN
+        RAISE EXCEPTION 'relation % has no feature columns besides the label "%"', rel, y_column_name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A model needs at least one numeric feature column.';
+    END IF;
     FOR key IN SELECT jsonb_object_keys(preprocess) LOOP
-        IF NOT key = ANY (names) THEN
+        IF NOT key = ANY (colnames) THEN
             RAISE EXCEPTION 'preprocess names column "%", which is not a feature of %', key, rel
                 USING ERRCODE = 'undefined_column',
-                      HINT = format('The features are: %s.', array_to_string(names, ', '));
+                      HINT = format('The features are: %s.', array_to_string(colnames, ', '));
         END IF;
     END LOOP;
 
@@ -1420,18 +1629,53 @@ BEGIN
     IF to_regclass('pg_temp._ml_stack_rows') IS NOT NULL THEN
         DROP TABLE pg_temp._ml_stack_rows;  -- an earlier train in this transaction
     END IF;
-    sql := format(
-        'CREATE TEMPORARY TABLE _ml_stack_rows ON COMMIT DROP AS '
-        'SELECT r, y, md5(%L || '':'' || r) COLLATE "C" AS k, %s FROM ('
-        '  SELECT row_number() OVER () AS r, %s AS y, %s FROM %s) AS s',
-        seed,
-        (SELECT string_agg(format('x%s', i), ', ') FROM generate_series(1, p) AS i),
-        CASE WHEN y_att.typ = 'boolean'::regtype THEN format('%I::integer::float8', y_column_name)
-             ELSE format('%I::float8', y_column_name) END,
-        (SELECT string_agg(format('%s AS x%s', c, i), ', ') FROM unnest(casts) WITH ORDINALITY AS t(c, i)),
-        rel);
-    EXECUTE sql;
+    -- the read, into c1 .. cm (one per feature column); then the numeric features x in
+    -- table order (arrays: one x per element, so their length must be known first)
+    EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_raw ON COMMIT DROP AS '
+                   'SELECT row_number() OVER () AS r, %s AS y, %s FROM %s',
+                   CASE WHEN y_att.typ = 'boolean'::regtype THEN format('%I::integer::float8', y_column_name)
+                        ELSE format('%I::float8', y_column_name) END,
+                   array_to_string(raw_cols, ', '), rel);
     GET DIAGNOSTICS total = ROW_COUNT;
+    b := 0;
+    FOR col IN SELECT value FROM jsonb_array_elements(layout) LOOP
+        ci := (col ->> 'ci')::integer;
+        CASE col ->> 'kind'
+        WHEN 'array' THEN
+            EXECUTE format('SELECT min(cardinality(c%1$s)), max(cardinality(c%1$s)), max(array_ndims(c%1$s)), count(c%1$s) '
+                           'FROM pg_temp._ml_stack_raw', ci)
+                INTO width, width_max, ndims, nonnull;
+            IF nonnull = 0 THEN
+                RAISE EXCEPTION 'array column "%" is NULL in every row', col ->> 'name'
+                    USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave the column out in a view.';
+            ELSIF width <> width_max OR ndims > 1 OR width = 0 THEN
+                RAISE EXCEPTION 'array column "%" holds arrays of varying length (% to % elements%)', col ->> 'name',
+                                width, width_max, CASE WHEN ndims > 1 THEN ', some of several dimensions' ELSE '' END
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Array features need one length in every row (e.g. an embedding); pad or cut them in a view.';
+            END IF;
+            FOR j IN 1 .. width LOOP
+                names := names || format('%s[%s]', col ->> 'name', j);
+                types := types || (col ->> 'type');
+                src := src || (col ->> 'name');
+                x_sel := x_sel || format('c%s[%s] AS x%s', ci, j, cardinality(names));
+            END LOOP;
+            layout := jsonb_set(layout, ARRAY[b::text], col || jsonb_build_object('width', width));
+        WHEN 'text' THEN
+            t_sel := t_sel || format('c%s AS t%s', ci, cardinality(t_sel) + 1);
+        ELSE
+            names := names || (col ->> 'name');
+            types := types || (col ->> 'type');
+            src := src || (col ->> 'name');
+            x_sel := x_sel || format('c%s AS x%s', ci, cardinality(names));
+        END CASE;
+        b := b + 1;
+    END LOOP;
+    p := cardinality(names);
+    EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_rows ON COMMIT DROP AS '
+                   'SELECT r, y, md5(%L || '':'' || r) COLLATE "C" AS k%s FROM pg_temp._ml_stack_raw',
+                   seed, (SELECT string_agg(', ' || e, '') FROM unnest(x_sel || t_sel) AS e));
+    DROP TABLE pg_temp._ml_stack_raw;
     DELETE FROM pg_temp._ml_stack_rows WHERE y IS NULL;
     GET DIAGNOSTICS n = ROW_COUNT;
     n := total - n;
@@ -1448,11 +1692,13 @@ BEGIN
     END IF;
 
     -- NULL features need an impute rule
-    EXECUTE format('SELECT ARRAY[%s] FROM pg_temp._ml_stack_rows',
-                   (SELECT string_agg(format('count(x%s)::float8', i), ', ') FROM generate_series(1, p) AS i))
-        INTO counts;
+    IF p > 0 THEN
+        EXECUTE format('SELECT ARRAY[%s] FROM pg_temp._ml_stack_rows',
+                       (SELECT string_agg(format('count(x%s)::float8', i), ', ') FROM generate_series(1, p) AS i))
+            INTO counts;
+    END IF;
     FOR j IN 1 .. p LOOP
-        IF counts[j] < n AND (preprocess -> names[j] ->> 'impute') IS NULL THEN
+        IF counts[j] < n AND (preprocess -> src[j] ->> 'impute') IS NULL THEN
             missing := missing || format('%s (%s NULLs)', names[j], n - counts[j]::bigint);
         END IF;
     END LOOP;
@@ -1460,7 +1706,7 @@ BEGIN
         RAISE EXCEPTION 'feature columns have NULL values and no impute rule: %', array_to_string(missing, ', ')
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = format('Add an impute rule, e.g. preprocess => ''{"%s": {"impute": "mean"}}'', or filter the rows in a view.',
-                                split_part(missing[1], ' ', 1));
+                                split_part(split_part(missing[1], ' ', 1), '[', 1));
     END IF;
 
     -- classes
@@ -1553,7 +1799,7 @@ BEGIN
         nn := stats[6 + (j - 1) * 5]; m := stats[7 + (j - 1) * 5]; sd := stats[8 + (j - 1) * 5];
         mn := stats[9 + (j - 1) * 5]; mx := stats[10 + (j - 1) * 5];
         nnull := stats[1] - nn;
-        rule := coalesce(preprocess -> names[j], '{}');
+        rule := coalesce(preprocess -> src[j], '{}');
         IF jsonb_typeof(rule) <> 'object' THEN
             RAISE EXCEPTION 'preprocess rule for "%" must be an object', names[j]
                 USING ERRCODE = 'invalid_parameter_value', HINT = '{"impute": "mean", "scale": "standard"}';
@@ -1616,6 +1862,60 @@ BEGIN
             'min', stats[9 + (j - 1) * 5], 'max', stats[10 + (j - 1) * 5]);
     END LOOP;
 
+    -- text blocks: the transformer of each vectorize rule; counts and tfidf fit their
+    -- vocabulary on the training rows (a vectorizer named <project>.<column>, one version per model)
+    b := 0;
+    FOR col IN SELECT value FROM jsonb_array_elements(layout) WHERE value ->> 'kind' = 'text' LOOP
+        b := b + 1;
+        rule := preprocess -> (col ->> 'name');
+        FOR key IN SELECT jsonb_object_keys(rule) LOOP
+            IF key NOT IN ('vectorize', 'options') THEN
+                RAISE EXCEPTION 'unknown preprocess rule "%" for text column "%"', key, col ->> 'name'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'A text column takes "vectorize" and its "options", e.g. {"vectorize": "hashing", "options": {"dims": 256}}.';
+            END IF;
+        END LOOP;
+        IF jsonb_typeof(rule -> 'vectorize') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION 'the vectorize rule of column "%" must name a transformer', col ->> 'name'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. {"vectorize": "hashing"}, "tfidf" or "counts".';
+        END IF;
+        IF rule ->> 'vectorize' IN ('counts', 'tfidf') THEN
+            vid := ml_stack._fit_vocabulary(
+                format('%s.%s', project_name, col ->> 'name'), rule ->> 'vectorize', rule -> 'options',
+                format('SELECT t%s FROM pg_temp._ml_stack_rows WHERE NOT (%s)', b, test_filter),
+                jsonb_build_object('project', project_name, 'relation', rel::text, 'column', col ->> 'name',
+                                   'training_rows', n - ntest));
+            spec := ml_stack._vectorizer_spec(vid);  -- a statement of its own: it must see the new vocabulary
+        ELSE
+            spec := ml_stack._resolve_transformer(rule ->> 'vectorize', rule -> 'options');
+            IF spec ->> 'kind' = 'python' THEN
+                RAISE EXCEPTION 'column "%": a model transformer (%) cannot vectorize inside train yet', col ->> 'name', spec ->> 'name'
+                    USING ERRCODE = 'feature_not_supported',
+                          HINT = 'Store its embeddings in a real[] column (ml_stack.embed(transformer, text)) and train on that column, or vectorize with hashing, tfidf or counts.';
+            END IF;
+        END IF;
+        blocks := blocks || jsonb_build_array(jsonb_build_object('column', col ->> 'name', 't', b, 'spec', spec,
+                                                                 'dims', (spec ->> 'dims')::integer));
+    END LOOP;
+    -- where x and the blocks sit among the model's features (table order)
+    b := 0;
+    FOR col IN SELECT value FROM jsonb_array_elements(layout) LOOP
+        IF col ->> 'kind' = 'text' THEN
+            blocks := jsonb_set(blocks, ARRAY[b::text, 'offset'], to_jsonb(pos));
+            columns := columns || jsonb_build_array((col - 'ci') || jsonb_build_object(
+                'offset', pos, 'width', blocks -> b -> 'dims', 'transformer', blocks -> b -> 'spec'));
+            pos := pos + (blocks -> b ->> 'dims')::integer;
+            b := b + 1;
+        ELSE
+            columns := columns || jsonb_build_array((col - 'ci') || jsonb_build_object(
+                'offset', pos, 'width', coalesce((col ->> 'width')::integer, 1)));
+            FOR j IN 1 .. coalesce((col ->> 'width')::integer, 1) LOOP
+                pos := pos + 1;
+                x_positions := x_positions || pos;
+            END LOOP;
+        END IF;
+    END LOOP;
+
     RETURN jsonb_build_object(
         'n', n, 'skipped', total - n, 'train_rows', n - ntest, 'test_rows', ntest,
         'test_size', test_size, 'test_sampling', test_sampling, 'seed', seed,
@@ -1626,7 +1926,8 @@ BEGIN
                                     'class_counts', class_counts),
         'classes', to_jsonb(classes),
         'x', to_jsonb(x_expr), 'x_mean', to_jsonb(x_mean), 'x_std', to_jsonb(x_std),
-        'transform', transform);
+        'transform', transform,
+        'blocks', blocks, 'columns', columns, 'x_positions', to_jsonb(x_positions), 'num_features', pos);
 END
 $$;
 
@@ -2421,6 +2722,142 @@ AS $$ SELECT ml_stack._predict_proba_model(model_id, features) $$;
 COMMENT ON FUNCTION ml_stack.predict_proba(bigint, float8[]) IS
     'ml_stack: class probabilities (one per class, classes ascending) from one classifier of the registry.';
 
+-- source: sql/serving/predict_row.sql
+-- Predictions from a row given by column names (to_jsonb(t) of a table row, or a
+-- JSON object from an application): the deployed model's feature array is built
+-- from the row following the snapshot's column layout (numbers, booleans, arrays,
+-- text through the model's own transformer), then served as predict() serves it.
+-- Extra keys are ignored; a missing key is a NULL feature (NULL text: no words).
+
+-- A JSON value as a feature: numbers, booleans (1/0), numeric strings (PostgREST's
+-- query parameters are strings), NULL.
+CREATE OR REPLACE FUNCTION ml_stack._json_feature(v jsonb, column_name text)
+RETURNS float8
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    CASE jsonb_typeof(v)
+        WHEN 'number' THEN RETURN v::text::float8;
+        WHEN 'boolean' THEN RETURN CASE WHEN v::text::boolean THEN 1 ELSE 0 END;
+        WHEN 'null' THEN RETURN NULL;
+        WHEN 'string' THEN
+            BEGIN
+                RETURN CASE lower(v #>> '{}') WHEN 'true' THEN 1 WHEN 'false' THEN 0 ELSE (v #>> '{}')::float8 END;
+            EXCEPTION WHEN invalid_text_representation THEN
+                NULL;  -- reported below
+            END;
+        ELSE
+            IF v IS NULL THEN
+                RETURN NULL;
+            END IF;
+    END CASE;
+    RAISE EXCEPTION 'column "%" needs a number, got %', column_name, left(v::text, 100)
+        USING ERRCODE = 'invalid_text_representation', HINT = 'Numbers, booleans, numeric strings and null are accepted.';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml_stack._row_features(layout jsonb, input jsonb)
+RETURNS float8[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    features float8[] := '{}';
+    col jsonb;
+    v jsonb;
+    width integer;
+    vec real[];
+BEGIN
+    IF input IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(input) <> 'object' THEN
+        RAISE EXCEPTION 'the row must be a JSON object of column values, got a JSON %', jsonb_typeof(input)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. to_jsonb(t) of a table row, or ''{"title": "..."}''.';
+    END IF;
+    FOR col IN SELECT value FROM jsonb_array_elements(layout) LOOP
+        v := input -> (col ->> 'name');
+        width := coalesce((col ->> 'width')::integer, 1);
+        CASE col ->> 'kind'
+        WHEN 'text' THEN
+            IF v IS NOT NULL AND jsonb_typeof(v) <> 'null' THEN
+                SELECT e INTO vec FROM ml_stack._embed_batch(col -> 'transformer',
+                    ARRAY[CASE WHEN jsonb_typeof(v) = 'string' THEN v #>> '{}' ELSE v::text END]) AS e;
+            ELSE
+                vec := NULL;
+            END IF;
+            features := features || coalesce(vec::float8[], array_fill(0::float8, ARRAY[width]));
+        WHEN 'array' THEN
+            IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
+                features := features || array_fill(NULL::float8, ARRAY[width]);
+            ELSIF jsonb_typeof(v) <> 'array' OR jsonb_array_length(v) <> width THEN
+                RAISE EXCEPTION 'column "%" needs an array of % numbers, got %', col ->> 'name', width, left(v::text, 100)
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'Array features have the length they had at training.';
+            ELSE
+                features := features || ARRAY(SELECT ml_stack._json_feature(e.value, col ->> 'name')
+                                              FROM jsonb_array_elements(v) WITH ORDINALITY AS e ORDER BY e.ordinality);
+            END IF;
+        ELSE
+            features := features || ml_stack._json_feature(v, col ->> 'name');
+        END CASE;
+    END LOOP;
+    RETURN features;
+END
+$$;
+
+-- The deployed model of a project and its column layout (before 0.3.0 every
+-- feature was a numeric column, named in the snapshot's features).
+CREATE OR REPLACE FUNCTION ml_stack._deployed_layout(project_name text, OUT model_id bigint, OUT layout jsonb)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT d.model_id, coalesce(s.columns, (SELECT jsonb_agg(jsonb_build_object('name', f.value ->> 'name', 'kind', 'number') ORDER BY f.ordinality)
+                                            FROM jsonb_array_elements(s.features) WITH ORDINALITY AS f
+                                            HAVING count(*) = m.num_features))
+    INTO model_id, layout
+    FROM ml_stack.deployed_models AS d
+    JOIN ml_stack.models AS m ON m.id = d.model_id
+    LEFT JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
+    WHERE d.project_name = _deployed_layout.project_name;
+    IF NOT FOUND THEN
+        PERFORM ml_stack._no_deployed_model(project_name, NULL::float8[]);
+    ELSIF layout IS NULL THEN
+        RAISE EXCEPTION 'model % of project "%" does not know its columns (it was imported without feature names)', model_id, project_name
+            USING ERRCODE = 'feature_not_supported', HINT = 'Use ml_stack.predict(project_name, ARRAY[...]) with the features in order.';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml_stack.predict_row(project_name text, "row" jsonb)
+RETURNS float8
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    deployed record := ml_stack._deployed_layout(project_name);
+BEGIN
+    RETURN ml_stack.predict(deployed.model_id, ml_stack._row_features(deployed.layout, "row"));
+END
+$$;
+COMMENT ON FUNCTION ml_stack.predict_row(text, jsonb) IS
+    'ml_stack: prediction of the project''s deployed model for a row given by column names (to_jsonb(t) works; extra keys are ignored); text columns go through the model''s own transformer.';
+
+CREATE OR REPLACE FUNCTION ml_stack.predict_proba_row(project_name text, "row" jsonb)
+RETURNS float8[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    deployed record := ml_stack._deployed_layout(project_name);
+BEGIN
+    RETURN ml_stack.predict_proba(deployed.model_id, ml_stack._row_features(deployed.layout, "row"));
+END
+$$;
+COMMENT ON FUNCTION ml_stack.predict_proba_row(text, jsonb) IS
+    'ml_stack: class probabilities (classes ascending) of the project''s deployed classifier for a row given by column names.';
+
 -- source: sql/registry/deploy.sql
 -- The key metric that deploy decisions compare: higher is better.
 CREATE OR REPLACE FUNCTION ml_stack._key_metric(task text)
@@ -2550,7 +2987,7 @@ RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT ARRAY['linear', 'ridge', 'lasso', 'elastic_net', 'xgboost', 'random_forest', 'extra_trees',
+    SELECT ARRAY['linear', 'ridge', 'naive_bayes', 'lasso', 'elastic_net', 'xgboost', 'random_forest', 'extra_trees',
                  'gradient_boosting_trees', 'hist_gradient_boosting', 'ada_boost', 'svm', 'knn']
 $$;
 
@@ -2580,8 +3017,8 @@ BEGIN
         RAISE EXCEPTION 'the sql engine has no % algorithm for %', algorithm, task
             USING ERRCODE = 'feature_not_supported',
                   HINT = CASE WHEN task = 'classification' AND algorithm = 'ridge'
-                              THEN 'For classification the sql engine has ''linear'' (logistic regression).'
-                              ELSE 'The sql engine has ''linear'' (regression, classification) and ''ridge'' (regression).' END;
+                              THEN 'For classification the sql engine has ''linear'' (logistic regression) and ''naive_bayes''.'
+                              ELSE 'The sql engine has ''linear'' (regression, classification), ''ridge'' (regression) and ''naive_bayes'' (classification).' END;
     END IF;
     IF NOT python_installed THEN
         RAISE EXCEPTION 'algorithm % for % needs the python engine, which is not installed', algorithm, task
@@ -2681,7 +3118,13 @@ BEGIN
 
     rel := ml_stack._resolve_relation(relation_name, caller_search_path);
     dataset := ml_stack._prepare_dataset(rel, y_column_name, task, test_size, test_sampling, seed,
-                                         coalesce(preprocess, '{}'));
+                                         coalesce(preprocess, '{}'), project_name);
+    IF jsonb_array_length(dataset -> 'blocks') > 0 AND algorithm <> 'naive_bayes' THEN
+        RAISE EXCEPTION 'algorithm % cannot train on vectorized text yet', algorithm
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Use algorithm => ''naive_bayes'' (sql engine), or store the vectors in a real[] column '
+                         '(e.g. ml_stack.embed(''hashing'', title, ''{"dims": 256}'')) and train any algorithm on it.';
+    END IF;
     IF jsonb_typeof(dataset -> 'classes') = 'array' THEN
         classes := ARRAY(SELECT jsonb_array_elements_text(dataset -> 'classes')::float8);
     END IF;
@@ -2689,6 +3132,9 @@ BEGIN
     t0 := clock_timestamp();
     IF chosen_engine = 'sql' THEN
         artifact := ml_stack._sql_fit(task, algorithm, hyperparams, dataset);
+        IF algorithm = 'naive_bayes' THEN
+            dataset := dataset || '{"engine_predictions": true}';  -- it scores the test rows sparsely itself
+        END IF;
     ELSE
         -- ml_stack_python (docs/python-engine.md): it also predicts the test rows with the
         -- library into pg_temp._ml_stack_predictions, and returns the hyperparameters it
@@ -2707,7 +3153,9 @@ BEGIN
     metrics := metrics || jsonb_build_object('fit_time', fit_time, 'score_time', extract(epoch FROM clock_timestamp() - t0));
     -- done with the data: free it now, not at the end of the transaction
     DROP TABLE pg_temp._ml_stack_rows;
-    DROP TABLE IF EXISTS pg_temp._ml_stack_predictions;
+    IF to_regclass('pg_temp._ml_stack_predictions') IS NOT NULL THEN  -- (IF EXISTS would print a NOTICE)
+        DROP TABLE pg_temp._ml_stack_predictions;
+    END IF;
 
     -- everything checked and fitted: now write the registry
     IF proj.id IS NULL THEN
@@ -2719,15 +3167,15 @@ BEGIN
         WHERE p.id = proj.id;
     END IF;
     INSERT INTO ml_stack.snapshots (project_id, relation_name, y_column_name, features, label, rows, skipped_rows,
-                                    train_rows, test_rows, test_size, test_sampling, seed)
+                                    train_rows, test_rows, test_size, test_sampling, seed, columns)
     VALUES (proj.id, rel::text, y_column_name, dataset -> 'features', dataset -> 'label' || jsonb_build_object('classes', to_jsonb(classes)),
             (dataset ->> 'n')::bigint, (dataset ->> 'skipped')::bigint, (dataset ->> 'train_rows')::bigint,
-            (dataset ->> 'test_rows')::bigint, test_size, test_sampling, seed)
+            (dataset ->> 'test_rows')::bigint, test_size, test_sampling, seed, dataset -> 'columns')
     RETURNING id INTO snap_id;
     INSERT INTO ml_stack.models (project_id, snapshot_id, algorithm, engine, task, hyperparams, preprocess,
                                  num_features, classes, artifact, metrics, search)
     VALUES (proj.id, snap_id, algorithm, chosen_engine, task, hyperparams, coalesce(preprocess, '{}'),
-            jsonb_array_length(dataset -> 'features'), classes, artifact, metrics, search_result)
+            (dataset ->> 'num_features')::integer, classes, artifact, metrics, search_result)
     RETURNING id INTO trained_model_id;
 
     -- automatic deploy: only a model that beats the deployed one on the key metric

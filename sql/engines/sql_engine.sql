@@ -14,6 +14,7 @@ AS $$
         WHEN algorithm = 'linear' AND task = 'regression' THEN ARRAY[]::text[]
         WHEN algorithm = 'ridge' AND task = 'regression' THEN ARRAY['alpha']
         WHEN algorithm = 'linear' AND task = 'classification' THEN ARRAY['C', 'max_iter', 'tol']
+        WHEN algorithm = 'naive_bayes' AND task = 'classification' THEN ARRAY['alpha']
     END
 $$;
 COMMENT ON FUNCTION ml_stack._sql_engine_hyperparams(text, text) IS
@@ -48,6 +49,9 @@ BEGIN
                                   ELSE format('Valid hyperparameters: %s.', array_to_string(valid, ', ')) END;
         END IF;
     END LOOP;
+    IF algorithm = 'naive_bayes' THEN
+        RETURN ml_stack._fit_naive_bayes(dataset, ml_stack._numeric_hyperparam(hyperparams, 'alpha', 1.0, 0));
+    END IF;
     IF task = 'regression' THEN
         link := 'identity';
         fit := ml_stack._fit_least_squares(dataset,

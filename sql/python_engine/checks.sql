@@ -1,15 +1,18 @@
--- ml_stack_python needs ml_stack 0.2.0 or later (the python engine's hooks in
--- train and serving) and, in the server's Python, numpy, scikit-learn and
--- xgboost. Checked first, so that CREATE EXTENSION fails with what to install.
+-- ml_stack_python needs ml_stack 0.3.0 or later (the python engine's hooks in
+-- train and serving, 0.2.0; ml_stack.embed, which calls ml_stack._python_embed,
+-- 0.3.0) and, in the server's Python, numpy, scikit-learn and xgboost. Checked
+-- first, so that CREATE EXTENSION fails with what to install. (torch and
+-- sentence-transformers are not checked here: only embeddings need them, from
+-- the venv of the setting ml_stack.venv, and their absence is reported there.)
 DO LANGUAGE plpgsql $$
 DECLARE
     v text := (SELECT e.extversion FROM pg_catalog.pg_extension AS e WHERE e.extname = 'ml_stack');
 BEGIN
     IF v IS NULL OR pg_catalog.string_to_array(pg_catalog.regexp_replace(v, '[^0-9.].*$', ''), '.')::integer[]
-                    < ARRAY[0, 2, 0] THEN
-        RAISE EXCEPTION 'ml_stack_python needs ml_stack 0.2.0 or later; ml_stack % is installed', v
+                    < ARRAY[0, 3, 0] THEN
+        RAISE EXCEPTION 'ml_stack_python 0.3.0 needs ml_stack 0.3.0 or later (ml_stack.embed calls its embeddings); ml_stack % is installed', v
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'ALTER EXTENSION ml_stack UPDATE; then CREATE EXTENSION ml_stack_python.';
+                  HINT = 'ALTER EXTENSION ml_stack UPDATE; then CREATE EXTENSION ml_stack_python (or, for an update, ALTER EXTENSION ml_stack_python UPDATE).';
     END IF;
 END
 $$;

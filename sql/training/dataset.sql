@@ -1,18 +1,26 @@
 -- Read the training relation once into a temporary table, check it, split it and
 -- describe it. Everything after this works on that one consistent read.
 --
--- pg_temp._ml_stack_rows(r, y, k, x1 .. xp): r is the row's position in the
--- relation's own order, k a seeded hash of r that orders the random split.
+-- pg_temp._ml_stack_rows(r, y, k, x1 .. xp, t1 .. tq): r is the row's position in
+-- the relation's own order, k a seeded hash of r that orders the random split;
+-- x are the numeric features (an array column of fixed length L gives L of them,
+-- its elements in order), t the text columns that a "vectorize" rule turns into a
+-- block of features (a "block": sparse, never stored dense).
+-- The features a model takes, in table order, are x and the blocks' dimensions
+-- interleaved as their columns are; "columns" describes that layout, which
+-- predict_row() follows to build the feature array from a row.
 -- Returns a jsonb description (the "dataset") that engines and metrics use:
 --   n, skipped, train_rows, test_rows, test_size, test_sampling, seed,
 --   train_filter / test_filter  (SQL predicates over the temporary table),
 --   features [{name, type, count, nulls, mean, std, min, max}]  (train rows),
 --   label {name, type, mean, std, min, max}, classes [..] (classification),
 --   x [SQL expression of each preprocessed feature], x_mean, x_std (train rows),
---   transform [{impute, shift, scale}]  (what preprocessing does to raw feature j).
+--   transform [{impute, shift, scale}]  (what preprocessing does to raw feature j),
+--   blocks [{column, t, spec, dims, offset}], columns [{name, type, kind, width, offset, ..}],
+--   x_positions [position of x_j among the model's features], num_features.
 CREATE OR REPLACE FUNCTION ml_stack._prepare_dataset(
     rel regclass, y_column_name text, task text, test_size real, test_sampling text,
-    seed bigint, preprocess jsonb)
+    seed bigint, preprocess jsonb, project_name text)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -26,7 +34,6 @@ DECLARE
     cols    record;
     names   text[] := '{}';
     types   text[] := '{}';
-    casts   text[] := '{}';
     p       integer;
     n       bigint;
     total   bigint;
@@ -51,6 +58,24 @@ DECLARE
     started timestamptz := clock_timestamp();
     class_counts jsonb;
     key text;
+    colnames text[] := '{}';    -- every feature column
+    src     text[] := '{}';     -- the column of each x
+    layout  jsonb := '[]';      -- per feature column: {name, type, kind, ci, ...}
+    raw_cols text[] := '{}';
+    unusable text[] := '{}';
+    text_hint text;
+    ci integer := 0;
+    col jsonb;
+    width bigint; width_max bigint; ndims integer; nonnull bigint;
+    x_sel text[] := '{}';
+    t_sel text[] := '{}';
+    blocks jsonb := '[]';
+    spec jsonb;
+    vid bigint;
+    pos integer := 0;
+    x_positions integer[] := '{}';
+    columns jsonb := '[]';
+    b integer;
 BEGIN
     -- label column: must exist and be numeric
     SELECT a.attname, a.atttypid::regtype AS typ INTO y_att
@@ -68,41 +93,62 @@ BEGIN
                   HINT = 'Encode the label as numbers (e.g. class ids) in a view, and train on the view.';
     END IF;
 
-    -- features: every other column, in table order
-    FOR cols IN
-        SELECT a.attname, a.atttypid::regtype AS typ
-        FROM pg_catalog.pg_attribute AS a
-        WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> y_column_name
-        ORDER BY a.attnum
-    LOOP
-        IF NOT cols.typ = ANY (numeric_types) THEN
-            RAISE EXCEPTION 'feature column "%" has type %, which is not numeric', cols.attname, cols.typ
-                USING ERRCODE = 'datatype_mismatch',
-                      HINT = 'Train on a view that leaves the column out or encodes it as numbers.';
-        END IF;
-        names := names || cols.attname::text;
-        types := types || cols.typ::text;
-        casts := casts || CASE WHEN cols.typ = 'boolean'::regtype
-                               THEN format('%I::integer::float8', cols.attname)
-                               ELSE format('%I::float8', cols.attname) END;
-    END LOOP;
-    p := cardinality(names);
-    IF p = 0 THEN
-        RAISE EXCEPTION 'relation % has no feature columns besides the label "%"', rel, y_column_name
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'A model needs at least one numeric feature column.';
-    END IF;
-
     IF preprocess IS NULL OR jsonb_typeof(preprocess) <> 'object' THEN
         RAISE EXCEPTION 'preprocess must be a JSON object'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'e.g. preprocess => ''{"age": {"impute": "mean", "scale": "standard"}}''';
     END IF;
+
+    -- features: every other column, in table order: numbers (booleans as 0/1), arrays of
+    -- numbers (of one length), and text with a vectorize rule; all the others in one error
+    FOR cols IN
+        SELECT a.attname, a.atttypid::regtype AS typ, t.typelem::regtype AS elem,
+               t.typcategory = 'A' AND t.typelem <> 0 AS is_array, ml_stack._is_text_type(a.atttypid) AS is_text
+        FROM pg_catalog.pg_attribute AS a JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
+        WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> y_column_name
+        ORDER BY a.attnum
+    LOOP
+        ci := ci + 1;
+        colnames := colnames || cols.attname::text;
+        IF cols.typ = ANY (numeric_types) THEN
+            layout := layout || jsonb_build_object('name', cols.attname, 'type', cols.typ::text, 'kind',
+                                                   CASE WHEN cols.typ = 'boolean'::regtype THEN 'boolean' ELSE 'number' END, 'ci', ci);
+            raw_cols := raw_cols || format('%s AS c%s', CASE WHEN cols.typ = 'boolean'::regtype
+                                                             THEN format('%I::integer::float8', cols.attname)
+                                                             ELSE format('%I::float8', cols.attname) END, ci);
+        ELSIF cols.is_array AND cols.elem = ANY (numeric_types) AND cols.elem <> 'boolean'::regtype THEN
+            layout := layout || jsonb_build_object('name', cols.attname, 'type', cols.typ::text, 'kind', 'array', 'ci', ci);
+            raw_cols := raw_cols || format('%I::float8[] AS c%s', cols.attname, ci);
+        ELSIF cols.is_text AND preprocess -> cols.attname ? 'vectorize' THEN
+            layout := layout || jsonb_build_object('name', cols.attname, 'type', cols.typ::text, 'kind', 'text', 'ci', ci);
+            raw_cols := raw_cols || format('%I::text AS c%s', cols.attname, ci);
+        ELSE
+            unusable := unusable || format('"%s" (%s)', cols.attname, cols.typ);
+            IF cols.is_text THEN
+                text_hint := coalesce(text_hint, cols.attname::text);
+            END IF;
+        END IF;
+    END LOOP;
+    IF cardinality(unusable) > 0 THEN
+        RAISE EXCEPTION '%', CASE WHEN cardinality(unusable) = 1
+                                  THEN format('feature column %s, which is not numeric', regexp_replace(unusable[1], ' \((.*)\)$', ' has type \1'))
+                                  ELSE format('feature columns that are not numeric: %s', array_to_string(unusable, ', ')) END
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = CASE WHEN text_hint IS NOT NULL
+                              THEN format('Vectorize text: preprocess => ''{"%s": {"vectorize": "hashing"}}'' (or "tfidf", "counts"); '
+                                          'train on a view that leaves the other columns out or encodes them as numbers.', text_hint)
+                              ELSE 'Train on a view that leaves the column out or encodes it as numbers; arrays must hold numbers.' END;
+    END IF;
+    IF ci = 0 THEN
+        RAISE EXCEPTION 'relation % has no feature columns besides the label "%"', rel, y_column_name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A model needs at least one numeric feature column.';
+    END IF;
     FOR key IN SELECT jsonb_object_keys(preprocess) LOOP
-        IF NOT key = ANY (names) THEN
+        IF NOT key = ANY (colnames) THEN
             RAISE EXCEPTION 'preprocess names column "%", which is not a feature of %', key, rel
                 USING ERRCODE = 'undefined_column',
-                      HINT = format('The features are: %s.', array_to_string(names, ', '));
+                      HINT = format('The features are: %s.', array_to_string(colnames, ', '));
         END IF;
     END LOOP;
 
@@ -111,18 +157,53 @@ BEGIN
     IF to_regclass('pg_temp._ml_stack_rows') IS NOT NULL THEN
         DROP TABLE pg_temp._ml_stack_rows;  -- an earlier train in this transaction
     END IF;
-    sql := format(
-        'CREATE TEMPORARY TABLE _ml_stack_rows ON COMMIT DROP AS '
-        'SELECT r, y, md5(%L || '':'' || r) COLLATE "C" AS k, %s FROM ('
-        '  SELECT row_number() OVER () AS r, %s AS y, %s FROM %s) AS s',
-        seed,
-        (SELECT string_agg(format('x%s', i), ', ') FROM generate_series(1, p) AS i),
-        CASE WHEN y_att.typ = 'boolean'::regtype THEN format('%I::integer::float8', y_column_name)
-             ELSE format('%I::float8', y_column_name) END,
-        (SELECT string_agg(format('%s AS x%s', c, i), ', ') FROM unnest(casts) WITH ORDINALITY AS t(c, i)),
-        rel);
-    EXECUTE sql;
+    -- the read, into c1 .. cm (one per feature column); then the numeric features x in
+    -- table order (arrays: one x per element, so their length must be known first)
+    EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_raw ON COMMIT DROP AS '
+                   'SELECT row_number() OVER () AS r, %s AS y, %s FROM %s',
+                   CASE WHEN y_att.typ = 'boolean'::regtype THEN format('%I::integer::float8', y_column_name)
+                        ELSE format('%I::float8', y_column_name) END,
+                   array_to_string(raw_cols, ', '), rel);
     GET DIAGNOSTICS total = ROW_COUNT;
+    b := 0;
+    FOR col IN SELECT value FROM jsonb_array_elements(layout) LOOP
+        ci := (col ->> 'ci')::integer;
+        CASE col ->> 'kind'
+        WHEN 'array' THEN
+            EXECUTE format('SELECT min(cardinality(c%1$s)), max(cardinality(c%1$s)), max(array_ndims(c%1$s)), count(c%1$s) '
+                           'FROM pg_temp._ml_stack_raw', ci)
+                INTO width, width_max, ndims, nonnull;
+            IF nonnull = 0 THEN
+                RAISE EXCEPTION 'array column "%" is NULL in every row', col ->> 'name'
+                    USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave the column out in a view.';
+            ELSIF width <> width_max OR ndims > 1 OR width = 0 THEN
+                RAISE EXCEPTION 'array column "%" holds arrays of varying length (% to % elements%)', col ->> 'name',
+                                width, width_max, CASE WHEN ndims > 1 THEN ', some of several dimensions' ELSE '' END
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Array features need one length in every row (e.g. an embedding); pad or cut them in a view.';
+            END IF;
+            FOR j IN 1 .. width LOOP
+                names := names || format('%s[%s]', col ->> 'name', j);
+                types := types || (col ->> 'type');
+                src := src || (col ->> 'name');
+                x_sel := x_sel || format('c%s[%s] AS x%s', ci, j, cardinality(names));
+            END LOOP;
+            layout := jsonb_set(layout, ARRAY[b::text], col || jsonb_build_object('width', width));
+        WHEN 'text' THEN
+            t_sel := t_sel || format('c%s AS t%s', ci, cardinality(t_sel) + 1);
+        ELSE
+            names := names || (col ->> 'name');
+            types := types || (col ->> 'type');
+            src := src || (col ->> 'name');
+            x_sel := x_sel || format('c%s AS x%s', ci, cardinality(names));
+        END CASE;
+        b := b + 1;
+    END LOOP;
+    p := cardinality(names);
+    EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_rows ON COMMIT DROP AS '
+                   'SELECT r, y, md5(%L || '':'' || r) COLLATE "C" AS k%s FROM pg_temp._ml_stack_raw',
+                   seed, (SELECT string_agg(', ' || e, '') FROM unnest(x_sel || t_sel) AS e));
+    DROP TABLE pg_temp._ml_stack_raw;
     DELETE FROM pg_temp._ml_stack_rows WHERE y IS NULL;
     GET DIAGNOSTICS n = ROW_COUNT;
     n := total - n;
@@ -139,11 +220,13 @@ BEGIN
     END IF;
 
     -- NULL features need an impute rule
-    EXECUTE format('SELECT ARRAY[%s] FROM pg_temp._ml_stack_rows',
-                   (SELECT string_agg(format('count(x%s)::float8', i), ', ') FROM generate_series(1, p) AS i))
-        INTO counts;
+    IF p > 0 THEN
+        EXECUTE format('SELECT ARRAY[%s] FROM pg_temp._ml_stack_rows',
+                       (SELECT string_agg(format('count(x%s)::float8', i), ', ') FROM generate_series(1, p) AS i))
+            INTO counts;
+    END IF;
     FOR j IN 1 .. p LOOP
-        IF counts[j] < n AND (preprocess -> names[j] ->> 'impute') IS NULL THEN
+        IF counts[j] < n AND (preprocess -> src[j] ->> 'impute') IS NULL THEN
             missing := missing || format('%s (%s NULLs)', names[j], n - counts[j]::bigint);
         END IF;
     END LOOP;
@@ -151,7 +234,7 @@ BEGIN
         RAISE EXCEPTION 'feature columns have NULL values and no impute rule: %', array_to_string(missing, ', ')
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = format('Add an impute rule, e.g. preprocess => ''{"%s": {"impute": "mean"}}'', or filter the rows in a view.',
-                                split_part(missing[1], ' ', 1));
+                                split_part(split_part(missing[1], ' ', 1), '[', 1));
     END IF;
 
     -- classes
@@ -244,7 +327,7 @@ BEGIN
         nn := stats[6 + (j - 1) * 5]; m := stats[7 + (j - 1) * 5]; sd := stats[8 + (j - 1) * 5];
         mn := stats[9 + (j - 1) * 5]; mx := stats[10 + (j - 1) * 5];
         nnull := stats[1] - nn;
-        rule := coalesce(preprocess -> names[j], '{}');
+        rule := coalesce(preprocess -> src[j], '{}');
         IF jsonb_typeof(rule) <> 'object' THEN
             RAISE EXCEPTION 'preprocess rule for "%" must be an object', names[j]
                 USING ERRCODE = 'invalid_parameter_value', HINT = '{"impute": "mean", "scale": "standard"}';
@@ -307,6 +390,60 @@ BEGIN
             'min', stats[9 + (j - 1) * 5], 'max', stats[10 + (j - 1) * 5]);
     END LOOP;
 
+    -- text blocks: the transformer of each vectorize rule; counts and tfidf fit their
+    -- vocabulary on the training rows (a vectorizer named <project>.<column>, one version per model)
+    b := 0;
+    FOR col IN SELECT value FROM jsonb_array_elements(layout) WHERE value ->> 'kind' = 'text' LOOP
+        b := b + 1;
+        rule := preprocess -> (col ->> 'name');
+        FOR key IN SELECT jsonb_object_keys(rule) LOOP
+            IF key NOT IN ('vectorize', 'options') THEN
+                RAISE EXCEPTION 'unknown preprocess rule "%" for text column "%"', key, col ->> 'name'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'A text column takes "vectorize" and its "options", e.g. {"vectorize": "hashing", "options": {"dims": 256}}.';
+            END IF;
+        END LOOP;
+        IF jsonb_typeof(rule -> 'vectorize') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION 'the vectorize rule of column "%" must name a transformer', col ->> 'name'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. {"vectorize": "hashing"}, "tfidf" or "counts".';
+        END IF;
+        IF rule ->> 'vectorize' IN ('counts', 'tfidf') THEN
+            vid := ml_stack._fit_vocabulary(
+                format('%s.%s', project_name, col ->> 'name'), rule ->> 'vectorize', rule -> 'options',
+                format('SELECT t%s FROM pg_temp._ml_stack_rows WHERE NOT (%s)', b, test_filter),
+                jsonb_build_object('project', project_name, 'relation', rel::text, 'column', col ->> 'name',
+                                   'training_rows', n - ntest));
+            spec := ml_stack._vectorizer_spec(vid);  -- a statement of its own: it must see the new vocabulary
+        ELSE
+            spec := ml_stack._resolve_transformer(rule ->> 'vectorize', rule -> 'options');
+            IF spec ->> 'kind' = 'python' THEN
+                RAISE EXCEPTION 'column "%": a model transformer (%) cannot vectorize inside train yet', col ->> 'name', spec ->> 'name'
+                    USING ERRCODE = 'feature_not_supported',
+                          HINT = 'Store its embeddings in a real[] column (ml_stack.embed(transformer, text)) and train on that column, or vectorize with hashing, tfidf or counts.';
+            END IF;
+        END IF;
+        blocks := blocks || jsonb_build_array(jsonb_build_object('column', col ->> 'name', 't', b, 'spec', spec,
+                                                                 'dims', (spec ->> 'dims')::integer));
+    END LOOP;
+    -- where x and the blocks sit among the model's features (table order)
+    b := 0;
+    FOR col IN SELECT value FROM jsonb_array_elements(layout) LOOP
+        IF col ->> 'kind' = 'text' THEN
+            blocks := jsonb_set(blocks, ARRAY[b::text, 'offset'], to_jsonb(pos));
+            columns := columns || jsonb_build_array((col - 'ci') || jsonb_build_object(
+                'offset', pos, 'width', blocks -> b -> 'dims', 'transformer', blocks -> b -> 'spec'));
+            pos := pos + (blocks -> b ->> 'dims')::integer;
+            b := b + 1;
+        ELSE
+            columns := columns || jsonb_build_array((col - 'ci') || jsonb_build_object(
+                'offset', pos, 'width', coalesce((col ->> 'width')::integer, 1)));
+            FOR j IN 1 .. coalesce((col ->> 'width')::integer, 1) LOOP
+                pos := pos + 1;
+                x_positions := x_positions || pos;
+            END LOOP;
+        END IF;
+    END LOOP;
+
     RETURN jsonb_build_object(
         'n', n, 'skipped', total - n, 'train_rows', n - ntest, 'test_rows', ntest,
         'test_size', test_size, 'test_sampling', test_sampling, 'seed', seed,
@@ -317,6 +454,7 @@ BEGIN
                                     'class_counts', class_counts),
         'classes', to_jsonb(classes),
         'x', to_jsonb(x_expr), 'x_mean', to_jsonb(x_mean), 'x_std', to_jsonb(x_std),
-        'transform', transform);
+        'transform', transform,
+        'blocks', blocks, 'columns', columns, 'x_positions', to_jsonb(x_positions), 'num_features', pos);
 END
 $$;

@@ -5,7 +5,7 @@ RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT ARRAY['linear', 'ridge', 'lasso', 'elastic_net', 'xgboost', 'random_forest', 'extra_trees',
+    SELECT ARRAY['linear', 'ridge', 'naive_bayes', 'lasso', 'elastic_net', 'xgboost', 'random_forest', 'extra_trees',
                  'gradient_boosting_trees', 'hist_gradient_boosting', 'ada_boost', 'svm', 'knn']
 $$;
 
@@ -35,8 +35,8 @@ BEGIN
         RAISE EXCEPTION 'the sql engine has no % algorithm for %', algorithm, task
             USING ERRCODE = 'feature_not_supported',
                   HINT = CASE WHEN task = 'classification' AND algorithm = 'ridge'
-                              THEN 'For classification the sql engine has ''linear'' (logistic regression).'
-                              ELSE 'The sql engine has ''linear'' (regression, classification) and ''ridge'' (regression).' END;
+                              THEN 'For classification the sql engine has ''linear'' (logistic regression) and ''naive_bayes''.'
+                              ELSE 'The sql engine has ''linear'' (regression, classification), ''ridge'' (regression) and ''naive_bayes'' (classification).' END;
     END IF;
     IF NOT python_installed THEN
         RAISE EXCEPTION 'algorithm % for % needs the python engine, which is not installed', algorithm, task
@@ -136,7 +136,13 @@ BEGIN
 
     rel := ml_stack._resolve_relation(relation_name, caller_search_path);
     dataset := ml_stack._prepare_dataset(rel, y_column_name, task, test_size, test_sampling, seed,
-                                         coalesce(preprocess, '{}'));
+                                         coalesce(preprocess, '{}'), project_name);
+    IF jsonb_array_length(dataset -> 'blocks') > 0 AND algorithm <> 'naive_bayes' THEN
+        RAISE EXCEPTION 'algorithm % cannot train on vectorized text yet', algorithm
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Use algorithm => ''naive_bayes'' (sql engine), or store the vectors in a real[] column '
+                         '(e.g. ml_stack.embed(''hashing'', title, ''{"dims": 256}'')) and train any algorithm on it.';
+    END IF;
     IF jsonb_typeof(dataset -> 'classes') = 'array' THEN
         classes := ARRAY(SELECT jsonb_array_elements_text(dataset -> 'classes')::float8);
     END IF;
@@ -144,6 +150,9 @@ BEGIN
     t0 := clock_timestamp();
     IF chosen_engine = 'sql' THEN
         artifact := ml_stack._sql_fit(task, algorithm, hyperparams, dataset);
+        IF algorithm = 'naive_bayes' THEN
+            dataset := dataset || '{"engine_predictions": true}';  -- it scores the test rows sparsely itself
+        END IF;
     ELSE
         -- ml_stack_python (docs/python-engine.md): it also predicts the test rows with the
         -- library into pg_temp._ml_stack_predictions, and returns the hyperparameters it
@@ -162,7 +171,9 @@ BEGIN
     metrics := metrics || jsonb_build_object('fit_time', fit_time, 'score_time', extract(epoch FROM clock_timestamp() - t0));
     -- done with the data: free it now, not at the end of the transaction
     DROP TABLE pg_temp._ml_stack_rows;
-    DROP TABLE IF EXISTS pg_temp._ml_stack_predictions;
+    IF to_regclass('pg_temp._ml_stack_predictions') IS NOT NULL THEN  -- (IF EXISTS would print a NOTICE)
+        DROP TABLE pg_temp._ml_stack_predictions;
+    END IF;
 
     -- everything checked and fitted: now write the registry
     IF proj.id IS NULL THEN
@@ -174,15 +185,15 @@ BEGIN
         WHERE p.id = proj.id;
     END IF;
     INSERT INTO ml_stack.snapshots (project_id, relation_name, y_column_name, features, label, rows, skipped_rows,
-                                    train_rows, test_rows, test_size, test_sampling, seed)
+                                    train_rows, test_rows, test_size, test_sampling, seed, columns)
     VALUES (proj.id, rel::text, y_column_name, dataset -> 'features', dataset -> 'label' || jsonb_build_object('classes', to_jsonb(classes)),
             (dataset ->> 'n')::bigint, (dataset ->> 'skipped')::bigint, (dataset ->> 'train_rows')::bigint,
-            (dataset ->> 'test_rows')::bigint, test_size, test_sampling, seed)
+            (dataset ->> 'test_rows')::bigint, test_size, test_sampling, seed, dataset -> 'columns')
     RETURNING id INTO snap_id;
     INSERT INTO ml_stack.models (project_id, snapshot_id, algorithm, engine, task, hyperparams, preprocess,
                                  num_features, classes, artifact, metrics, search)
     VALUES (proj.id, snap_id, algorithm, chosen_engine, task, hyperparams, coalesce(preprocess, '{}'),
-            jsonb_array_length(dataset -> 'features'), classes, artifact, metrics, search_result)
+            (dataset ->> 'num_features')::integer, classes, artifact, metrics, search_result)
     RETURNING id INTO trained_model_id;
 
     -- automatic deploy: only a model that beats the deployed one on the key metric

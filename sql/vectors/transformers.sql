@@ -160,9 +160,18 @@ BEGIN
                   HINT = format('Transformers: %s (see ml_stack.transformers); fit a vocabulary with ml_stack.fit_vectorizer.',
                                 (SELECT string_agg(t.name, ', ' ORDER BY t.name) FROM ml_stack._transformer_list() AS t));
     END IF;
-    RETURN jsonb_build_object('name', vz.name, 'kind', vz.method, 'dims', vz.dims, 'config', vz.config,
-                              'vectorizer_id', vz.id, 'version', vz.version);
+    RETURN ml_stack._vectorizer_spec(vz.id);
 END
+$$;
+
+CREATE OR REPLACE FUNCTION ml_stack._vectorizer_spec(vectorizer_id bigint)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object('name', v.name, 'kind', v.method, 'dims', v.dims, 'config', v.config,
+                              'vectorizer_id', v.id, 'version', v.version)
+    FROM ml_stack.vectorizers AS v WHERE v.id = vectorizer_id
 $$;
 
 -- Every transformer there is (behind the view ml_stack.transformers).

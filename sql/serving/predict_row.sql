@@ -1,0 +1,134 @@
+-- Predictions from a row given by column names (to_jsonb(t) of a table row, or a
+-- JSON object from an application): the deployed model's feature array is built
+-- from the row following the snapshot's column layout (numbers, booleans, arrays,
+-- text through the model's own transformer), then served as predict() serves it.
+-- Extra keys are ignored; a missing key is a NULL feature (NULL text: no words).
+
+-- A JSON value as a feature: numbers, booleans (1/0), numeric strings (PostgREST's
+-- query parameters are strings), NULL.
+CREATE OR REPLACE FUNCTION ml_stack._json_feature(v jsonb, column_name text)
+RETURNS float8
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    CASE jsonb_typeof(v)
+        WHEN 'number' THEN RETURN v::text::float8;
+        WHEN 'boolean' THEN RETURN CASE WHEN v::text::boolean THEN 1 ELSE 0 END;
+        WHEN 'null' THEN RETURN NULL;
+        WHEN 'string' THEN
+            BEGIN
+                RETURN CASE lower(v #>> '{}') WHEN 'true' THEN 1 WHEN 'false' THEN 0 ELSE (v #>> '{}')::float8 END;
+            EXCEPTION WHEN invalid_text_representation THEN
+                NULL;  -- reported below
+            END;
+        ELSE
+            IF v IS NULL THEN
+                RETURN NULL;
+            END IF;
+    END CASE;
+    RAISE EXCEPTION 'column "%" needs a number, got %', column_name, left(v::text, 100)
+        USING ERRCODE = 'invalid_text_representation', HINT = 'Numbers, booleans, numeric strings and null are accepted.';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml_stack._row_features(layout jsonb, input jsonb)
+RETURNS float8[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    features float8[] := '{}';
+    col jsonb;
+    v jsonb;
+    width integer;
+    vec real[];
+BEGIN
+    IF input IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(input) <> 'object' THEN
+        RAISE EXCEPTION 'the row must be a JSON object of column values, got a JSON %', jsonb_typeof(input)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. to_jsonb(t) of a table row, or ''{"title": "..."}''.';
+    END IF;
+    FOR col IN SELECT value FROM jsonb_array_elements(layout) LOOP
+        v := input -> (col ->> 'name');
+        width := coalesce((col ->> 'width')::integer, 1);
+        CASE col ->> 'kind'
+        WHEN 'text' THEN
+            IF v IS NOT NULL AND jsonb_typeof(v) <> 'null' THEN
+                SELECT e INTO vec FROM ml_stack._embed_batch(col -> 'transformer',
+                    ARRAY[CASE WHEN jsonb_typeof(v) = 'string' THEN v #>> '{}' ELSE v::text END]) AS e;
+            ELSE
+                vec := NULL;
+            END IF;
+            features := features || coalesce(vec::float8[], array_fill(0::float8, ARRAY[width]));
+        WHEN 'array' THEN
+            IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
+                features := features || array_fill(NULL::float8, ARRAY[width]);
+            ELSIF jsonb_typeof(v) <> 'array' OR jsonb_array_length(v) <> width THEN
+                RAISE EXCEPTION 'column "%" needs an array of % numbers, got %', col ->> 'name', width, left(v::text, 100)
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'Array features have the length they had at training.';
+            ELSE
+                features := features || ARRAY(SELECT ml_stack._json_feature(e.value, col ->> 'name')
+                                              FROM jsonb_array_elements(v) WITH ORDINALITY AS e ORDER BY e.ordinality);
+            END IF;
+        ELSE
+            features := features || ml_stack._json_feature(v, col ->> 'name');
+        END CASE;
+    END LOOP;
+    RETURN features;
+END
+$$;
+
+-- The deployed model of a project and its column layout (before 0.3.0 every
+-- feature was a numeric column, named in the snapshot's features).
+CREATE OR REPLACE FUNCTION ml_stack._deployed_layout(project_name text, OUT model_id bigint, OUT layout jsonb)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT d.model_id, coalesce(s.columns, (SELECT jsonb_agg(jsonb_build_object('name', f.value ->> 'name', 'kind', 'number') ORDER BY f.ordinality)
+                                            FROM jsonb_array_elements(s.features) WITH ORDINALITY AS f
+                                            HAVING count(*) = m.num_features))
+    INTO model_id, layout
+    FROM ml_stack.deployed_models AS d
+    JOIN ml_stack.models AS m ON m.id = d.model_id
+    LEFT JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
+    WHERE d.project_name = _deployed_layout.project_name;
+    IF NOT FOUND THEN
+        PERFORM ml_stack._no_deployed_model(project_name, NULL::float8[]);
+    ELSIF layout IS NULL THEN
+        RAISE EXCEPTION 'model % of project "%" does not know its columns (it was imported without feature names)', model_id, project_name
+            USING ERRCODE = 'feature_not_supported', HINT = 'Use ml_stack.predict(project_name, ARRAY[...]) with the features in order.';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml_stack.predict_row(project_name text, "row" jsonb)
+RETURNS float8
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    deployed record := ml_stack._deployed_layout(project_name);
+BEGIN
+    RETURN ml_stack.predict(deployed.model_id, ml_stack._row_features(deployed.layout, "row"));
+END
+$$;
+COMMENT ON FUNCTION ml_stack.predict_row(text, jsonb) IS
+    'ml_stack: prediction of the project''s deployed model for a row given by column names (to_jsonb(t) works; extra keys are ignored); text columns go through the model''s own transformer.';
+
+CREATE OR REPLACE FUNCTION ml_stack.predict_proba_row(project_name text, "row" jsonb)
+RETURNS float8[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    deployed record := ml_stack._deployed_layout(project_name);
+BEGIN
+    RETURN ml_stack.predict_proba(deployed.model_id, ml_stack._row_features(deployed.layout, "row"));
+END
+$$;
+COMMENT ON FUNCTION ml_stack.predict_proba_row(text, jsonb) IS
+    'ml_stack: class probabilities (classes ascending) of the project''s deployed classifier for a row given by column names.';
