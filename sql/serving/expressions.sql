@@ -35,7 +35,8 @@ BEGIN
     END IF;
     SELECT max(s) INTO top FROM unnest(scores) AS s;
     FOR i IN 1 .. cardinality(scores) LOOP
-        e := e || exp(scores[i] - top);
+        -- exp() raises an underflow error where a float would round to 0
+        e := e || CASE WHEN scores[i] - top < -700 THEN 0 ELSE exp(scores[i] - top) END;
         total := total + e[i];
     END LOOP;
     FOR i IN 1 .. cardinality(scores) LOOP
