@@ -334,3 +334,13 @@ def test_bad_transformer_and_row_input(conn, packages, query, sqlstate, message,
           preprocess={"description": {"vectorize": "tfidf"}, "installed_size": {"impute": "zero"}})
     assert_rejected(conn, query, None, sqlstate, message, hint)
     assert conn.execute("SELECT count(*) FROM packages").fetchone()[0] == len(packages)
+
+
+def test_dense_solvers_refuse_what_would_take_minutes(conn):
+    """384 features (a MiniLM embedding) once hung the planner for 16 minutes: now a prompt error, with no trace."""
+    conn.execute("CREATE TABLE wide AS SELECT array_agg(random()::real) AS v, (random() > 0.5)::integer AS label, "
+                 "random() AS y FROM generate_series(1, 300) AS r, generate_series(1, 384) AS j GROUP BY r")
+    for task, label in (("classification", "label"), ("regression", "y")):
+        conn.execute(f"CREATE VIEW wide_{label} AS SELECT v, {label} FROM wide")
+        assert_rejected(conn, "SELECT * FROM ml_stack.train('wide', %s, %s, %s, engine => 'sql')",
+                        (task, f"wide_{label}", label), "54000", "too large for the sql engine", "engine => 'python'")

@@ -49,12 +49,7 @@ DECLARE
     intercepts float8[]; coefs jsonb := '[]'; w float8[]; b0 float8;
     started timestamptz := clock_timestamp();
 BEGIN
-    IF np > 400 THEN
-        RAISE EXCEPTION 'logistic regression with % classes and % features has % parameters; the SQL engine solves up to 400',
-                        nk, p, np
-            USING ERRCODE = 'program_limit_exceeded',
-                  HINT = 'Use fewer features, or the python engine (CREATE EXTENSION ml_stack_python; engine => ''python'').';
-    END IF;
+    -- its size is checked by _sql_fit (_sql_engine_too_large)
     FOR i IN 1 .. p LOOP
         IF sd[i] <= 0 THEN sd[i] := 1; END IF;   -- constant feature: its weight stays 0 (no signal)
     END LOOP;

@@ -147,6 +147,12 @@ BEGIN
         classes := ARRAY(SELECT jsonb_array_elements_text(dataset -> 'classes')::float8);
     END IF;
 
+    IF chosen_engine = 'sql' AND engine IS NULL AND ml_stack._sql_engine_too_large(task, algorithm, dataset) IS NOT NULL
+       AND to_regprocedure('ml_stack._python_fit(text, text, jsonb, jsonb)') IS NOT NULL THEN
+        RAISE NOTICE 'ml_stack: % is too large for the sql engine: the python engine trains it',
+            ml_stack._sql_engine_too_large(task, algorithm, dataset);
+        chosen_engine := 'python';
+    END IF;
     t0 := clock_timestamp();
     IF chosen_engine = 'sql' THEN
         artifact := ml_stack._sql_fit(task, algorithm, hyperparams, dataset);
