@@ -30,6 +30,8 @@ HARNESS_SETTINGS = {
     "max_connections": "50",
     "shared_preload_libraries": "pg_cron",
     "cron.database_name": CRON_DBNAME,
+    # torch and sentence-transformers for ml_stack_python's embeddings: the project's venv (scripts/setup.sh)
+    "ml_stack.venv": str(Path(__file__).resolve().parent.parent / ".venv"),
 }
 
 _extra_db_numbers = itertools.count(1)

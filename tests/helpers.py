@@ -100,7 +100,7 @@ def train_every_kind(conn):
 # the registry
 
 # training_runs: the history of training runs (0.2.0), extension configuration like the registry proper
-REGISTRY_TABLES = ("projects", "snapshots", "models", "deployments", "training_runs")
+REGISTRY_TABLES = ("projects", "snapshots", "models", "deployments", "training_runs", "vectorizers")
 
 
 def registry_rows(conn):

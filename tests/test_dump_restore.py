@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
-from helpers import REGISTRY_TABLES, registry_state, serving_state, train_every_kind
+from helpers import REGISTRY_TABLES, registry_state, serving_state, train, train_every_kind
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -191,3 +191,27 @@ def test_parallel_restore(pg_server, new_db, tmp_path, source):
     with _restored(pg_server, new_db, tmp_path, source, "jobs") as restored:
         assert registry_state(restored) == source.registry
         assert serving_state(restored) == source.served
+
+
+def test_text_models_and_vectorizers_survive_a_restore(pg_server, new_db, tmp_path, conn):
+    """0.3.0: a naive Bayes model over a vocabulary fitted at training, a fitted vectorizer and array features
+    serve the same predictions after pg_restore, and embed() by the vectorizer's name gives the same vectors."""
+    conn.execute("CREATE TABLE heads (title text, n integer, label integer)")
+    conn.execute("INSERT INTO heads SELECT CASE WHEN g % 3 = 0 THEN 'you will never guess what this cat did ' || g "
+                 "ELSE 'parliament votes on the budget for ' || (g % 11) || ' regions' END, g % 5, (g % 3 = 0)::integer "
+                 "FROM generate_series(1, 300) AS g")
+    conn.execute("CREATE TABLE arrays AS SELECT ARRAY[g, g % 7]::real[] AS v, 3.0 * g - (g % 7) AS y "
+                 "FROM generate_series(1, 50) AS g")
+    train(conn, "heads", "classification", "heads", "label", algorithm="naive_bayes",
+          preprocess={"title": {"vectorize": "tfidf", "options": {"min_df": 2}}})
+    train(conn, "arrays", "regression", "arrays", "y")
+    conn.execute("SELECT ml_stack.fit_vectorizer('titles', 'heads', 'title', 'counts')")
+    probe = ("SELECT ml_stack.predict_proba_row('heads', to_jsonb(h)), ml_stack.embed('titles', h.title) "
+             "FROM heads AS h ORDER BY h.title LIMIT 40")
+    arrays = "SELECT ml_stack.predict_row('arrays', to_jsonb(a)) FROM arrays AS a ORDER BY a.y"
+    before = (conn.execute(probe).fetchall(), conn.execute(arrays).fetchall(), registry_state(conn))
+    with pg_server.connect(_restore(pg_server, new_db, tmp_path, conn, "exit_on_error")) as restored:
+        after = (restored.execute(probe).fetchall(), restored.execute(arrays).fetchall(), registry_state(restored))
+        terms = "SELECT vectorizer_id, term, idx, df, idf FROM ml_stack.vectorizer_terms ORDER BY 1, 2"
+        assert restored.execute(terms).fetchall() == conn.execute(terms).fetchall()
+    assert after == before

@@ -160,24 +160,24 @@ def test_install_creates_the_engine_with_pinned_functions_and_comments(pconn):
 
 
 def test_the_package_loads_once_per_backend_and_again_when_its_sources_change(pconn):
-    assert pconn.execute("SELECT ml_stack._python_import()").fetchone()[0] == "ml_stack_python 0.2.0 (imported)"
-    assert pconn.execute("SELECT ml_stack._python_import()").fetchone()[0] == "ml_stack_python 0.2.0 (loaded)"
+    assert pconn.execute("SELECT ml_stack._python_import()").fetchone()[0] == "ml_stack_python 0.3.0 (imported)"
+    assert pconn.execute("SELECT ml_stack._python_import()").fetchone()[0] == "ml_stack_python 0.3.0 (loaded)"
     # the loaded package no longer matches the installed sources (as after an update in another session)
     pconn.execute("DO LANGUAGE plpython3u $$ import sys; sys.modules['ml_stack_python'].__ml_stack_digest__ = 'old' $$")
-    assert pconn.execute("SELECT ml_stack._python_import()").fetchone()[0] == "ml_stack_python 0.2.0 (reloaded)"
+    assert pconn.execute("SELECT ml_stack._python_import()").fetchone()[0] == "ml_stack_python 0.3.0 (reloaded)"
     # a module imports its siblings through the package, as from files
     assert pconn.execute(
         "DO LANGUAGE plpython3u $$\nimport ml_stack_python.engine as e, ml_stack_python.data as d\n"
         "assert e.data is d\n$$") is not None
 
 
-def test_install_needs_ml_stack_0_2_0(pg_server, new_db):
+def test_install_needs_ml_stack_0_3_0(pg_server, new_db):
     db = new_db()
     with pg_server.connect(db) as c:
         c.execute("CREATE EXTENSION ml_stack VERSION '0.1.0'")
         with pytest.raises(psycopg.Error) as e:
             c.execute("CREATE EXTENSION ml_stack_python CASCADE")
-        assert "ml_stack 0.2.0 or later" in str(e.value) and "0.1.0" in str(e.value)
+        assert "ml_stack 0.3.0 or later" in str(e.value) and "0.1.0" in str(e.value)
         assert e.value.diag.message_hint.startswith("ALTER EXTENSION ml_stack UPDATE")
         assert sqlstate_of(e) == "55000"
         c.execute("ALTER EXTENSION ml_stack UPDATE")
