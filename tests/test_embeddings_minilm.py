@@ -141,8 +141,9 @@ def test_agreement_with_sentence_transformers(econn, model):
     assert diff <= TOLERANCE
     # the model's pipeline ends with Normalize: unit vectors, and related texts are closer than unrelated ones
     assert np.allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
-    capital_q, capital_a, fox = (SENTENCES.index(s) for s in (
-        "What is the capital of France?", "Paris is the capital of France.", "The quick brown fox jumps over the lazy dog."))
+    capital_q, capital_a, fox = (SENTENCES.index(s) for s in ("What is the capital of France?",
+                                                              "Paris is the capital of France.",
+                                                              "The quick brown fox jumps over the lazy dog."))
     assert served[capital_q] @ served[capital_a] > served[capital_q] @ served[fox] + 0.3
 
 
@@ -172,7 +173,8 @@ def test_array_form_keeps_input_order_and_equals_one_text_calls(econn):
 
 def test_batch_size_changes_nothing_but_speed(econn):
     by_32 = embed(econn, SENTENCES)
-    diffs = [max_diff(embed(econn, SENTENCES, options), by_32) for options in ('{"batch_size": 1}', '{"batch_size": 7}')]
+    diffs = [max_diff(embed(econn, SENTENCES, options), by_32)
+             for options in ('{"batch_size": 1}', '{"batch_size": 7}')]
     print(f"max |batch_size 1 or 7 - batch_size 32|: {max(diffs):.3g}")
     assert max(diffs) <= TOLERANCE
 
@@ -242,7 +244,8 @@ def test_the_python_engine_still_trains_in_a_backend_that_embeds(fresh):
 
 
 def test_unknown_transformer_is_an_error_naming_the_available_ones(econn):
-    for name in ("all-MiniLM-L6-v2", "sentence-transformers/all-minilm-l6-v2", "sentence-transformers/all-mpnet-base-v2"):
+    for name in ("all-MiniLM-L6-v2", "sentence-transformers/all-minilm-l6-v2",
+                 "sentence-transformers/all-mpnet-base-v2"):
         with pytest.raises(psycopg.Error) as e:
             embed(econn, ["text"], transformer=name)
         assert e.value.diag.sqlstate == "22023"
@@ -324,6 +327,35 @@ def test_a_venv_without_the_packages_is_an_error_with_what_to_install(fresh):
         assert e.value.diag.sqlstate == "58P01" and "not a virtual environment" in e.value.diag.message_primary
     finally:
         subprocess.run(["rm", "-rf", venv], check=True)
+
+
+def test_a_non_superuser_cannot_point_the_server_at_code_of_its_own(pg_server, edb):
+    """ml_stack.venv is a setting any role may SET; the venv's code runs as the server's OS user. A role that is
+    not a superuser gets the venv of the server's configuration (root's .venv here) but not one that others can
+    write into."""
+    import subprocess
+    role = "ml_stack_emb_user"
+    with pg_server.connect(edb[0]) as admin:
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT USAGE ON SCHEMA ml_stack TO {role}")
+    venv = tempfile.mkdtemp(prefix="ml_stack_writable_venv_")
+    try:
+        subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", "--system-site-packages", venv], check=True)
+        subprocess.run(["chmod", "-R", "a+rwX", venv], check=True)  # anyone could drop a torch/ into it
+        with psycopg.connect(pg_server.dsn(edb[0]), user=role, autocommit=True) as c:
+            c.execute("SELECT set_config('ml_stack.venv', %s, false)", (venv,))
+            with pytest.raises(psycopg.Error) as e:
+                embed(c, ["text"])
+            assert e.value.diag.sqlstate == "42501" and "superuser" in e.value.diag.message_primary
+            assert state(c)["torch_loaded"] is False
+            c.execute("RESET ml_stack.venv")  # the server's own setting: the project's .venv, owned by root
+            assert len(embed(c, ["text"])[0]) == 384
+    finally:
+        subprocess.run(["rm", "-rf", venv], check=True)
+        with pg_server.connect(edb[0]) as admin:
+            admin.execute(f"REVOKE USAGE ON SCHEMA ml_stack FROM {role}")
+            admin.execute(f"DROP ROLE {role}")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -177,6 +177,58 @@ def test_a_failing_row_does_not_block_its_batch(conn):
     assert_in_sync(conn, "docs_job")
 
 
+# A stand-in for ml_stack_python's model entry point (same signature, found by ml_stack._python_embedding_installed):
+# 3-dim vectors (length, count of 'a', 1); fails for a batch holding 'FAIL'; logs each successful call's batch size.
+FAKE_MODEL = r"""
+CREATE TABLE public.model_calls (n integer);
+CREATE FUNCTION ml_stack._python_embed(name text, inputs text[], options jsonb) RETURNS SETOF real[]
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT FROM unnest(inputs) AS t WHERE t LIKE '%FAIL%') THEN
+        RAISE EXCEPTION 'the model cannot embed this';
+    END IF;
+    INSERT INTO public.model_calls VALUES (cardinality(inputs));
+    RETURN QUERY SELECT ARRAY[length(t), length(t) - length(replace(t, 'a', '')), 1]::real[]
+                 FROM unnest(inputs) WITH ORDINALITY AS u(t, i) ORDER BY i;
+END $$;
+"""
+
+
+def test_model_transformer_queues_and_embeds_in_batches(conn):
+    """A model transformer (python kind) on 'realtime': the triggers queue; process_vector_jobs embeds in batches
+    of batch_size, one model call each; a failing row is isolated, recorded, retried after it changes."""
+    conn.execute(FAKE_MODEL)
+    make_docs(conn, 25)
+    notices = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+    conn.execute("SET client_min_messages = notice")
+    create(conn, "m", "docs", "id", ["title", "body"], transformer="test/model", options={"batch_size": 10})
+    assert any("process_vector_jobs('m')" in n for n in notices)
+    assert stored(conn, "m") == {} and len(queue(conn)) == 25
+    conn.execute("INSERT INTO docs (id, title) VALUES (100, 'banana')")
+    conn.execute("UPDATE docs SET id = 101 WHERE id = 1")
+    assert len(queue(conn)) == 26 and view(conn)["m"]["pending"] == 26
+    assert conn.execute("SELECT ml_stack.process_vector_jobs('m')").fetchone()[0] == 26
+    assert [r[0] for r in conn.execute("SELECT n FROM model_calls")] == [10, 10, 6]
+    kw = {"transformer": "test/model", "options": "{}"}
+    got = assert_in_sync(conn, "m", **kw)
+    assert got["100"]["embedding"] == [6.0, 3.0, 1.0] and "1" not in got
+
+    conn.execute("DELETE FROM model_calls")
+    conn.execute("INSERT INTO docs (id, title) VALUES (200, 'FAIL here'), (201, 'fine'), (202, 'also fine')")
+    assert conn.execute("SELECT ml_stack.process_vector_jobs()").fetchone()[0] == 2
+    (failed,) = queue(conn)
+    assert (failed["key"], failed["attempts"], failed["last_error"]) == ("200", 1, "the model cannot embed this")
+    assert view(conn)["m"]["failed"] == 1
+    conn.execute("UPDATE docs SET title = 'no longer failing' WHERE id = 200")
+    assert conn.execute("SELECT ml_stack.process_vector_jobs()").fetchone()[0] == 1
+    assert queue(conn) == []
+    assert_in_sync(conn, "m", **kw)
+    # search embeds the query with the model too
+    top = conn.execute("SELECT id FROM ml_stack.search('m', 'aaaa', 1)").fetchone()[0]
+    assert top in stored(conn, "m")
+
+
 # --------------------------------------------------------------------------------------------------------------
 # dropping
 
@@ -253,6 +305,7 @@ def test_dropping_the_table_without_event_trigger_cleans_up_lazily(conn):
     (("j", "docs", "id", []), {}, errors.InvalidParameterValue, "one or more text columns", "columns"),
     (("j", "docs_view", "id", ["title"]), {}, errors.WrongObjectType, "is not a table", "view"),
     (("", "docs", "id", ["title"]), {}, errors.InvalidParameterValue, "job_name is required", "create_vector_job"),
+    (("j", "parted", "id", ["t"]), {}, errors.FeatureNotSupported, "partitioned tables are not supported", "partition"),
     (("j", "docs", "id", ["title"]), {"transformer": "sentence-transformers/all-MiniLM-L6-v2"},
      errors.FeatureNotSupported, "needs ml_stack_python", "CREATE EXTENSION ml_stack_python"),
 ])
@@ -261,6 +314,7 @@ def test_bad_input_leaves_everything_as_it_was(conn, args, kwargs, error, messag
     conn.execute("CREATE TABLE nokey (id int, t text)")
     conn.execute("CREATE TABLE twokey (a int, b int, t text, PRIMARY KEY (a, b))")
     conn.execute("CREATE VIEW docs_view AS SELECT * FROM docs")
+    conn.execute("CREATE TABLE parted (id int PRIMARY KEY, t text) PARTITION BY RANGE (id)")
     conn.execute("INSERT INTO nokey VALUES (1, 'x')")
     before = {t: catalog_state(conn, t) for t in ("docs", "nokey", "twokey")}
     rows_before = stored(conn, "docs_job")

@@ -68,8 +68,9 @@ BEGIN
     -- the text blocks: per class and term
     FOR blk IN SELECT value FROM jsonb_array_elements(dataset -> 'blocks') LOOP
         FOR term IN EXECUTE format('SELECT t.y, s.idx, sum(s.val::real::float8) AS v, min(s.val) AS mn '
-                                   'FROM pg_temp._ml_stack_rows AS t, LATERAL ml_stack._sparse_terms(%L::jsonb, t.t%s) AS s '
-                                   'WHERE %s GROUP BY t.y, s.idx', blk -> 'spec', blk ->> 't', train_filter) LOOP
+                                   'FROM pg_temp._ml_stack_rows AS t, LATERAL %s AS s '
+                                   'WHERE %s GROUP BY t.y, s.idx',
+                                   ml_stack._sparse_terms_sql(blk -> 'spec', format('t.t%s', blk ->> 't')), train_filter) LOOP
             IF term.mn < 0 THEN
                 RAISE EXCEPTION 'naive_bayes needs non-negative features; column "%" is vectorized to negative values', blk ->> 'column'
                     USING ERRCODE = 'invalid_parameter_value', HINT = 'Use "counts", "tfidf" or unsigned hashing.';
@@ -112,10 +113,10 @@ BEGIN
     END LOOP;
     FOR blk IN SELECT value FROM jsonb_array_elements(dataset -> 'blocks') LOOP
         block_joins := block_joins || format(
-            ' CROSS JOIN LATERAL (SELECT ARRAY[%s] AS s FROM ml_stack._sparse_terms(%L::jsonb, t.t%s) AS s) AS b%s',
+            ' CROSS JOIN LATERAL (SELECT ARRAY[%s] AS s FROM %s AS s) AS b%s',
             (SELECT string_agg(format('coalesce(sum(s.val::real::float8 * $1[%s + s.idx]), 0)', (g.c - 1) * np + (blk ->> 'offset')::integer), ', ')
              FROM generate_series(1, nk) AS g(c)),
-            blk -> 'spec', blk ->> 't', blk ->> 't');
+            ml_stack._sparse_terms_sql(blk -> 'spec', format('t.t%s', blk ->> 't')), blk ->> 't');
         FOR c IN 1 .. nk LOOP
             scores[c] := scores[c] || format(' + b%s.s[%s]', blk ->> 't', c);
         END LOOP;

@@ -100,6 +100,43 @@ BEGIN
 END
 $$;
 
+-- The scores of a linear artifact as SQL expressions: unrolled arithmetic, or for a
+-- wide model (features[%s] accessor only) elements of one _linear_scores call.
+CREATE OR REPLACE FUNCTION ml_stack._scores_sql(artifact jsonb, accessor text)
+RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3
+AS $$
+DECLARE
+    p integer := jsonb_array_length(artifact -> 'coefficients' -> 0);
+    call text;
+BEGIN
+    IF p <= ml_stack._wide_model_features() OR accessor <> 'features[%s]' THEN
+        RETURN ml_stack._score_sql(artifact, accessor);
+    END IF;
+    call := format('ml_stack._linear_scores(features, %L::float8[], %L::float8[], %L::float8[])',
+                   (SELECT array_agg(w::float8 ORDER BY k, j) FROM jsonb_array_elements(artifact -> 'coefficients') WITH ORDINALITY AS c(v, k),
+                                                             jsonb_array_elements_text(c.v) WITH ORDINALITY AS e(w, j)),
+                   (SELECT array_agg(b::float8 ORDER BY i) FROM jsonb_array_elements_text(artifact -> 'intercepts') WITH ORDINALITY AS t(b, i)),
+                   (SELECT array_agg(CASE WHEN v = 'null' THEN NULL ELSE v::text::float8 END ORDER BY i)
+                    FROM jsonb_array_elements(artifact -> 'impute') WITH ORDINALITY AS t(v, i)));
+    RETURN ARRAY(SELECT format('(%s)[%s]', call, k) FROM generate_series(1, jsonb_array_length(artifact -> 'intercepts')) AS k);
+END
+$$;
+
+-- All scores as one float8[] expression: the _linear_scores call itself when the
+-- scores are its elements (evaluated once per row, not once per class).
+CREATE OR REPLACE FUNCTION ml_stack._scores_array_sql(scores text[])
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN scores[1] LIKE '(ml_stack._linear_scores(%)[1]'
+                THEN left(substr(scores[1], 2), -4)
+                ELSE format('ARRAY[%s]', array_to_string(scores, ', ')) END
+$$;
+
 -- SQL expression of the prediction (regression value or class label).
 CREATE OR REPLACE FUNCTION ml_stack._predict_sql(artifact jsonb, classes float8[], accessor text)
 RETURNS text
@@ -108,7 +145,7 @@ SET search_path = pg_catalog, pg_temp
 SET extra_float_digits = 3
 AS $$
 DECLARE
-    scores text[] := ml_stack._score_sql(artifact, accessor);
+    scores text[] := ml_stack._scores_sql(artifact, accessor);
     class_array text := format('%L::float8[]', classes);
 BEGIN
     CASE artifact ->> 'link'
@@ -118,7 +155,7 @@ BEGIN
             -- class 1 when the score is > 0 (scikit-learn's rule); a NULL score indexes to NULL
             RETURN format('(%s)[(%s > 0)::integer + 1]', class_array, scores[1]);
         WHEN 'softmax' THEN
-            RETURN format('(%s)[ml_stack._argmax(ARRAY[%s])]', class_array, array_to_string(scores, ', '));
+            RETURN format('(%s)[ml_stack._argmax(%s)]', class_array, ml_stack._scores_array_sql(scores));
         ELSE
             RAISE EXCEPTION 'unknown model link "%"', artifact ->> 'link';
     END CASE;
@@ -132,11 +169,49 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    scores text[] := ml_stack._score_sql(artifact, accessor);
+    scores text[] := ml_stack._scores_sql(artifact, accessor);
 BEGIN
     RETURN CASE artifact ->> 'link'
         WHEN 'logistic' THEN format('ml_stack._binary_proba(%s)', scores[1])
-        WHEN 'softmax' THEN format('ml_stack._softmax(ARRAY[%s])', array_to_string(scores, ', '))
+        WHEN 'softmax' THEN format('ml_stack._softmax(%s)', ml_stack._scores_array_sql(scores))
     END;
 END
 $$;
+
+-- Wide linear models (text vocabularies: thousands of features) are not unrolled
+-- into one expression (11k terms x 8 classes exceeded the stack depth): their
+-- scores come from this loop over a constant weight array (class-major), which
+-- skips zero features. No SET clause: it is on the serving path (DESIGN §4).
+CREATE OR REPLACE FUNCTION ml_stack._linear_scores(features float8[], weights float8[], intercepts float8[], impute float8[])
+RETURNS float8[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+DECLARE
+    p integer := cardinality(features);
+    s float8[] := intercepts;
+    x float8;
+BEGIN
+    IF features IS NULL THEN
+        RETURN NULL;
+    END IF;
+    FOR j IN 1 .. p LOOP
+        x := coalesce(features[j], impute[j]);
+        IF x IS NULL THEN
+            RETURN NULL;
+        END IF;
+        IF x <> 0 THEN
+            FOR c IN 1 .. cardinality(s) LOOP
+                s[c] := s[c] + x * weights[(c - 1) * p + j];
+            END LOOP;
+        END IF;
+    END LOOP;
+    RETURN s;
+END
+$$;
+
+-- Above this many features a linear model is served through _linear_scores.
+CREATE OR REPLACE FUNCTION ml_stack._wide_model_features()
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT 256 $$;

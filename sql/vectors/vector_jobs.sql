@@ -403,7 +403,13 @@ BEGIN
             HINT = format('Choose another name, or drop it first: SELECT ml_stack.drop_vector_job(%L).', job_name);
     END IF;
     rel := ml_stack._resolve_relation(relation_name, caller_search_path);
-    IF (SELECT c.relkind FROM pg_catalog.pg_class AS c WHERE c.oid = rel) NOT IN ('r', 'p') THEN
+    IF (SELECT c.relkind FROM pg_catalog.pg_class AS c WHERE c.oid = rel) = 'p' THEN
+        -- statement triggers with transition tables on the parent miss writes made to a partition directly
+        RAISE EXCEPTION 'vector jobs over partitioned tables are not supported yet (%)', rel
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Create one job per partition, or keep the text in a plain table.';
+    END IF;
+    IF (SELECT c.relkind FROM pg_catalog.pg_class AS c WHERE c.oid = rel) <> 'r' THEN
         RAISE EXCEPTION '"%" is not a table', relation_name USING ERRCODE = 'wrong_object_type',
             HINT = 'A vector job follows a table (its triggers keep the embeddings in sync); views cannot carry them.';
     END IF;
@@ -518,8 +524,8 @@ BEGIN
             END;
         END IF;
     ELSIF spec ->> 'kind' = 'python' THEN
-        RAISE NOTICE 'ml_stack: vector job "%" queues its rows (a model transformer embeds in batches); without pg_cron here, run SELECT ml_stack.process_vector_jobs(%L) to embed them',
-                     job_name, job_name;
+        RAISE NOTICE 'ml_stack: vector job "%" queues its rows (a model transformer embeds in batches); without pg_cron here, run SELECT ml_stack.process_vector_jobs(%) to embed them',
+                     job_name, quote_literal(job_name);
     END IF;
     RETURN job.id;
 END

@@ -1,4 +1,4 @@
-"""Real short text that no one here wrote: the one-line package descriptions of the Debian archive.
+"""Real short text that no one here wrote (used by the tests, the demo and the benchmarks): the one-line package descriptions of the Debian archive.
 
 ``apt-cache dumpavail`` lists every package apt knows (about 63k after ``apt-get update``); the dpkg status file
 (the installed packages, a few hundred) is the fallback on a machine whose apt lists are empty. Each package gives
