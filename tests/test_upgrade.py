@@ -266,7 +266,8 @@ def registry_json(conn):
         "SELECT c.relname FROM pg_depend AS d JOIN pg_class AS c ON c.oid = d.objid"
         " JOIN pg_extension AS e ON e.oid = d.refobjid"
         " WHERE e.extname = 'ml_stack' AND d.classid = 'pg_class'::regclass AND c.relkind = 'r' ORDER BY 1")]
-    return {t: [r[0] for r in conn.execute(sql.SQL("SELECT to_jsonb(t) FROM ml_stack.{} AS t ORDER BY t.id")
+    # tables without an id (vocabulary terms, queues) in the order of their rows' JSON
+    return {t: [r[0] for r in conn.execute(sql.SQL("SELECT to_jsonb(t) FROM ml_stack.{} AS t ORDER BY to_jsonb(t) ->> 'id', 1")
                                             .format(sql.Identifier(t)))] for t in tables}
 
 

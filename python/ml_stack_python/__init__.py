@@ -17,6 +17,7 @@ Modules, one concern each:
     serving     predict / predict_proba of 'python'-format models, cached per backend
     signing     HMAC signatures of pickles (a key in the data directory)
     datasets    load_dataset(): scikit-learn's toy datasets as tables
+    embeddings  embed(): sentence embeddings by all-MiniLM-L6-v2 (torch from the venv of ml_stack.venv)
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
