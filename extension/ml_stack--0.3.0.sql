@@ -3145,10 +3145,12 @@ $$;
 -- Wide linear models (text vocabularies: thousands of features) are not unrolled
 -- into one expression (11k terms x 8 classes exceeded the stack depth): their
 -- scores come from this loop over a constant weight array (class-major), which
--- skips zero features. No SET clause: it is on the serving path (DESIGN §4).
+-- skips zero features. A leaf of the predictors, like _softmax: not inlinable
+-- anyway (a loop), so it is pinned.
 CREATE OR REPLACE FUNCTION ml_stack._linear_scores(features float8[], weights float8[], intercepts float8[], impute float8[])
 RETURNS float8[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p integer := cardinality(features);

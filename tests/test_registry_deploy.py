@@ -422,7 +422,7 @@ def test_explain_shows_inlined_arithmetic(trained, call):
 # --- engineering rules, checked on the catalog -----------------------------------------------------------------
 
 SERVING = {"predict", "predict_proba", "_predict_project", "_predict_proba_project", "_predict_model",
-           "_predict_proba_model", "_linear_scores"}  # _linear_scores: what wide linear models' predictors call
+           "_predict_proba_model"}
 
 
 def _functions(conn):
