@@ -692,6 +692,12 @@ DECLARE
 BEGIN
     alpha := greatest(alpha, 1e-10);   -- scikit-learn's floor for alpha
     FOR blk IN SELECT value FROM jsonb_array_elements(dataset -> 'blocks') LOOP
+        IF blk -> 'spec' ->> 'kind' = 'python' THEN
+            RAISE EXCEPTION 'naive_bayes needs non-negative features; column "%" is vectorized by %, whose vectors have negative values',
+                            blk ->> 'column', blk -> 'spec' ->> 'name'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Train the python engine on it (e.g. algorithm => ''xgboost''), or vectorize with "counts" or "tfidf".';
+        END IF;
         IF blk -> 'spec' ->> 'kind' = 'hashing' AND (blk -> 'spec' ->> 'signed')::boolean THEN
             RAISE EXCEPTION 'naive_bayes needs non-negative features; column "%" is vectorized by signed hashing', blk ->> 'column'
                 USING ERRCODE = 'invalid_parameter_value',
@@ -2829,9 +2835,10 @@ BEGIN
         ELSE
             spec := ml_stack._resolve_transformer(rule ->> 'vectorize', rule -> 'options');
             IF spec ->> 'kind' = 'python' THEN
-                RAISE EXCEPTION 'column "%": a model transformer (%) cannot vectorize inside train yet', col ->> 'name', spec ->> 'name'
-                    USING ERRCODE = 'feature_not_supported',
-                          HINT = 'Store its embeddings in a real[] column (ml_stack.embed(transformer, text)) and train on that column, or vectorize with hashing, tfidf or counts.';
+                -- a model of ml_stack_python: its dimensions from its listing (the engines embed the rows)
+                EXECUTE 'SELECT t.dims FROM ml_stack._python_transformers() AS t WHERE t.name = $1'
+                    INTO width USING spec ->> 'name';
+                spec := spec || jsonb_build_object('dims', width);
             END IF;
         END IF;
         blocks := blocks || jsonb_build_array(jsonb_build_object('column', col ->> 'name', 't', b, 'spec', spec,
@@ -4133,11 +4140,12 @@ BEGIN
     rel := ml_stack._resolve_relation(relation_name, caller_search_path);
     dataset := ml_stack._prepare_dataset(rel, y_column_name, task, test_size, test_sampling, seed,
                                          coalesce(preprocess, '{}'), project_name);
-    IF jsonb_array_length(dataset -> 'blocks') > 0 AND algorithm <> 'naive_bayes' THEN
-        RAISE EXCEPTION 'algorithm % cannot train on vectorized text yet', algorithm
+    -- the python engine reads vectorized text itself (as dense features); of the sql engine's, naive_bayes does
+    IF jsonb_array_length(dataset -> 'blocks') > 0 AND chosen_engine = 'sql' AND algorithm <> 'naive_bayes' THEN
+        RAISE EXCEPTION 'the sql engine''s % cannot train on vectorized text', algorithm
             USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Use algorithm => ''naive_bayes'' (sql engine), or store the vectors in a real[] column '
-                         '(e.g. ml_stack.embed(''hashing'', title, ''{"dims": 256}'')) and train any algorithm on it.';
+                  HINT = 'Use algorithm => ''naive_bayes'', or the python engine (e.g. algorithm => ''xgboost''), or store the vectors '
+                         'in a real[] column (ml_stack.embed(''hashing'', title, ''{"dims": 256}'')) and train on it.';
     END IF;
     IF jsonb_typeof(dataset -> 'classes') = 'array' THEN
         classes := ARRAY(SELECT jsonb_array_elements_text(dataset -> 'classes')::float8);

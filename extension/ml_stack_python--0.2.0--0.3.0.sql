@@ -207,6 +207,92 @@ def write_predictions(plpy, r, yhat, proba):
             "FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::float8[])) WITH ORDINALITY AS t(r, yhat, i)",
             ["bigint[]", "float8[]", "float8[]", "integer"])
         plpy.execute(plan, [r, yhat, proba.ravel().tolist(), k])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# vectorized text (dataset "blocks")
+
+# the python engine's estimators take dense matrices: a split of more values (rows x features) than this, once
+# its text blocks are dense, is refused with a hint rather than allocated (8 bytes each)
+MAX_DENSE_VALUES = 60_000_000
+# a model transformer (ml_stack_python's MiniLM) embeds the texts in batches of this many
+EMBED_BATCH = 256
+
+
+def feature_names(dataset):
+    """Names of the model's features in order: the x columns' and ``<column>[i]`` for text blocks."""
+    names = [None] * int(dataset.get("num_features") or len(dataset["x"]))
+    positions = dataset.get("x_positions") or list(range(1, len(dataset["x"]) + 1))
+    for j, pos in enumerate(positions):
+        names[pos - 1] = dataset["features"][j]["name"]
+    for block in dataset.get("blocks") or []:
+        for i in range(int(block["dims"])):
+            names[int(block["offset"]) + i] = f"{block['column']}[{i + 1}]"
+    return names
+
+
+def full_transform(dataset):
+    """The preprocessing of every model feature in order: the x columns' own, identity for text blocks (their
+    values are the transformer's, served as embed() returns them)."""
+    transform = [{"impute": None, "shift": 0.0, "scale": 1.0} for _ in range(int(dataset["num_features"]))]
+    for tr, pos in zip(dataset["transform"], dataset["x_positions"]):
+        transform[pos - 1] = tr
+    return transform
+
+
+def _block_sql(plpy, block, which_filter):
+    spec = plpy.quote_literal(__import__("json").dumps(block["spec"]))
+    call = plpy.execute(f"SELECT ml_stack._sparse_terms_sql({spec}::jsonb, 't.t{int(block['t'])}') AS s")[0]["s"]
+    # r, position, value (through real, as embed() returns it: training and serving see the same numbers)
+    return ("SELECT pg_catalog.string_agg(pg_catalog.float8send(t.r::float8) || pg_catalog.int4send(s.idx) "
+            "|| pg_catalog.float8send(s.val::real::float8), ''::bytea) AS b "
+            f"FROM pg_temp._ml_stack_rows AS t, LATERAL {call} AS s WHERE ({which_filter})")
+
+
+def expand_blocks(plpy, dataset, which, r, X):
+    """X (the split's x columns, rows in ``r`` order) -> the split's full feature matrix: x at their positions,
+    each text block's vector at its offset (dense; zeros where a text has no term)."""
+    blocks = dataset.get("blocks") or []
+    if not blocks:
+        return X
+    n, width = X.shape[0], int(dataset["num_features"])
+    if n * width > MAX_DENSE_VALUES:
+        raise MLStackError(
+            f"the {which} split would be {n} rows x {width} features once its text is vectorized, more than the "
+            f"python engine takes ({MAX_DENSE_VALUES:,} values)",
+            hint="Vectorize with fewer dimensions (hashing's \"dims\", or \"max_features\" for tfidf and counts), "
+                 "or use algorithm => 'naive_bayes' (sql engine, sparse).", sqlstate=DATA_EXCEPTION)
+    full = np.zeros((n, width), dtype=np.float64)
+    full[:, np.asarray(dataset["x_positions"], dtype=np.int64) - 1] = X
+    started = time.monotonic()
+    for block in blocks:
+        offset, dims = int(block["offset"]), int(block["dims"])
+        if block["spec"]["kind"] == "python":
+            _embed_block(plpy, dataset, which, block, r, full[:, offset:offset + dims])
+            continue
+        blob = plpy.execute(_block_sql(plpy, block, dataset[which + "_filter"]))[0]["b"]
+        if blob is None:
+            continue
+        terms = np.frombuffer(blob, dtype=[("r", ">f8"), ("i", ">i4"), ("v", ">f8")])
+        rows = np.searchsorted(r, terms["r"].astype(np.int64))
+        full[rows, offset + terms["i"].astype(np.int64) - 1] = terms["v"]
+    if n * width >= NOTICE_VALUES:
+        plpy.notice(f"ml_stack_python: vectorized the text of {n} {which} rows into {width} features in "
+                    f"{time.monotonic() - started:.2f} s")
+    return full
+
+
+def _embed_block(plpy, dataset, which, block, r, out):
+    """A model transformer's vectors of the split's texts, in batches, into ``out`` (rows in ``r`` order)."""
+    import json
+    texts = plpy.execute(f"SELECT pg_catalog.array_agg(t{int(block['t'])} ORDER BY r) AS t "
+                         f"FROM pg_temp._ml_stack_rows WHERE ({dataset[which + '_filter']})")[0]["t"] or []
+    plan = plpy.prepare("SELECT e FROM ml_stack._embed_batch($1::jsonb, $2::text[]) AS e", ["text", "text[]"])
+    spec = json.dumps(block["spec"])
+    for start in range(0, len(texts), EMBED_BATCH):
+        for i, row in enumerate(plpy.execute(plan, [spec, texts[start:start + EMBED_BATCH]])):
+            if row["e"] is not None:   # NULL text: no words, the zero vector (as predict_row serves it)
+                out[start + i] = np.asarray(row["e"], dtype=np.float32)
 $ml_stack_py$
 WHEN 'ml_stack_python.datasets' THEN $ml_stack_py$"""``ml_stack.load_dataset(name)``: scikit-learn's bundled toy datasets as tables in schema ml_stack.
 
@@ -899,6 +985,12 @@ def fit(plpy, task, algorithm, hyperparams_json, dataset_json):
     t0 = time.monotonic()
     r_train, y_train, X_train = data.read_split(plpy, dataset, "train")
     r_test, y_test, X_test = data.read_split(plpy, dataset, "test")
+    if dataset.get("blocks"):
+        # vectorized text: the full feature vector in the model's order, preprocessing as served
+        X_train = data.expand_blocks(plpy, dataset, "train", r_train, X_train)
+        X_test = data.expand_blocks(plpy, dataset, "test", r_test, X_test)
+        dataset = {**dataset, "transform": data.full_transform(dataset),
+                   "features": [{"name": name} for name in data.feature_names(dataset)]}
     read_seconds = time.monotonic() - t0
     _check_finite(X_train, dataset, algorithm, "training")
     _check_finite(X_test, dataset, algorithm, "test")

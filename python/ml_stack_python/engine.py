@@ -125,6 +125,12 @@ def fit(plpy, task, algorithm, hyperparams_json, dataset_json):
     t0 = time.monotonic()
     r_train, y_train, X_train = data.read_split(plpy, dataset, "train")
     r_test, y_test, X_test = data.read_split(plpy, dataset, "test")
+    if dataset.get("blocks"):
+        # vectorized text: the full feature vector in the model's order, preprocessing as served
+        X_train = data.expand_blocks(plpy, dataset, "train", r_train, X_train)
+        X_test = data.expand_blocks(plpy, dataset, "test", r_test, X_test)
+        dataset = {**dataset, "transform": data.full_transform(dataset),
+                   "features": [{"name": name} for name in data.feature_names(dataset)]}
     read_seconds = time.monotonic() - t0
     _check_finite(X_train, dataset, algorithm, "training")
     _check_finite(X_test, dataset, algorithm, "test")

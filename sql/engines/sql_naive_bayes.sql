@@ -40,6 +40,12 @@ DECLARE
 BEGIN
     alpha := greatest(alpha, 1e-10);   -- scikit-learn's floor for alpha
     FOR blk IN SELECT value FROM jsonb_array_elements(dataset -> 'blocks') LOOP
+        IF blk -> 'spec' ->> 'kind' = 'python' THEN
+            RAISE EXCEPTION 'naive_bayes needs non-negative features; column "%" is vectorized by %, whose vectors have negative values',
+                            blk ->> 'column', blk -> 'spec' ->> 'name'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Train the python engine on it (e.g. algorithm => ''xgboost''), or vectorize with "counts" or "tfidf".';
+        END IF;
         IF blk -> 'spec' ->> 'kind' = 'hashing' AND (blk -> 'spec' ->> 'signed')::boolean THEN
             RAISE EXCEPTION 'naive_bayes needs non-negative features; column "%" is vectorized by signed hashing', blk ->> 'column'
                 USING ERRCODE = 'invalid_parameter_value',

@@ -417,9 +417,10 @@ BEGIN
         ELSE
             spec := ml_stack._resolve_transformer(rule ->> 'vectorize', rule -> 'options');
             IF spec ->> 'kind' = 'python' THEN
-                RAISE EXCEPTION 'column "%": a model transformer (%) cannot vectorize inside train yet', col ->> 'name', spec ->> 'name'
-                    USING ERRCODE = 'feature_not_supported',
-                          HINT = 'Store its embeddings in a real[] column (ml_stack.embed(transformer, text)) and train on that column, or vectorize with hashing, tfidf or counts.';
+                -- a model of ml_stack_python: its dimensions from its listing (the engines embed the rows)
+                EXECUTE 'SELECT t.dims FROM ml_stack._python_transformers() AS t WHERE t.name = $1'
+                    INTO width USING spec ->> 'name';
+                spec := spec || jsonb_build_object('dims', width);
             END IF;
         END IF;
         blocks := blocks || jsonb_build_array(jsonb_build_object('column', col ->> 'name', 't', b, 'spec', spec,

@@ -137,11 +137,12 @@ BEGIN
     rel := ml_stack._resolve_relation(relation_name, caller_search_path);
     dataset := ml_stack._prepare_dataset(rel, y_column_name, task, test_size, test_sampling, seed,
                                          coalesce(preprocess, '{}'), project_name);
-    IF jsonb_array_length(dataset -> 'blocks') > 0 AND algorithm <> 'naive_bayes' THEN
-        RAISE EXCEPTION 'algorithm % cannot train on vectorized text yet', algorithm
+    -- the python engine reads vectorized text itself (as dense features); of the sql engine's, naive_bayes does
+    IF jsonb_array_length(dataset -> 'blocks') > 0 AND chosen_engine = 'sql' AND algorithm <> 'naive_bayes' THEN
+        RAISE EXCEPTION 'the sql engine''s % cannot train on vectorized text', algorithm
             USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Use algorithm => ''naive_bayes'' (sql engine), or store the vectors in a real[] column '
-                         '(e.g. ml_stack.embed(''hashing'', title, ''{"dims": 256}'')) and train any algorithm on it.';
+                  HINT = 'Use algorithm => ''naive_bayes'', or the python engine (e.g. algorithm => ''xgboost''), or store the vectors '
+                         'in a real[] column (ml_stack.embed(''hashing'', title, ''{"dims": 256}'')) and train on it.';
     END IF;
     IF jsonb_typeof(dataset -> 'classes') = 'array' THEN
         classes := ARRAY(SELECT jsonb_array_elements_text(dataset -> 'classes')::float8);
