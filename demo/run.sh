@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The ml_stack walkthrough on scikit-learn's diabetes and breast cancer datasets (`make demo`).
+# The ml_stack walkthrough on scikit-learn's diabetes and breast cancer datasets, then the seed workflow on
+# the Debian archive's package descriptions (`make demo`).
 #
 # Needs what `make setup` and `make install` give: PostgreSQL 15, ml_stack installed into it, and .venv.
 # Starts a throwaway server in a temporary directory (Unix socket only; as the `postgres` OS user when run
@@ -46,5 +47,9 @@ export PGDATABASE=$DBNAME
 "$PY" demo/load_dataset.py diabetes breast_cancer | sed 's/^/demo: /'
 echo
 "$psql" -X -q -v ON_ERROR_STOP=1 -f demo/demo.sql
+echo
+# the seed workflow: Debian's package descriptions -> vectors -> classifiers -> predictions from raw text; search
+"$PY" demo/load_packages.py | sed 's/^/demo: /'
+"$psql" -X -q -v ON_ERROR_STOP=1 -v venv="$(pwd -P)/.venv" -f demo/text.sql
 echo
 echo "demo: done"
