@@ -9,6 +9,7 @@ oracles re-implement what ml_stack does with them.
 import hashlib
 import json
 import math
+import time
 
 import numpy as np
 import psycopg
@@ -344,3 +345,29 @@ def test_dense_solvers_refuse_what_would_take_minutes(conn):
         conn.execute(f"CREATE VIEW wide_{label} AS SELECT v, {label} FROM wide")
         assert_rejected(conn, "SELECT * FROM ml_stack.train('wide', %s, %s, %s, engine => 'sql')",
                         (task, f"wide_{label}", label), "54000", "too large for the sql engine", "engine => 'python'")
+
+
+def test_a_text_search_configuration_of_the_users_schema(conn):
+    conn.execute("CREATE TEXT SEARCH CONFIGURATION public.plain (COPY = pg_catalog.simple)")
+    assert np.array_equal(embed(conn, "hashing", "the cats", {"config": "plain"}),
+                          embed(conn, "hashing", "the cats", {"config": "simple"}))
+    conn.execute("CREATE SCHEMA other")
+    conn.execute("CREATE TEXT SEARCH CONFIGURATION other.plain (COPY = pg_catalog.english)")
+    with pytest.raises(psycopg.Error) as info:   # two of that name: say which
+        embed(conn, "hashing", "the cats", {"config": "plain"})
+    assert "other.plain" in info.value.diag.message_hint and "public.plain" in info.value.diag.message_hint
+    assert np.array_equal(embed(conn, "hashing", "the cats", {"config": "other.plain"}),
+                          embed(conn, "hashing", "the cats", {"config": "english"}))
+
+
+def test_a_cancel_stops_naive_bayes_training_promptly(conn, packages):
+    conn.execute("CREATE TABLE many AS SELECT d.description, d.label FROM docs AS d, generate_series(1, 40)")
+    before = registry_rows(conn)
+    conn.execute("SET statement_timeout = '500ms'")
+    started = time.monotonic()
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        conn.execute("SELECT * FROM ml_stack.train('slow', 'classification', 'many', 'label', "
+                     "algorithm => 'naive_bayes', preprocess => '{\"description\": {\"vectorize\": \"tfidf\"}}')")
+    assert time.monotonic() - started < 2.5
+    conn.execute("RESET statement_timeout")
+    assert registry_rows(conn) == before

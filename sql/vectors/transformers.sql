@@ -32,10 +32,15 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         cfg := NULL;
     END;
+    -- an unqualified name outside pg_catalog (this function's search_path): the one configuration of that
+    -- name in any schema; several are ambiguous, and the hint lists them qualified
+    IF cfg IS NULL AND position('.' IN config) = 0 AND (SELECT count(*) FROM pg_catalog.pg_ts_config AS c WHERE c.cfgname = config) = 1 THEN
+        SELECT c.oid INTO cfg FROM pg_catalog.pg_ts_config AS c WHERE c.cfgname = config;
+    END IF;
     IF cfg IS NULL THEN
         RAISE EXCEPTION 'unknown text search configuration "%"', config
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('Use one of: %s.', (SELECT string_agg(c.cfgname, ', ' ORDER BY c.cfgname) FROM pg_catalog.pg_ts_config AS c));
+                  HINT = format('Use one of: %s.', (SELECT string_agg(c.oid::regconfig::text, ', ' ORDER BY c.cfgname, c.oid) FROM pg_catalog.pg_ts_config AS c));
     END IF;
     RETURN cfg;
 END
