@@ -422,7 +422,9 @@ def test_explain_shows_inlined_arithmetic(trained, call):
 # --- engineering rules, checked on the catalog -----------------------------------------------------------------
 
 SERVING = {"predict", "predict_proba", "_predict_project", "_predict_proba_project", "_predict_model",
-           "_predict_proba_model"}
+           "_predict_proba_model",
+           # the sparse text transforms, inlined into training and job queries and reached by predict_row
+           "_lexemes", "_hashing_terms", "_vocabulary_terms"}
 
 
 def _functions(conn):
