@@ -66,6 +66,9 @@ bench: setup all
 	$(VENV_PY) bench/predict_linear.py
 	$(VENV_PY) bench/train_linear.py
 	$(VENV_PY) bench/python_engine.py
+	$(VENV_PY) bench/naive_bayes.py
+	$(VENV_PY) bench/vectors.py
+	$(VENV_PY) bench/embeddings.py
 
 # The committed install script must be what the sources build (no drift).
 check-built:
