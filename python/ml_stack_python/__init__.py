@@ -18,6 +18,7 @@ Modules, one concern each:
     signing     HMAC signatures of pickles (a key in the data directory)
     datasets    load_dataset(): scikit-learn's toy datasets as tables
     embeddings  embed(): sentence embeddings by all-MiniLM-L6-v2 (torch from the venv of ml_stack.venv)
+    vector_search  semantic search over a numpy matrix of a vector job's vectors, cached per backend
 """
 
 __version__ = "0.3.0"

@@ -116,6 +116,8 @@ AS $$
 DECLARE
     qnorm float8;
     dot text;
+    score text;
+    ranking text;
 BEGIN
     SELECT sqrt(coalesce(sum(x::float8 * x::float8), 0)) INTO qnorm FROM unnest(query_vector) AS x;
     -- groups of 32 terms keep the expression tree shallow
@@ -124,11 +126,22 @@ BEGIN
           FROM unnest(query_vector) WITH ORDINALITY AS t(x, i)
           WHERE t.x <> 0
           GROUP BY (t.i - 1) / 32) AS g;
+    score := format('CASE WHEN v.norm = 0 THEN 0::float8 ELSE (%s) / (v.norm * %L::float8) END',
+                    CASE WHEN dot IS NULL OR qnorm = 0 THEN '0::float8' ELSE dot END, CASE WHEN qnorm = 0 THEN 1 ELSE qnorm END);
+    -- ml_stack_python, when installed: a numpy matrix cached per backend picks the candidate rows, this same
+    -- expression scores them (docs/vectors-jobs-search.md, "Semantic search in numpy"); NULL: not this time
+    IF to_regprocedure('ml_stack._python_semantic_ranking_sql(ml_stack.vector_job_definitions, real[], text, integer, text)') IS NOT NULL THEN
+        EXECUTE 'SELECT ml_stack._python_semantic_ranking_sql($1, $2, $3, $4, $5)' INTO ranking
+            USING job, query_vector, filter_clause, lim, score;
+        IF ranking IS NOT NULL THEN
+            RETURN ranking;
+        END IF;
+    END IF;
     RETURN format($q$
-        SELECT v.id, CASE WHEN v.norm = 0 THEN 0::float8 ELSE (%1$s) / (v.norm * %2$L::float8) END AS score
-        FROM ml_stack.%3$I AS v %4$s
-        ORDER BY 2 DESC NULLS LAST, 1 LIMIT %5$s$q$,
-        CASE WHEN dot IS NULL OR qnorm = 0 THEN '0::float8' ELSE dot END, CASE WHEN qnorm = 0 THEN 1 ELSE qnorm END,
+        SELECT v.id, %1$s AS score
+        FROM ml_stack.%2$I AS v %3$s
+        ORDER BY 2 DESC NULLS LAST, 1 LIMIT %4$s$q$,
+        score,
         job.vectors_table,
         CASE WHEN filter_clause = 'true' THEN ''
              ELSE format('JOIN %s AS s ON s.%I = v.id WHERE %s', job.relation, job.primary_key, filter_clause) END,
