@@ -90,6 +90,7 @@ Modules, one concern each:
     signing     HMAC signatures of pickles (a key in the data directory)
     datasets    load_dataset(): scikit-learn's toy datasets as tables
     embeddings  embed(): sentence embeddings by all-MiniLM-L6-v2 (torch from the venv of ml_stack.venv)
+    vector_search  semantic search over a numpy matrix of a vector job's vectors, cached per backend
 """
 
 __version__ = "0.3.0"
@@ -249,19 +250,65 @@ def _block_sql(plpy, block, which_filter):
             f"FROM pg_temp._ml_stack_rows AS t, LATERAL {call} AS s WHERE ({which_filter})")
 
 
-def expand_blocks(plpy, dataset, which, r, X):
+def _dense_limit(plpy):
+    value = plpy.execute("SELECT pg_catalog.current_setting('ml_stack.max_dense_values', true) AS v")[0]["v"]
+    if value in (None, ""):
+        return MAX_DENSE_VALUES
+    try:
+        return int(value)
+    except ValueError:
+        raise MLStackError(f"setting ml_stack.max_dense_values must be a whole number, got {value!r}",
+                           hint=f"e.g. SET ml_stack.max_dense_values = {MAX_DENSE_VALUES}") from None
+
+
+def is_sparse(X):
+    return hasattr(X, "tocsr")
+
+
+def sparse_vstack(parts):
+    import scipy.sparse
+    return scipy.sparse.vstack(parts, format="csr")
+
+
+def _sparse_matrix(plpy, dataset, which, r, X, n, width):
+    """The split's full feature matrix as scipy CSR (explicit zeros left out: zeros, for scikit-learn)."""
+    import scipy.sparse
+    rows, cols, vals = [], [], []
+    xpos = np.asarray(dataset["x_positions"], dtype=np.int64) - 1
+    nz = np.nonzero(X)
+    rows.append(nz[0]); cols.append(xpos[nz[1]]); vals.append(X[nz])
+    for block in dataset["blocks"]:
+        blob = plpy.execute(_block_sql(plpy, block, dataset[which + "_filter"]))[0]["b"]
+        if blob is None:
+            continue
+        terms = np.frombuffer(blob, dtype=[("r", ">f8"), ("i", ">i4"), ("v", ">f8")])
+        rows.append(np.searchsorted(r, terms["r"].astype(np.int64)))
+        cols.append(int(block["offset"]) + terms["i"].astype(np.int64) - 1)
+        vals.append(terms["v"].astype(np.float64))
+    m = scipy.sparse.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                                shape=(n, width)).tocsr()
+    m.eliminate_zeros()
+    return m
+
+
+def expand_blocks(plpy, dataset, which, r, X, sparse_ok=False):
     """X (the split's x columns, rows in ``r`` order) -> the split's full feature matrix: x at their positions,
-    each text block's vector at its offset (dense; zeros where a text has no term)."""
+    each text block's vector at its offset (zeros where a text has no term). Dense, or scipy CSR when
+    ``sparse_ok``, the dense matrix would pass MAX_DENSE_VALUES and no block is a model's (dense) vectors."""
     blocks = dataset.get("blocks") or []
     if not blocks:
         return X
     n, width = X.shape[0], int(dataset["num_features"])
-    if n * width > MAX_DENSE_VALUES:
+    limit = _dense_limit(plpy)
+    if n * width > limit and sparse_ok and all(b["spec"]["kind"] != "python" for b in blocks):
+        return _sparse_matrix(plpy, dataset, which, r, X, n, width)
+    if n * width > limit:
         raise MLStackError(
             f"the {which} split would be {n} rows x {width} features once its text is vectorized, more than the "
-            f"python engine takes ({MAX_DENSE_VALUES:,} values)",
+            f"python engine takes dense ({limit:,} values, setting ml_stack.max_dense_values)",
             hint="Vectorize with fewer dimensions (hashing's \"dims\", or \"max_features\" for tfidf and counts), "
-                 "or use algorithm => 'naive_bayes' (sql engine, sparse).", sqlstate=DATA_EXCEPTION)
+                 "or use an algorithm that takes sparse input (linear, random_forest, ...; not xgboost or "
+                 "hist_gradient_boosting), or naive_bayes (sql engine).", sqlstate=DATA_EXCEPTION)
     full = np.zeros((n, width), dtype=np.float64)
     full[:, np.asarray(dataset["x_positions"], dtype=np.int64) - 1] = X
     started = time.monotonic()
@@ -883,6 +930,10 @@ EARLY_STOPPING_FRACTION = 0.1
 # (evaluating the trees in numpy costs ~18 us per row for 100 trees of depth 6)
 CHECK_TEST_ROWS = 3000
 CHECK_TRAIN_ROWS = 2000
+CHECK_SPARSE_ROWS = 300
+# estimators that need dense input, or take an absent sparse entry as missing rather than zero (XGBoost): they get
+# vectorized text dense, whatever its size up to data.MAX_DENSE_VALUES
+DENSE_ONLY = ("xgboost", "hist_gradient_boosting")
 MAX_WARNINGS = 5
 # XGBoost reports its iteration (and the early-stopping loss) in a NOTICE at most this often
 PROGRESS_SECONDS = 10.0
@@ -985,15 +1036,17 @@ def fit(plpy, task, algorithm, hyperparams_json, dataset_json):
     t0 = time.monotonic()
     r_train, y_train, X_train = data.read_split(plpy, dataset, "train")
     r_test, y_test, X_test = data.read_split(plpy, dataset, "test")
+    _check_finite(X_train, dataset, algorithm, "training")
+    _check_finite(X_test, dataset, algorithm, "test")
     if dataset.get("blocks"):
-        # vectorized text: the full feature vector in the model's order, preprocessing as served
-        X_train = data.expand_blocks(plpy, dataset, "train", r_train, X_train)
-        X_test = data.expand_blocks(plpy, dataset, "test", r_test, X_test)
+        # vectorized text: the full feature vector in the model's order, preprocessing as served (dense, or
+        # sparse for the estimators that take sparse input with zeros as zeros when dense would be too large)
+        sparse_ok = algorithm not in DENSE_ONLY
+        X_train = data.expand_blocks(plpy, dataset, "train", r_train, X_train, sparse_ok)
+        X_test = data.expand_blocks(plpy, dataset, "test", r_test, X_test, sparse_ok)
         dataset = {**dataset, "transform": data.full_transform(dataset),
                    "features": [{"name": name} for name in data.feature_names(dataset)]}
     read_seconds = time.monotonic() - t0
-    _check_finite(X_train, dataset, algorithm, "training")
-    _check_finite(X_test, dataset, algorithm, "test")
     if task == "classification":
         y_fit = data.encode_labels(y_train, classes)
         missing = sorted(set(range(len(classes))) - set(np.unique(y_fit).tolist()))
@@ -1065,7 +1118,10 @@ def fit(plpy, task, algorithm, hyperparams_json, dataset_json):
     predict_seconds = time.monotonic() - t0
     t0 = time.monotonic()
 
-    check_rows = np.concatenate([X_test[:CHECK_TEST_ROWS], X_train[:CHECK_TRAIN_ROWS]])
+    if data.is_sparse(X_train):   # fewer rows: a dense copy of them is rows x (a vocabulary)
+        check_rows = data.sparse_vstack([X_test[:CHECK_SPARSE_ROWS], X_train[:CHECK_SPARSE_ROWS]]).toarray()
+    else:
+        check_rows = np.concatenate([X_test[:CHECK_TEST_ROWS], X_train[:CHECK_TRAIN_ROWS]])
     artifact = export.to_artifact(est, algorithm, task, dataset, check_rows, node_cap=_node_cap(plpy),
                                   notice=plpy.notice)
     result = {"artifact": artifact, "hyperparams": {**params, **chosen}, "search": record}
@@ -2218,13 +2274,411 @@ def outputs(artifact, M, classes=None):
         return classes[np.argmax(M, axis=1)], M
     raise ValueError(f"unknown link {link!r}")
 $ml_stack_py$
+WHEN 'ml_stack_python.vector_search' THEN $ml_stack_py$"""Semantic search through a numpy matrix cached per backend: ``ml_stack._python_semantic_search(job_id,
+query_vector, k, candidate_ids)`` (sql/python_engine/vector_search.sql; docs/vectors-jobs-search.md, "Semantic
+search in numpy").
+
+The result must be exactly the SQL path's (``ml_stack._semantic_ranking_sql``): same ids, same float8 scores, same
+order (score descending, then the key in its type's order). So numpy does not produce the final scores: it
+returns a small *candidate set* that provably contains the SQL path's top k, and the SQL that calls it recomputes
+the exact scores of those rows with the very expression of the SQL path, then sorts and cuts them as that path
+does. Why that is exact:
+
+- The matrix holds every embedding divided by its stored ``norm`` (float64 division, rounded to float32; a row
+  whose norm is 0 is a zero row: the SQL path scores it 0). The query is normalised the same way. One float32
+  matrix-vector product gives every row's approximate cosine ``s~``; for every row, ``|s~ - s| <= eps(d)``
+  (``error_bound``: the rounding of the two normalisations and of a d-term float32 dot product of unit vectors,
+  whatever the summation order of the BLAS).
+- Let ``t`` be the k-th largest ``s~``. Every row of the exact top k (ties at the cut included) has
+  ``s~ >= t - 2 eps``: the rows with ``s~ >= t - 2 eps`` are the candidates.
+- Rows whose exact score is known to be 0 (norm 0; or, for a sparse query, no non-zero component where the
+  query has one: every product of the SQL sum is then exactly 0) all tie at 0 and are ordered by key, so only
+  the first k of them can be in the top k. This keeps the candidate set small when many rows tie at 0
+  (a ``hashing`` query that few rows match, a zero query).
+- When the candidate set is still large (more than ``max(2048, 4 k)`` rows), or anything about the data is
+  outside what the bound covers (dims differ, NULL elements, non-finite values, lower bound not 1, a stored
+  norm that is not the embedding's), the function returns one row ``(NULL, NULL)``: "use the SQL path".
+
+Staleness, exact and cheap, without scanning the vectors table: every statement that writes the job's table
+fires the statement trigger ``ml_stack_vectors_changed`` (ENABLE ALWAYS), which upserts one row per writing
+transaction into ``ml_stack.vector_job_changes`` (``xid`` = the top-level transaction, ``stamp_sum`` = a fresh
+value of a sequence at each statement). A cache entry is valid while ``(table oid, relfilenode, trigger row
+xmin, sum(n), sum(xid_sum), sum(stamp_sum))`` read in the search's own snapshot equals what it was when the
+entry was loaded, and the search's snapshot sees every transaction the load's snapshot saw (``snapshot_covers``).
+Argument (docs): under that condition the set of visible writing transactions can only have gained newly
+committed ones and lost the loading transaction itself (rolled back); a gain without a loss changes the count,
+a loss with one gain changes the sum of xids (different xids), and statements of one transaction change its
+stamp. Folding old rows into totals (the trigger does it now and then) keeps the three sums.
+The fingerprint, the count and the load are read in one snapshot: the function is STABLE, so every query it
+runs uses the snapshot of the statement that calls it (also the one that joins the source rows).
+
+Memory: the matrix is ``n x d`` float32 (100k x 384: 154 MB) per backend per job; the setting
+``ml_stack.search_cache_mb`` (default 512) caps what one backend keeps (least recently used jobs go first); a
+job larger than the cap, or a cap of 0, takes the SQL path. A load reads the whole table (about 1 s for 100k x
+384 here); every change to the job's table makes the next search of each backend load it again.
+"""
+
+import collections
+import math
+import time
+
+import numpy as np
+
+from ml_stack_python.errors import MLStackError
+
+CACHE_SETTING = "ml_stack.search_cache_mb"
+DEFAULT_CACHE_MB = 512
+TRIGGER_NAME = "ml_stack_vectors_changed"
+TRIGGER_TYPE = 4 | 8 | 16 | 32   # pg_trigger.tgtype: AFTER ... FOR EACH STATEMENT, INSERT | DELETE | UPDATE | TRUNCATE
+FETCH_ROWS = 5000
+FLOAT4_OID = 700
+MIN_CANDIDATE_CAP = 2048
+SPARSE_QUERY_TERMS = 64        # a query with at most this many non-zero components: look for exact zeros
+NORM_TOLERANCE = 1e-6          # stored norm vs the embedding's own (relative)
+MAX_ABS = 1e30                 # larger elements: the float32 products could overflow
+
+FALLBACK = [(None, None)]
+
+_cache = collections.OrderedDict()   # job id -> _Entry, least recently used first
+_state = {"loads": {}, "hits": 0, "fallbacks": {}, "last_fallback": None}
+
+
+def error_bound(d):
+    """An upper bound of |s~ - s| for one row: s~ the float32 cosine of the normalised row and query, s the SQL
+    path's float8 score. Rounding each normalised element to float32 (relative 2^-24, twice), a d-term float32
+    dot product of unit vectors (gamma_d <= d 2^-24 (1 + small) for any summation order, FMA or not), the
+    float64 work (below 1e-12)."""
+    u = 2.0 ** -24
+    return (d + 8) * u * 1.01 + 1e-12
+
+
+def parse_snapshot(text):
+    """'xmin:xmax:xip,...' (pg_snapshot's text) -> (xmin, xmax, frozenset of running xids)."""
+    xmin, xmax, xip = text.split(":")
+    return int(xmin), int(xmax), frozenset(int(x) for x in xip.split(",") if x)
+
+
+def snapshot_covers(s1, s0):
+    """Does snapshot s1 see every transaction that s0 sees? (Always so for the snapshots one backend takes one
+    after the other; not for an older snapshot imported with SET TRANSACTION SNAPSHOT.)"""
+    _, xmax0, xip0 = s0
+    _, xmax1, xip1 = s1
+    return xmax1 >= xmax0 and all(x in xip0 for x in xip1 if x < xmax0)
+
+
+class _Entry:
+    __slots__ = ("job_id", "key", "snapshot", "ids", "matrix", "zero", "lossy", "dims", "nbytes", "index",
+                 "loaded_at", "load_seconds", "hits", "unusable")
+
+    def __init__(self, job_id, key, snapshot, ids, matrix, zero, lossy, dims, load_seconds, unusable=None):
+        self.job_id = job_id
+        self.key = key
+        self.snapshot = snapshot
+        self.ids = ids                  # numpy object array of str, in the key type's order
+        self.matrix = matrix            # n x d float32, rows divided by their stored norm; zero rows: norm 0
+        self.zero = zero                # bool n: norm 0 (score exactly 0)
+        self.lossy = lossy              # bool n: a non-zero element became 0 in float32 (never "exact zero")
+        self.dims = dims
+        self.nbytes = 0 if matrix is None else int(matrix.nbytes + zero.nbytes + lossy.nbytes)
+        self.index = None               # id -> row, made on the first call with candidate ids
+        self.loaded_at = time.time()
+        self.load_seconds = load_seconds
+        self.hits = 0
+        self.unusable = unusable        # why this job's vectors cannot take the numpy path (None: they can)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# decoding and building (no database)
+
+
+def decode_chunk(blobs, norms, dims):
+    """array_send() images of real[] values and their stored norms -> (matrix float32 rows / norm, zero mask,
+    lossy mask, dims) or raises ValueError saying why these vectors cannot take the numpy path. ``dims`` is the
+    dimension seen so far (None: not yet known)."""
+    n = len(blobs)
+    norms = np.asarray(norms, dtype=np.float64)
+    zero = norms == 0
+    live = np.flatnonzero(~zero)
+    if live.size and not np.all(np.isfinite(norms[live])):
+        raise ValueError("a stored norm is not finite")
+    if dims is None:
+        dims = None if live.size == 0 else (len(blobs[live[0]]) - 20) // 8
+    width = 0 if dims is None else dims
+    matrix = np.zeros((n, width), dtype=np.float32)
+    lossy = np.zeros(n, dtype=bool)
+    if live.size == 0:
+        return matrix, zero, lossy, dims
+    size = 20 + 8 * dims
+    if dims <= 0 or any(len(blobs[i]) != size for i in live):
+        raise ValueError("embeddings of different lengths (or empty ones with a non-zero norm)")
+    raw = np.frombuffer(b"".join(blobs[i] for i in live), dtype=np.uint8).reshape(live.size, size)
+    header = raw[:, :20].copy().view(">i4")
+    if not (np.all(header[:, 0] == 1) and np.all(header[:, 1] == 0) and np.all(header[:, 2] == FLOAT4_OID)
+            and np.all(header[:, 3] == dims) and np.all(header[:, 4] == 1)):
+        raise ValueError("an embedding is not a one-dimensional real[] from subscript 1 without NULLs")
+    body = raw[:, 20:].copy().view(">i4").reshape(live.size, dims, 2)
+    if not np.all(body[:, :, 0] == 4):
+        raise ValueError("an embedding has a NULL element")
+    values = body[:, :, 1].copy().view(">f4").astype(np.float64)
+    if not np.all(np.isfinite(values)) or np.max(np.abs(values)) > MAX_ABS:
+        raise ValueError("an embedding has non-finite or huge elements")
+    own = np.sqrt(np.einsum("ij,ij->i", values, values))
+    stored = norms[live]
+    if not np.all(np.abs(own - stored) <= NORM_TOLERANCE * stored):
+        raise ValueError("a stored norm is not the norm of its embedding")
+    scaled = (values / stored[:, None]).astype(np.float32)
+    matrix[live] = scaled
+    lossy[live] = np.any((values != 0) & (scaled == 0), axis=1)
+    return matrix, zero, lossy, dims
+
+
+def candidates(matrix, zero, lossy, query, k, rows=None, cap=None):
+    """Row numbers (ascending; row order = key order) that contain the SQL path's exact top k among ``rows``
+    (None: all rows), or None when the set would exceed ``cap`` (default max(2048, 4 k)): take the SQL path.
+    Also returns the approximate scores of those rows."""
+    n = matrix.shape[0]
+    pool = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+    if cap is None:
+        cap = max(MIN_CANDIDATE_CAP, 4 * k)
+    if pool.size == 0:
+        return pool, np.zeros(0)
+    q = np.asarray(query, dtype=np.float64)
+    qnorm = math.sqrt(float(q @ q))
+    if qnorm == 0:
+        # every score is exactly 0: the first k rows in key order
+        picked = np.sort(pool)[:k]
+        return picked, np.zeros(picked.size)
+    qhat = (q / qnorm).astype(np.float32)
+    if rows is None:
+        approx = (matrix @ qhat).astype(np.float64)
+    elif pool.size * 4 > n:
+        approx = (matrix @ qhat).astype(np.float64)[pool]
+    else:
+        approx = (matrix[pool] @ qhat).astype(np.float64)
+    if pool.size <= k:
+        order = np.argsort(pool, kind="stable")
+        return pool[order], approx[order]
+    eps = error_bound(matrix.shape[1])
+    tau = np.partition(approx, pool.size - k)[pool.size - k]
+    keep = approx >= tau - 2 * eps
+    if np.count_nonzero(keep) > max(2 * k, k + 256):
+        # rows whose exact score is 0 tie and go by key: only the first k of them can make the cut
+        exact_zero = zero[pool].copy()
+        nz = np.flatnonzero(q)
+        if nz.size <= SPARSE_QUERY_TERMS:
+            sub = matrix[np.ix_(pool, nz)] if rows is not None else matrix[:, nz]
+            exact_zero |= ~np.any(sub != 0, axis=1) & ~lossy[pool]
+        if 0 >= tau - 2 * eps:
+            zeros_in = np.flatnonzero(exact_zero)   # positions in pool; pool ascending when rows is sorted
+            zeros_in = zeros_in[np.argsort(pool[zeros_in], kind="stable")][:k]
+            keep = (keep & ~exact_zero)
+            keep[zeros_in] = True
+        else:
+            keep &= ~exact_zero
+        if np.count_nonzero(keep) > cap:
+            return None, None
+    picked = np.flatnonzero(keep)
+    order = np.argsort(pool[picked], kind="stable")
+    return pool[picked][order], approx[picked][order]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# in the server
+
+_FINGERPRINT = f"""
+SELECT d.vectors_table, c.oid::bigint AS relid, pg_catalog.pg_relation_filenode(c.oid)::bigint AS filenode,
+       c.relrowsecurity AS rls, t.tgenabled::text AS enabled, t.tgtype::integer AS tgtype,
+       t.xmin::text AS trigger_xmin, ch.n::text AS n, ch.xid_sum::text AS xid_sum, ch.stamp_sum::text AS stamp_sum,
+       pg_catalog.pg_current_snapshot()::text AS snapshot,
+       CASE WHEN c.oid IS NOT NULL THEN pg_catalog.has_table_privilege(c.oid, 'SELECT') END AS readable,
+       pg_catalog.current_setting('{CACHE_SETTING}', true) AS cache_mb
+FROM ml_stack.vector_job_definitions AS d
+LEFT JOIN pg_catalog.pg_class AS c ON c.oid = pg_catalog.to_regclass(pg_catalog.format('ml_stack.%I', d.vectors_table))
+LEFT JOIN pg_catalog.pg_trigger AS t ON t.tgrelid = c.oid AND t.tgname = '{TRIGGER_NAME}'
+      AND t.tgfoid = 'ml_stack._python_vectors_changed()'::pg_catalog.regprocedure
+CROSS JOIN LATERAL (SELECT pg_catalog.sum(x.n) AS n, pg_catalog.sum(x.xid_sum) AS xid_sum,
+                           pg_catalog.sum(x.stamp_sum) AS stamp_sum
+                    FROM ml_stack.vector_job_changes AS x WHERE x.job_id = d.id) AS ch
+WHERE d.id = $1
+"""
+
+_plans = {}
+
+
+def _plan(plpy, name, query, types):
+    plan = _plans.get(name)
+    if plan is None:
+        plan = _plans[name] = plpy.prepare(query, types)
+    return plan
+
+
+def _quote_ident(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def cache_mb(text):
+    if text is None or text == "":
+        return DEFAULT_CACHE_MB
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not value >= 0 or math.isinf(value):
+        raise MLStackError(f"{CACHE_SETTING} must be a number of megabytes >= 0, got {text!r}",
+                           hint=f"SET {CACHE_SETTING} = 512 (the default); 0 turns the numpy path off.")
+    return value
+
+
+def _fallback(job_id, why):
+    _state["fallbacks"][job_id] = _state["fallbacks"].get(job_id, 0) + 1
+    _state["last_fallback"] = why
+    return FALLBACK
+
+
+def _evict(cap_bytes, keep=None):
+    total = sum(e.nbytes for e in _cache.values())
+    for job_id in list(_cache):
+        if total <= cap_bytes:
+            break
+        if job_id == keep:
+            continue
+        total -= _cache.pop(job_id).nbytes
+
+
+def _load(plpy, job_id, table, key, snapshot, cap_bytes):
+    started = time.perf_counter()
+    qtable = "ml_stack." + _quote_ident(table)
+    n = plpy.execute(f"SELECT pg_catalog.count(*) AS n FROM {qtable}")[0]["n"]
+    dims = None
+    ids = np.empty(n, dtype=object)
+    parts = []
+    unusable = None
+    seen = 0
+    cursor = plpy.cursor(f"SELECT v.id::text AS id, pg_catalog.array_send(v.embedding) AS e, v.norm "
+                         f"FROM {qtable} AS v ORDER BY v.id")
+    while True:
+        rows = cursor.fetch(FETCH_ROWS)
+        if not rows:
+            break
+        if seen + len(rows) > n:
+            raise MLStackError(f"vector job {job_id}: its table changed while it was read", sqlstate="40001")
+        ids[seen:seen + len(rows)] = [r["id"] for r in rows]
+        if unusable is None:
+            try:
+                m, z, l, dims = decode_chunk([r["e"] for r in rows], [r["norm"] for r in rows], dims)
+                if parts and parts[0][0].shape[1] != m.shape[1]:
+                    if parts[0][0].shape[1] == 0:   # the first chunks held zero rows only
+                        parts = [(np.zeros((p[0].shape[0], m.shape[1]), dtype=np.float32), p[1], p[2])
+                                 for p in parts]
+                    elif m.shape[1] == 0:
+                        m = np.zeros((m.shape[0], parts[0][0].shape[1]), dtype=np.float32)
+                parts.append((m, z, l))
+                if sum(p[0].nbytes for p in parts) > cap_bytes:
+                    unusable = f"larger than {CACHE_SETTING}"
+                    parts = []
+            except ValueError as e:
+                unusable = str(e)
+                parts = []
+        seen += len(rows)
+    if unusable is None:
+        if parts:
+            matrix = np.concatenate([p[0] for p in parts])
+            zero = np.concatenate([p[1] for p in parts])
+            lossy = np.concatenate([p[2] for p in parts])
+        else:
+            matrix, zero, lossy = np.zeros((0, 0), dtype=np.float32), np.zeros(0, bool), np.zeros(0, bool)
+        entry = _Entry(job_id, key, snapshot, ids[:seen], matrix, zero, lossy, dims or 0,
+                       time.perf_counter() - started)
+    else:
+        entry = _Entry(job_id, key, snapshot, None, None, None, None, dims or 0, time.perf_counter() - started,
+                       unusable=unusable)
+    _state["loads"][job_id] = _state["loads"].get(job_id, 0) + 1
+    return entry
+
+
+def search(plpy, job_id, query_vector, k, candidate_ids=None):
+    """Rows (id, approximate score) that contain the SQL path's top k, or [(None, None)]: use the SQL path."""
+    if job_id is None or query_vector is None or k is None or k < 1:
+        return []
+    fp = plpy.execute(_plan(plpy, "fingerprint", _FINGERPRINT, ["bigint"]), [job_id])
+    if not fp:
+        return _fallback(job_id, "no such job")
+    fp = fp[0]
+    cap_bytes = cache_mb(fp["cache_mb"]) * 1024 * 1024
+    if cap_bytes == 0:
+        _cache.clear()
+        return _fallback(job_id, f"{CACHE_SETTING} = 0")
+    if fp["relid"] is None or not fp["readable"]:
+        return _fallback(job_id, "vectors table missing or not readable")   # the SQL path says what is wrong
+    if fp["rls"]:
+        return _fallback(job_id, "row level security on the vectors table")
+    if fp["enabled"] != "A" or fp["tgtype"] != TRIGGER_TYPE:
+        return _fallback(job_id, "the vectors table has no change trigger (ml_stack._python_vector_job_track)")
+    key = (fp["relid"], fp["filenode"], fp["trigger_xmin"], fp["n"], fp["xid_sum"], fp["stamp_sum"])
+    snapshot = parse_snapshot(fp["snapshot"])
+    entry = _cache.get(job_id)
+    if entry is not None and (entry.key != key or not snapshot_covers(snapshot, entry.snapshot)):
+        del _cache[job_id]
+        entry = None
+    if entry is None:
+        entry = _load(plpy, job_id, fp["vectors_table"], key, snapshot, cap_bytes)
+        _cache[job_id] = entry
+        _evict(cap_bytes, keep=job_id)
+    else:
+        _cache.move_to_end(job_id)
+        entry.hits += 1
+        _state["hits"] += 1
+    if entry.unusable is not None:
+        return _fallback(job_id, entry.unusable)
+    if any(x is None for x in query_vector):
+        return _fallback(job_id, "NULL in the query vector")
+    q = np.asarray(query_vector, dtype=np.float32)
+    if not np.all(np.isfinite(q)):
+        return _fallback(job_id, "non-finite query vector")
+    if entry.matrix.shape[0] == 0:
+        return []
+    if entry.matrix.shape[1] == 0:
+        q = np.zeros(0, dtype=np.float32)   # every row is a zero row: every score is exactly 0
+    elif np.any(q != 0) and q.size != entry.matrix.shape[1]:
+        return _fallback(job_id, "the query's dimensions differ from the embeddings'")
+    if q.size != entry.matrix.shape[1]:
+        q = np.zeros(entry.matrix.shape[1], dtype=np.float32)
+    rows = None
+    if candidate_ids is not None:
+        if entry.index is None:
+            entry.index = {v: i for i, v in enumerate(entry.ids)}
+        index = entry.index
+        rows = np.fromiter((index[c] for c in candidate_ids if c in index), dtype=np.int64)
+        rows = np.unique(rows)
+    picked, approx = candidates(entry.matrix, entry.zero, entry.lossy, q.astype(np.float64), k, rows)
+    if picked is None:
+        return _fallback(job_id, "too many candidates (near ties)")
+    return list(zip(entry.ids[picked].tolist(), approx.tolist()))
+
+
+def cache_state():
+    """One row per job cached in this backend (ml_stack._python_vector_cache())."""
+    return [{"job_id": e.job_id, "rows": 0 if e.ids is None else len(e.ids), "dims": e.dims, "bytes": e.nbytes,
+             "loads": _state["loads"].get(e.job_id, 0), "hits": e.hits,
+             "fallbacks": _state["fallbacks"].get(e.job_id, 0), "load_seconds": e.load_seconds,
+             "unusable": e.unusable} for e in _cache.values()]
+
+
+def stats():
+    return {"loads": dict(_state["loads"]), "hits": _state["hits"], "fallbacks": dict(_state["fallbacks"]),
+            "last_fallback": _state["last_fallback"]}
+
+
+def clear():
+    _cache.clear()
+$ml_stack_py$
 END
 $ml_stack_build$;
 CREATE OR REPLACE FUNCTION ml_stack._python_modules()
 RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT ARRAY['ml_stack_python', 'ml_stack_python.data', 'ml_stack_python.datasets', 'ml_stack_python.embeddings', 'ml_stack_python.engine', 'ml_stack_python.errors', 'ml_stack_python.estimators', 'ml_stack_python.export', 'ml_stack_python.jsonutil', 'ml_stack_python.search', 'ml_stack_python.serving', 'ml_stack_python.signing', 'ml_stack_python.trees'] $$;
+AS $$ SELECT ARRAY['ml_stack_python', 'ml_stack_python.data', 'ml_stack_python.datasets', 'ml_stack_python.embeddings', 'ml_stack_python.engine', 'ml_stack_python.errors', 'ml_stack_python.estimators', 'ml_stack_python.export', 'ml_stack_python.jsonutil', 'ml_stack_python.search', 'ml_stack_python.serving', 'ml_stack_python.signing', 'ml_stack_python.trees', 'ml_stack_python.vector_search'] $$;
 
 -- source: sql/python_engine/import.sql
 -- Loading the embedded package (ml_stack._python_source, generated by the build
@@ -2468,6 +2922,241 @@ return SD["embeddings"].state()
 $ml_stack$;
 COMMENT ON FUNCTION ml_stack._python_embed_state() IS
     'ml_stack_python internal: the embedding models loaded in this backend, torch''s thread counts, the venv and library versions in use (loads nothing).';
+
+-- source: sql/python_engine/vector_search_tables.sql
+-- 0.3.0: change tracking of vector jobs' tables for the numpy search cache (python_engine/vector_search.sql).
+CREATE SEQUENCE ml_stack.vector_job_change_stamp;
+COMMENT ON SEQUENCE ml_stack.vector_job_change_stamp IS
+    'ml_stack_python internal: a fresh value per statement that writes a vector job''s table (ml_stack.vector_job_changes.stamp_sum).';
+
+-- Not extension configuration: not dumped (a restored database starts with no rows; the caches of its backends
+-- start empty too).
+CREATE TABLE ml_stack.vector_job_changes (
+    job_id     bigint NOT NULL REFERENCES ml_stack.vector_job_definitions (id) ON DELETE CASCADE,
+    xid        xid8,              -- the writing (top-level) transaction; NULL: totals folded from older rows
+    n          bigint NOT NULL,   -- transactions counted by this row (1 for a transaction's own row)
+    xid_sum    numeric NOT NULL,  -- sum of their xids
+    stamp_sum  numeric NOT NULL   -- sum of their last stamps (a transaction's row: the stamp of its last statement)
+);
+CREATE UNIQUE INDEX vector_job_changes_job_xid ON ml_stack.vector_job_changes (job_id, xid);
+COMMENT ON TABLE ml_stack.vector_job_changes IS
+    'ml_stack_python internal: the transactions that wrote each vector job''s table (one row each; older ones folded into totals). sum(n), sum(xid_sum), sum(stamp_sum) in a snapshot tell a backend''s cached matrix of the job (vector_search.py) whether it is still exact.';
+-- the search runs as its caller, who reads this to know whether its cache is current
+GRANT SELECT ON ml_stack.vector_job_changes TO PUBLIC;
+
+
+-- source: sql/python_engine/vector_search.sql
+-- Semantic search in numpy (python/ml_stack_python/vector_search.py; docs/vectors-jobs-search.md, "Semantic
+-- search in numpy"). The core's ml_stack._semantic_ranking_sql asks ml_stack._python_semantic_ranking_sql
+-- (found by to_regprocedure, called by dynamic SQL) for the SQL of the ranking: numpy, over a float32 matrix of
+-- the job's vectors cached per backend, picks a candidate set that provably holds the exact top k; the core's
+-- own score expression then scores those rows, so ids, scores and order are the SQL path's. Without
+-- ml_stack_python nothing here exists and the core ranks by its brute-force scan.
+--
+-- Change tracking (what makes the cache exact without scanning the vectors table): the statement trigger
+-- ml_stack_vectors_changed on every job's ml_stack._vectors_<id> (ENABLE ALWAYS) records each writing
+-- transaction in ml_stack.vector_job_changes; the trigger is put on existing jobs' tables by this script and on
+-- new ones by the event trigger ml_stack_python_vector_jobs_track when create_vector_job makes the table.
+-- Writers never wait for each other here: each transaction upserts its own row (its xid).
+
+-- The tables it writes: python_engine/vector_search_tables.sql (run once).
+
+-- The statement trigger on ml_stack._vectors_<id> (argument: the job id). SECURITY DEFINER: the roles that
+-- write a job's table need no privilege on vector_job_changes.
+CREATE OR REPLACE FUNCTION ml_stack._python_vectors_changed()
+RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    job bigint := TG_ARGV[0]::bigint;
+    me xid8 := pg_current_xact_id();
+    stamp bigint := nextval('ml_stack.vector_job_change_stamp');
+BEGIN
+    IF NOT EXISTS (SELECT FROM ml_stack.vector_job_definitions AS d WHERE d.id = job) THEN
+        RETURN NULL;  -- a table left from a dropped job
+    END IF;
+    INSERT INTO ml_stack.vector_job_changes AS c (job_id, xid, n, xid_sum, stamp_sum)
+    VALUES (job, me, 1, me::text::numeric, stamp)
+    ON CONFLICT (job_id, xid) DO UPDATE SET stamp_sum = excluded.stamp_sum;
+    -- now and then, fold the rows of finished transactions into one row of totals (the sums stay the same for
+    -- every snapshot: a snapshot that sees this transaction sees all of them committed). Locked rows are
+    -- skipped: no waiting, no deadlock. Only under READ COMMITTED (no serialization failure for the writer).
+    IF stamp % 64 = 0 AND current_setting('transaction_isolation') = 'read committed' THEN
+        WITH gone AS (
+            DELETE FROM ml_stack.vector_job_changes AS c
+            WHERE c.ctid = ANY (ARRAY(SELECT o.ctid FROM ml_stack.vector_job_changes AS o
+                                      WHERE o.job_id = job
+                                        AND (o.xid IS NULL OR o.xid < pg_snapshot_xmin(pg_current_snapshot()))
+                                      FOR UPDATE SKIP LOCKED))
+            RETURNING c.n, c.xid_sum, c.stamp_sum)
+        INSERT INTO ml_stack.vector_job_changes (job_id, xid, n, xid_sum, stamp_sum)
+        SELECT job, NULL, sum(g.n), sum(g.xid_sum), sum(g.stamp_sum) FROM gone AS g HAVING count(*) > 0;
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION ml_stack._python_vectors_changed() FROM PUBLIC;
+COMMENT ON FUNCTION ml_stack._python_vectors_changed() IS
+    'ml_stack_python internal: statement trigger of a vector job''s table: records the writing transaction in ml_stack.vector_job_changes.';
+
+-- Put the change trigger on a job's table (idempotent). Returns whether the job's table has it.
+CREATE OR REPLACE FUNCTION ml_stack._python_vector_job_track(job_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    vt regclass;
+BEGIN
+    SELECT to_regclass(format('ml_stack.%I', d.vectors_table)) INTO vt
+    FROM ml_stack.vector_job_definitions AS d WHERE d.id = _python_vector_job_track.job_id;
+    IF vt IS NULL THEN
+        RETURN false;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = vt AND t.tgname = 'ml_stack_vectors_changed') THEN
+        EXECUTE format('CREATE TRIGGER ml_stack_vectors_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._python_vectors_changed(%L)', vt, job_id);
+        -- fires under session_replication_role = replica too (logical replication, pg_restore --disable-triggers
+        -- aside: that one changes the trigger's catalog row, which the cache's key holds)
+        EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER ml_stack_vectors_changed', vt);
+    END IF;
+    RETURN true;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION ml_stack._python_vector_job_track(bigint) FROM PUBLIC;
+COMMENT ON FUNCTION ml_stack._python_vector_job_track(bigint) IS
+    'ml_stack_python internal: put the change trigger ml_stack_vectors_changed on a vector job''s table (done for every job by CREATE EXTENSION and by create_vector_job through an event trigger), so that searches can use the cached numpy matrix.';
+
+-- Event trigger: a job's table made by create_vector_job (its definition row is there already) gets the trigger.
+-- Never makes the CREATE TABLE fail.
+CREATE OR REPLACE FUNCTION ml_stack._python_vector_jobs_on_create()
+RETURNS event_trigger
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    job_id bigint;
+BEGIN
+    FOR job_id IN
+        SELECT d.id FROM pg_catalog.pg_event_trigger_ddl_commands() AS c
+        JOIN pg_catalog.pg_class AS r ON r.oid = c.objid
+        JOIN ml_stack.vector_job_definitions AS d ON d.vectors_table = r.relname
+        WHERE c.classid = 'pg_catalog.pg_class'::regclass AND c.object_type = 'table'
+          AND r.relnamespace = 'ml_stack'::regnamespace
+    LOOP
+        BEGIN
+            PERFORM ml_stack._python_vector_job_track(job_id);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'ml_stack_python: vector job %: no change trigger on its table (%): its searches take the SQL path',
+                job_id, SQLERRM USING HINT = format('A superuser can run SELECT ml_stack._python_vector_job_track(%s);', job_id);
+        END;
+    END LOOP;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION ml_stack._python_vector_jobs_on_create() FROM PUBLIC;
+COMMENT ON FUNCTION ml_stack._python_vector_jobs_on_create() IS
+    'ml_stack_python internal: ddl_command_end event trigger: the table of a new vector job gets its change trigger.';
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_event_trigger WHERE evtname = 'ml_stack_python_vector_jobs_track') THEN
+        CREATE EVENT TRIGGER ml_stack_python_vector_jobs_track ON ddl_command_end WHEN TAG IN ('CREATE TABLE')
+            EXECUTE FUNCTION ml_stack._python_vector_jobs_on_create();
+    END IF;
+    PERFORM ml_stack._python_vector_job_track(d.id) FROM ml_stack.vector_job_definitions AS d ORDER BY d.id;
+END
+$$;
+
+-- The candidates: rows (id, approximate score) holding the exact top k of the job's vectors for the query (among
+-- candidate_ids when given), or one row (NULL, NULL) meaning "take the SQL path". STABLE: its queries run in the
+-- snapshot of the statement that calls it (the fingerprint, the count and the load read the same state).
+CREATE OR REPLACE FUNCTION ml_stack._python_semantic_search(job_id bigint, query_vector real[], k integer,
+                                                            candidate_ids text[] DEFAULT NULL)
+RETURNS TABLE (id text, score float8)
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $ml_stack$
+if "vector_search" not in SD:
+    plpy.execute("SELECT ml_stack._python_import()")
+    import ml_stack_python.vector_search
+    import ml_stack_python.errors
+    SD["errors"] = ml_stack_python.errors
+    SD["vector_search"] = ml_stack_python.vector_search
+return SD["errors"].call(plpy, SD["vector_search"].search, plpy, job_id, query_vector, k, candidate_ids)
+$ml_stack$;
+COMMENT ON FUNCTION ml_stack._python_semantic_search(bigint, real[], integer, text[]) IS
+    'ml_stack_python internal: the rows that hold the exact top k of a vector job''s semantic ranking, found in a float32 matrix of its vectors cached per backend (setting ml_stack.search_cache_mb, default 512); one row (NULL, NULL): take the SQL path.';
+
+-- The SQL of the semantic ranking, for ml_stack._semantic_ranking_sql (same arguments, plus its score
+-- expression over v): numpy's candidates scored by that expression, or, when numpy says so, the plain scan.
+-- NULL when the setting ml_stack.search_cache_mb is 0 (the core then uses its own SQL).
+CREATE OR REPLACE FUNCTION ml_stack._python_semantic_ranking_sql(job ml_stack.vector_job_definitions,
+                                                                 query_vector real[], filter_clause text,
+                                                                 lim integer, score_sql text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 1  -- the query vector's text reads back as the same float4 values
+AS $$
+DECLARE
+    src text;
+    ids text;
+BEGIN
+    IF coalesce(nullif(current_setting('ml_stack.search_cache_mb', true), ''), '512') ~ '^\s*0*(\.0*)?\s*$' THEN
+        RETURN NULL;
+    END IF;
+    IF filter_clause = 'true' THEN
+        src := '';
+        ids := 'NULL::text[]';
+    ELSE
+        src := format('JOIN %s AS s ON s.%I = v.id WHERE %s AND', job.relation, job.primary_key, filter_clause);
+        ids := format('ARRAY(SELECT s.%I::text FROM %s AS s WHERE %s)', job.primary_key, job.relation, filter_clause);
+    END IF;
+    RETURN format($q$
+        WITH c AS MATERIALIZED (SELECT c.id FROM ml_stack._python_semantic_search(%1$s, %2$L::real[], %3$s, %4$s) AS c)
+        SELECT v.id, %5$s AS score
+        FROM ml_stack.%6$I AS v %7$s v.id = ANY (ARRAY(SELECT c.id::%8$s FROM c WHERE c.id IS NOT NULL))
+        UNION ALL
+        SELECT v.id, %5$s AS score
+        FROM ml_stack.%6$I AS v %7$s (SELECT bool_or(c.id IS NULL) FROM c)
+        ORDER BY 2 DESC NULLS LAST, 1 LIMIT %3$s$q$,
+        job.id, query_vector::text, lim, ids, score_sql, job.vectors_table,
+        CASE WHEN src = '' THEN 'WHERE' ELSE src END, ml_stack._vector_job_key_type(job));
+END
+$$;
+COMMENT ON FUNCTION ml_stack._python_semantic_ranking_sql(ml_stack.vector_job_definitions, real[], text, integer, text) IS
+    'ml_stack_python internal (called by ml_stack._semantic_ranking_sql): the semantic ranking''s SQL through the numpy candidates of ml_stack._python_semantic_search, scored exactly by the core''s expression.';
+
+CREATE OR REPLACE FUNCTION ml_stack._python_vector_cache()
+RETURNS TABLE (job_id bigint, rows bigint, dims integer, bytes bigint, loads integer, hits bigint, fallbacks integer,
+               load_seconds float8, unusable text)
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $ml_stack$
+if "vector_search" not in SD:
+    plpy.execute("SELECT ml_stack._python_import()")
+    import ml_stack_python.vector_search
+    SD["vector_search"] = ml_stack_python.vector_search
+return SD["vector_search"].cache_state()
+$ml_stack$;
+COMMENT ON FUNCTION ml_stack._python_vector_cache() IS
+    'ml_stack_python internal: the vector jobs whose matrix this backend holds (rows, dims, bytes, loads, hits, fallbacks to SQL, why unusable).';
+
+CREATE OR REPLACE FUNCTION ml_stack._python_vector_search_stats()
+RETURNS jsonb
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $ml_stack$
+import json
+if "vector_search" not in SD:
+    plpy.execute("SELECT ml_stack._python_import()")
+    import ml_stack_python.vector_search
+    SD["vector_search"] = ml_stack_python.vector_search
+return json.dumps(SD["vector_search"].stats())
+$ml_stack$;
+COMMENT ON FUNCTION ml_stack._python_vector_search_stats() IS
+    'ml_stack_python internal: loads, cache hits and fallbacks to SQL of the numpy semantic search in this backend (per job), and the last fallback''s reason.';
 
 -- source: sql/python_engine/serve_existing.sql
 -- Models of the python format already in the registry (trained before a

@@ -130,3 +130,24 @@ def test_too_many_dense_values_is_a_clear_error(pconn):
     diag = info.value.diag
     assert "once its text is vectorized" in diag.message_primary and "dims" in diag.message_hint
     assert pconn.execute("SELECT count(*) FROM ml_stack.models").fetchone()[0] == 0
+
+
+def test_sparse_input_when_dense_would_be_too_large(pconn):
+    """Past ml_stack.max_dense_values the estimators that take sparse input get scipy CSR (zeros as zeros):
+    the same model as on the dense matrix; XGBoost (absent = missing) is refused instead."""
+    rows = _docs(pconn, 400)
+    pconn.execute("SET ml_stack.max_dense_values = 1000")
+    result = train(pconn, "sp", "classification", "docs", "label", algorithm="linear", engine="python",
+                   test_sampling="last", preprocess={"description": {"vectorize": "tfidf"}})
+    x = _vectors(pconn, rows, "sp.description", {})
+    y = np.array([r[1] for r in rows])
+    ntrain = _last_split(len(rows))
+    ref = LogisticRegression(max_iter=1000).fit(x[:ntrain], y[:ntrain])
+    served = np.array([r[0] for r in pconn.execute(
+        "SELECT ml_stack.predict_proba_row('sp', to_jsonb(d)) FROM docs AS d")])
+    np.testing.assert_allclose(served, ref.predict_proba(x), atol=1e-4)
+    assert model_row(pconn, result["model_id"])["artifact"]["format"] == "linear"
+    with pytest.raises(Exception) as info:
+        pconn.execute("SELECT * FROM ml_stack.train('sp2', 'classification', 'docs', 'label', algorithm => 'xgboost', "
+                      "preprocess => '{\"description\": {\"vectorize\": \"tfidf\"}}')")
+    assert "ml_stack.max_dense_values" in info.value.diag.message_primary

@@ -153,19 +153,65 @@ def _block_sql(plpy, block, which_filter):
             f"FROM pg_temp._ml_stack_rows AS t, LATERAL {call} AS s WHERE ({which_filter})")
 
 
-def expand_blocks(plpy, dataset, which, r, X):
+def _dense_limit(plpy):
+    value = plpy.execute("SELECT pg_catalog.current_setting('ml_stack.max_dense_values', true) AS v")[0]["v"]
+    if value in (None, ""):
+        return MAX_DENSE_VALUES
+    try:
+        return int(value)
+    except ValueError:
+        raise MLStackError(f"setting ml_stack.max_dense_values must be a whole number, got {value!r}",
+                           hint=f"e.g. SET ml_stack.max_dense_values = {MAX_DENSE_VALUES}") from None
+
+
+def is_sparse(X):
+    return hasattr(X, "tocsr")
+
+
+def sparse_vstack(parts):
+    import scipy.sparse
+    return scipy.sparse.vstack(parts, format="csr")
+
+
+def _sparse_matrix(plpy, dataset, which, r, X, n, width):
+    """The split's full feature matrix as scipy CSR (explicit zeros left out: zeros, for scikit-learn)."""
+    import scipy.sparse
+    rows, cols, vals = [], [], []
+    xpos = np.asarray(dataset["x_positions"], dtype=np.int64) - 1
+    nz = np.nonzero(X)
+    rows.append(nz[0]); cols.append(xpos[nz[1]]); vals.append(X[nz])
+    for block in dataset["blocks"]:
+        blob = plpy.execute(_block_sql(plpy, block, dataset[which + "_filter"]))[0]["b"]
+        if blob is None:
+            continue
+        terms = np.frombuffer(blob, dtype=[("r", ">f8"), ("i", ">i4"), ("v", ">f8")])
+        rows.append(np.searchsorted(r, terms["r"].astype(np.int64)))
+        cols.append(int(block["offset"]) + terms["i"].astype(np.int64) - 1)
+        vals.append(terms["v"].astype(np.float64))
+    m = scipy.sparse.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                                shape=(n, width)).tocsr()
+    m.eliminate_zeros()
+    return m
+
+
+def expand_blocks(plpy, dataset, which, r, X, sparse_ok=False):
     """X (the split's x columns, rows in ``r`` order) -> the split's full feature matrix: x at their positions,
-    each text block's vector at its offset (dense; zeros where a text has no term)."""
+    each text block's vector at its offset (zeros where a text has no term). Dense, or scipy CSR when
+    ``sparse_ok``, the dense matrix would pass MAX_DENSE_VALUES and no block is a model's (dense) vectors."""
     blocks = dataset.get("blocks") or []
     if not blocks:
         return X
     n, width = X.shape[0], int(dataset["num_features"])
-    if n * width > MAX_DENSE_VALUES:
+    limit = _dense_limit(plpy)
+    if n * width > limit and sparse_ok and all(b["spec"]["kind"] != "python" for b in blocks):
+        return _sparse_matrix(plpy, dataset, which, r, X, n, width)
+    if n * width > limit:
         raise MLStackError(
             f"the {which} split would be {n} rows x {width} features once its text is vectorized, more than the "
-            f"python engine takes ({MAX_DENSE_VALUES:,} values)",
+            f"python engine takes dense ({limit:,} values, setting ml_stack.max_dense_values)",
             hint="Vectorize with fewer dimensions (hashing's \"dims\", or \"max_features\" for tfidf and counts), "
-                 "or use algorithm => 'naive_bayes' (sql engine, sparse).", sqlstate=DATA_EXCEPTION)
+                 "or use an algorithm that takes sparse input (linear, random_forest, ...; not xgboost or "
+                 "hist_gradient_boosting), or naive_bayes (sql engine).", sqlstate=DATA_EXCEPTION)
     full = np.zeros((n, width), dtype=np.float64)
     full[:, np.asarray(dataset["x_positions"], dtype=np.int64) - 1] = X
     started = time.monotonic()

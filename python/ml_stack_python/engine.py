@@ -23,6 +23,10 @@ EARLY_STOPPING_FRACTION = 0.1
 # (evaluating the trees in numpy costs ~18 us per row for 100 trees of depth 6)
 CHECK_TEST_ROWS = 3000
 CHECK_TRAIN_ROWS = 2000
+CHECK_SPARSE_ROWS = 300
+# estimators that need dense input, or take an absent sparse entry as missing rather than zero (XGBoost): they get
+# vectorized text dense, whatever its size up to data.MAX_DENSE_VALUES
+DENSE_ONLY = ("xgboost", "hist_gradient_boosting")
 MAX_WARNINGS = 5
 # XGBoost reports its iteration (and the early-stopping loss) in a NOTICE at most this often
 PROGRESS_SECONDS = 10.0
@@ -125,15 +129,17 @@ def fit(plpy, task, algorithm, hyperparams_json, dataset_json):
     t0 = time.monotonic()
     r_train, y_train, X_train = data.read_split(plpy, dataset, "train")
     r_test, y_test, X_test = data.read_split(plpy, dataset, "test")
+    _check_finite(X_train, dataset, algorithm, "training")
+    _check_finite(X_test, dataset, algorithm, "test")
     if dataset.get("blocks"):
-        # vectorized text: the full feature vector in the model's order, preprocessing as served
-        X_train = data.expand_blocks(plpy, dataset, "train", r_train, X_train)
-        X_test = data.expand_blocks(plpy, dataset, "test", r_test, X_test)
+        # vectorized text: the full feature vector in the model's order, preprocessing as served (dense, or
+        # sparse for the estimators that take sparse input with zeros as zeros when dense would be too large)
+        sparse_ok = algorithm not in DENSE_ONLY
+        X_train = data.expand_blocks(plpy, dataset, "train", r_train, X_train, sparse_ok)
+        X_test = data.expand_blocks(plpy, dataset, "test", r_test, X_test, sparse_ok)
         dataset = {**dataset, "transform": data.full_transform(dataset),
                    "features": [{"name": name} for name in data.feature_names(dataset)]}
     read_seconds = time.monotonic() - t0
-    _check_finite(X_train, dataset, algorithm, "training")
-    _check_finite(X_test, dataset, algorithm, "test")
     if task == "classification":
         y_fit = data.encode_labels(y_train, classes)
         missing = sorted(set(range(len(classes))) - set(np.unique(y_fit).tolist()))
@@ -205,7 +211,10 @@ def fit(plpy, task, algorithm, hyperparams_json, dataset_json):
     predict_seconds = time.monotonic() - t0
     t0 = time.monotonic()
 
-    check_rows = np.concatenate([X_test[:CHECK_TEST_ROWS], X_train[:CHECK_TRAIN_ROWS]])
+    if data.is_sparse(X_train):   # fewer rows: a dense copy of them is rows x (a vocabulary)
+        check_rows = data.sparse_vstack([X_test[:CHECK_SPARSE_ROWS], X_train[:CHECK_SPARSE_ROWS]]).toarray()
+    else:
+        check_rows = np.concatenate([X_test[:CHECK_TEST_ROWS], X_train[:CHECK_TRAIN_ROWS]])
     artifact = export.to_artifact(est, algorithm, task, dataset, check_rows, node_cap=_node_cap(plpy),
                                   notice=plpy.notice)
     result = {"artifact": artifact, "hyperparams": {**params, **chosen}, "search": record}

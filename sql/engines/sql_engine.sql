@@ -33,6 +33,9 @@ AS $$
     SELECT CASE
         WHEN algorithm IN ('linear', 'ridge') AND task = 'regression' AND jsonb_array_length(dataset -> 'x') > 200 THEN
             format('least squares on %s features (the sql engine solves up to 200 in seconds)', jsonb_array_length(dataset -> 'x'))
+        -- wide or text: the sparse solver (sql_sparse_logistic.sql), with its own limit
+        WHEN algorithm = 'linear' AND task = 'classification' AND ml_stack._sparse_logistic_wanted(dataset) THEN
+            ml_stack._sparse_logistic_too_large(dataset)
         WHEN algorithm = 'linear' AND task = 'classification'
              AND (CASE WHEN jsonb_array_length(dataset -> 'classes') = 2 THEN 1 ELSE jsonb_array_length(dataset -> 'classes') END)
                  * (jsonb_array_length(dataset -> 'x') + 1) > 128 THEN
@@ -78,6 +81,12 @@ BEGIN
     END IF;
     IF algorithm = 'naive_bayes' THEN
         RETURN ml_stack._fit_naive_bayes(dataset, ml_stack._numeric_hyperparam(hyperparams, 'alpha', 1.0, 0));
+    END IF;
+    IF algorithm = 'linear' AND task = 'classification' AND ml_stack._sparse_logistic_wanted(dataset) THEN
+        RETURN ml_stack._fit_logistic_sparse(dataset,  -- L-BFGS; it folds the preprocessing and scores the test rows itself
+                   ml_stack._numeric_hyperparam(hyperparams, 'C', 1.0, 0, true),
+                   ml_stack._numeric_hyperparam(hyperparams, 'max_iter', 1000, 1)::integer,
+                   ml_stack._numeric_hyperparam(hyperparams, 'tol', 1e-8, 0, true));
     END IF;
     IF task = 'regression' THEN
         link := 'identity';

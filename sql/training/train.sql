@@ -47,7 +47,7 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION ml_stack._train(
+CREATE OR REPLACE FUNCTION ml_stack._train_unguarded(
     project_name text, task text, relation_name text, y_column_name text, algorithm text,
     hyperparams jsonb, search text, search_params jsonb, search_args jsonb, test_size real,
     test_sampling text, preprocess jsonb, automatic_deploy boolean, engine text, caller_search_path text,
@@ -138,7 +138,8 @@ BEGIN
     dataset := ml_stack._prepare_dataset(rel, y_column_name, task, test_size, test_sampling, seed,
                                          coalesce(preprocess, '{}'), project_name);
     -- the python engine reads vectorized text itself (as dense features); of the sql engine's, naive_bayes does
-    IF jsonb_array_length(dataset -> 'blocks') > 0 AND chosen_engine = 'sql' AND algorithm <> 'naive_bayes' THEN
+    IF jsonb_array_length(dataset -> 'blocks') > 0 AND chosen_engine = 'sql' AND algorithm <> 'naive_bayes'
+       AND NOT (algorithm = 'linear' AND task = 'classification') THEN  -- logistic: the sparse solver
         RAISE EXCEPTION 'the sql engine''s % cannot train on vectorized text', algorithm
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Use algorithm => ''naive_bayes'', or the python engine (e.g. algorithm => ''xgboost''), or store the vectors '
@@ -157,7 +158,8 @@ BEGIN
     t0 := clock_timestamp();
     IF chosen_engine = 'sql' THEN
         artifact := ml_stack._sql_fit(task, algorithm, hyperparams, dataset);
-        IF algorithm = 'naive_bayes' THEN
+        IF algorithm = 'naive_bayes' OR (algorithm = 'linear' AND task = 'classification'
+                                         AND ml_stack._sparse_logistic_wanted(dataset)) THEN
             dataset := dataset || '{"engine_predictions": true}';  -- it scores the test rows sparsely itself
         END IF;
     ELSE
@@ -217,6 +219,42 @@ BEGIN
     project_task := task; model_algorithm := algorithm; model_engine := chosen_engine; model_metrics := metrics;
     RAISE NOTICE 'ml_stack: model % (% %, % engine): % = %, %', trained_model_id, algorithm, task, chosen_engine, key,
         round(new_score::numeric, 6), CASE WHEN was_deployed THEN 'deployed' ELSE 'not deployed' END;
+END
+$$;
+
+-- _train_unguarded, with its errors re-raised as they are (SQLSTATE, message, detail, hint) but without the
+-- CONTEXT of where they happened: an error inside a generated statement carries the statement in its CONTEXT
+-- (a 6.7k-character CREATE TABLE of the training read, once megabytes of compiled predictor). A cancel
+-- (query_canceled, which OTHERS leaves out) is re-raised the same way.
+CREATE OR REPLACE FUNCTION ml_stack._train(
+    project_name text, task text, relation_name text, y_column_name text, algorithm text,
+    hyperparams jsonb, search text, search_params jsonb, search_args jsonb, test_size real,
+    test_sampling text, preprocess jsonb, automatic_deploy boolean, engine text, caller_search_path text,
+    OUT trained_model_id bigint, OUT was_deployed boolean, OUT project_task text, OUT model_algorithm text, OUT model_engine text,
+    OUT model_metrics jsonb)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    state text; message text; detail text; hint text;
+BEGIN
+    SELECT * INTO trained_model_id, was_deployed, project_task, model_algorithm, model_engine, model_metrics
+    FROM ml_stack._train_unguarded(project_name, task, relation_name, y_column_name, algorithm, hyperparams, search,
+                                   search_params, search_args, test_size, test_sampling, preprocess, automatic_deploy,
+                                   engine, caller_search_path);
+EXCEPTION WHEN OTHERS OR query_canceled THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                            hint = PG_EXCEPTION_HINT;
+    detail := nullif(detail, ''); hint := nullif(hint, '');
+    IF detail IS NULL AND hint IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = state, MESSAGE = message;
+    ELSIF detail IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = state, MESSAGE = message, HINT = hint;
+    ELSIF hint IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = state, MESSAGE = message, DETAIL = detail;
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = state, MESSAGE = message, DETAIL = detail, HINT = hint;
+    END IF;
 END
 $$;
 
