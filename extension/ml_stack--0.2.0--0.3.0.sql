@@ -649,6 +649,74 @@ BEGIN
 END
 $$;
 
+-- source: sql/engines/sparse_predictions.sql
+-- Shared by the sparse engines of the SQL engine (naive Bayes, logistic regression by L-BFGS): their models are
+-- 'linear' artifacts over the model's full feature vector (numeric x and text blocks), in raw feature space.
+
+-- The artifact's impute list: the x features' impute values at their positions, NULL for block features.
+CREATE OR REPLACE FUNCTION ml_stack._model_impute(dataset jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT to_jsonb(array_agg(i.v ORDER BY g.pos))
+    FROM generate_series(1, (dataset ->> 'num_features')::integer) AS g(pos)
+    LEFT JOIN (SELECT p.pos::integer AS pos, (dataset -> 'transform' -> (p.j - 1)::integer ->> 'impute')::float8 AS v
+               FROM jsonb_array_elements_text(dataset -> 'x_positions') WITH ORDINALITY AS p(pos, j)) AS i
+           ON i.pos = g.pos
+$$;
+
+-- Score the test rows with the served weights (raw space, class-major: weights[(c - 1) * P + j], one vector per
+-- score), sparsely (text blocks through their sparse transform, never densified), into
+-- pg_temp._ml_stack_predictions(r, yhat, proba). One score: logistic link (class 2 when > 0), else softmax.
+CREATE OR REPLACE FUNCTION ml_stack._predict_test_rows_sparse(dataset jsonb, weights float8[], intercepts float8[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET extra_float_digits = 3
+AS $$
+DECLARE
+    classes float8[] := ARRAY(SELECT jsonb_array_elements_text(dataset -> 'classes')::float8);
+    k integer := cardinality(intercepts);
+    np integer := (dataset ->> 'num_features')::integer;
+    p integer := jsonb_array_length(dataset -> 'x');
+    xpos integer[] := ARRAY(SELECT jsonb_array_elements_text(dataset -> 'x_positions')::integer);
+    tf jsonb := dataset -> 'transform';
+    scores text[] := '{}';
+    block_joins text := '';
+    blk jsonb;
+BEGIN
+    FOR c IN 1 .. k LOOP
+        scores := scores || format('%s::float8%s', intercepts[c],
+            coalesce((SELECT string_agg(format(' + $1[%s] * %s', (c - 1) * np + xpos[g.i],
+                                               CASE WHEN tf -> (g.i - 1) ->> 'impute' IS NULL THEN format('t.x%s', g.i)
+                                                    ELSE format('coalesce(t.x%s, %s::float8)', g.i, (tf -> (g.i - 1) ->> 'impute')::float8) END), '')
+                      FROM generate_series(1, p) AS g(i)), ''));
+    END LOOP;
+    FOR blk IN SELECT value FROM jsonb_array_elements(dataset -> 'blocks') LOOP
+        -- one pass over the row's terms gives the block's contribution to every score
+        block_joins := block_joins || format(
+            ' CROSS JOIN LATERAL (SELECT ARRAY[%s] AS s FROM %s AS s) AS b%s',
+            (SELECT string_agg(format('coalesce(sum(s.val::real::float8 * $1[%s + s.idx]), 0)', (g.c - 1) * np + (blk ->> 'offset')::integer), ', ')
+             FROM generate_series(1, k) AS g(c)),
+            ml_stack._sparse_terms_sql(blk -> 'spec', format('t.t%s', blk ->> 't')), blk ->> 't');
+        FOR c IN 1 .. k LOOP
+            scores[c] := scores[c] || format(' + b%s.s[%s]', blk ->> 't', c);
+        END LOOP;
+    END LOOP;
+    IF to_regclass('pg_temp._ml_stack_predictions') IS NOT NULL THEN
+        DROP TABLE pg_temp._ml_stack_predictions;
+    END IF;
+    EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_predictions ON COMMIT DROP AS SELECT r, %s '
+                   'FROM (SELECT t.r, ARRAY[%s] AS sc FROM pg_temp._ml_stack_rows AS t%s WHERE %s OFFSET 0) AS q',
+                   CASE WHEN k = 1 THEN '($2::float8[])[(sc[1] > 0)::integer + 1] AS yhat, ml_stack._binary_proba(sc[1]) AS proba'
+                        ELSE '($2::float8[])[ml_stack._argmax(sc)] AS yhat, ml_stack._softmax(sc) AS proba' END,
+                   array_to_string(scores, ', '), block_joins, dataset ->> 'test_filter')
+        USING weights, classes;
+END
+$$;
+
 -- source: sql/engines/sql_naive_bayes.sql
 -- SQL engine: multinomial naive Bayes, as scikit-learn's MultinomialNB (alpha,
 -- fit_prior = true): feature_log_prob[c][j] = ln((F[c][j] + alpha) / (sum_j F[c][j]
@@ -680,14 +748,11 @@ DECLARE
     counts  float8[];
     ints    float8[] := '{}';
     coefs   jsonb := '[]';
-    impute  jsonb;
     blk     jsonb;
     term    record;
     grp     record;
     c integer; j integer; jj integer;
     total float8;
-    block_joins text := '';
-    scores text[] := '{}';
     started timestamptz := clock_timestamp();
 BEGIN
     alpha := greatest(alpha, 1e-10);   -- scikit-learn's floor for alpha
@@ -756,43 +821,13 @@ BEGIN
         END LOOP;
         coefs := coefs || jsonb_build_array(to_jsonb(w[(c - 1) * np + 1 : c * np]));
     END LOOP;
-    impute := to_jsonb(array_fill(NULL::float8, ARRAY[np]));
-    FOR j IN 1 .. p LOOP
-        impute := jsonb_set(impute, ARRAY[(xpos[j] - 1)::text], coalesce(tf -> (j - 1) -> 'impute', 'null'));
-    END LOOP;
-
-    -- the test rows, scored sparsely with the served weights ($1, class-major)
-    FOR c IN 1 .. nk LOOP
-        scores := scores || format('%s::float8%s', ints[c],
-            coalesce((SELECT string_agg(format(' + $1[%s] * %s', (c - 1) * np + xpos[g.i],
-                                               CASE WHEN tf -> (g.i - 1) ->> 'impute' IS NULL THEN format('t.x%s', g.i)
-                                                    ELSE format('coalesce(t.x%s, %s::float8)', g.i, (tf -> (g.i - 1) ->> 'impute')::float8) END), '')
-                      FROM generate_series(1, p) AS g(i)), ''));
-    END LOOP;
-    FOR blk IN SELECT value FROM jsonb_array_elements(dataset -> 'blocks') LOOP
-        block_joins := block_joins || format(
-            ' CROSS JOIN LATERAL (SELECT ARRAY[%s] AS s FROM %s AS s) AS b%s',
-            (SELECT string_agg(format('coalesce(sum(s.val::real::float8 * $1[%s + s.idx]), 0)', (g.c - 1) * np + (blk ->> 'offset')::integer), ', ')
-             FROM generate_series(1, nk) AS g(c)),
-            ml_stack._sparse_terms_sql(blk -> 'spec', format('t.t%s', blk ->> 't')), blk ->> 't');
-        FOR c IN 1 .. nk LOOP
-            scores[c] := scores[c] || format(' + b%s.s[%s]', blk ->> 't', c);
-        END LOOP;
-    END LOOP;
-    IF to_regclass('pg_temp._ml_stack_predictions') IS NOT NULL THEN
-        DROP TABLE pg_temp._ml_stack_predictions;
-    END IF;
-    EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_predictions ON COMMIT DROP AS '
-                   'SELECT r, ($2::float8[])[ml_stack._argmax(sc)] AS yhat, ml_stack._softmax(sc) AS proba '
-                   'FROM (SELECT t.r, ARRAY[%s] AS sc FROM pg_temp._ml_stack_rows AS t%s WHERE %s OFFSET 0) AS q',
-                   array_to_string(scores, ', '), block_joins, dataset ->> 'test_filter')
-        USING w, classes;
+    PERFORM ml_stack._predict_test_rows_sparse(dataset, w, ints);
     IF clock_timestamp() - started > interval '2 seconds' THEN
         RAISE NOTICE 'ml_stack: naive_bayes fitted on % features in % s', np,
             round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
     END IF;
     RETURN jsonb_build_object('format', 'linear', 'link', 'softmax', 'intercepts', to_jsonb(ints),
-                              'coefficients', coefs, 'impute', impute);
+                              'coefficients', coefs, 'impute', ml_stack._model_impute(dataset));
 END
 $$;
 
@@ -902,8 +937,7 @@ DECLARE
     s1 float8[]; s2 float8[];
     acc float8;
     blk jsonb;
-    ints float8[]; coefs jsonb := '[]'; w float8[]; b float8; impute jsonb;
-    scores text[] := '{}';
+    ints float8[]; coefs jsonb := '[]'; b float8;
     started timestamptz := clock_timestamp();
     last_notice timestamptz := clock_timestamp();
     converged boolean := false;
@@ -1138,41 +1172,14 @@ BEGIN
         ints := ints || b;
         coefs := coefs || jsonb_build_array(to_jsonb(wr[kk * np + 1 : (kk + 1) * np]));
     END LOOP;
-    impute := to_jsonb(array_fill(NULL::float8, ARRAY[np]));
-    FOR j IN 1 .. p LOOP
-        impute := jsonb_set(impute, ARRAY[(xpos[j] - 1)::text], coalesce(tf -> (j - 1) -> 'impute', 'null'));
-    END LOOP;
     DROP TABLE pg_temp._ml_stack_lr_x;
 
-    -- the test rows, scored sparsely with the served weights ($1, class-major)
-    FOR kk IN 1 .. k LOOP
-        scores := scores || format('%s::float8%s', ints[kk],
-            coalesce((SELECT string_agg(format(' + $1[%s] * %s', (kk - 1) * np + xpos[g.i],
-                                               CASE WHEN tf -> (g.i - 1) ->> 'impute' IS NULL THEN format('t.x%s', g.i)
-                                                    ELSE format('coalesce(t.x%s, %s::float8)', g.i, (tf -> (g.i - 1) ->> 'impute')::float8) END), '')
-                      FROM generate_series(1, p) AS g(i)), ''));
-    END LOOP;
-    FOR blk IN SELECT value FROM jsonb_array_elements(dataset -> 'blocks') LOOP
-        FOR kk IN 1 .. k LOOP
-            scores[kk] := scores[kk] || format(
-                ' + coalesce((SELECT sum(s.val::real::float8 * $1[%s + s.idx]) FROM %s AS s), 0)',
-                (kk - 1) * np + (blk ->> 'offset')::integer, ml_stack._sparse_terms_sql(blk -> 'spec', format('t.t%s', blk ->> 't')));
-        END LOOP;
-    END LOOP;
-    IF to_regclass('pg_temp._ml_stack_predictions') IS NOT NULL THEN
-        DROP TABLE pg_temp._ml_stack_predictions;
-    END IF;
-    EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_predictions ON COMMIT DROP AS SELECT r, %s '
-                   'FROM (SELECT t.r, ARRAY[%s] AS sc FROM pg_temp._ml_stack_rows AS t WHERE %s OFFSET 0) AS q',
-                   CASE WHEN k = 1 THEN '($2::float8[])[(sc[1] > 0)::integer + 1] AS yhat, ml_stack._binary_proba(sc[1]) AS proba'
-                        ELSE '($2::float8[])[ml_stack._argmax(sc)] AS yhat, ml_stack._softmax(sc) AS proba' END,
-                   array_to_string(scores, ', '), dataset ->> 'test_filter')
-        USING wr, classes;
+    PERFORM ml_stack._predict_test_rows_sparse(dataset, wr, ints);
     RAISE NOTICE 'ml_stack: logistic regression (sparse) % in % iterations (% passes, % line-search evaluations), loss %, % s',
         CASE WHEN converged THEN 'converged' ELSE 'stopped' END, iter, passes, evals, f,
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 2);
     RETURN jsonb_build_object('format', 'linear', 'link', CASE WHEN k = 1 THEN 'logistic' ELSE 'softmax' END,
-                              'intercepts', to_jsonb(ints), 'coefficients', coefs, 'impute', impute);
+                              'intercepts', to_jsonb(ints), 'coefficients', coefs, 'impute', ml_stack._model_impute(dataset));
 END
 $$;
 

@@ -122,7 +122,9 @@ def project_relation(conn, project):
 @pytest.mark.parametrize("relation,transformer,options", [
     ("docs2", "hashing", {"dims": 1024}),      # binary, signed hashing (negative values)
     ("docs", "hashing", {"dims": 256}),        # six classes
-    ("docs", "tfidf", {}),                     # six classes, the vocabulary of the training rows (~3k terms)
+    # six classes, the vocabulary of the training rows' terms in 3 or more of them (the whole vocabulary, 1.7k
+    # terms x 6 classes, is above the solver's work limit: 2.4M units)
+    ("docs", "tfidf", {"min_df": 3}),
 ])
 def test_text_matches_scikit_learn(conn, docs, relation, transformer, options):
     rule = {"vectorize": transformer, "options": options} if options else {"vectorize": transformer}
@@ -132,7 +134,7 @@ def test_text_matches_scikit_learn(conn, docs, relation, transformer, options):
                    preprocess={"description": rule})
     print(f"{relation} {transformer}: trained in {time.perf_counter() - t0:.2f} s")
     name = "txt.description" if transformer == "tfidf" else "hashing"
-    X = text_matrix(conn, f"{relation}_text", name, options)
+    X = text_matrix(conn, f"{relation}_text", name, options if transformer == "hashing" else {})
     y = np.array([r[0] for r in conn.execute(f"SELECT label FROM {relation}_text")])
     check_model(conn, "txt", result, X, y, n_train(len(y)), what=f"{relation} {transformer}")
 
@@ -169,7 +171,7 @@ def test_mixed_numeric_and_text(conn, docs):
     """Text (tfidf) beside a numeric column with impute and scale rules: the preprocessing is folded into the
     artifact, which works on the raw values."""
     result = train(conn, "mix", "classification", "docs", "label", test_sampling="last", hyperparams={"C": 2.0},
-                   preprocess={"description": {"vectorize": "tfidf"},
+                   preprocess={"description": {"vectorize": "tfidf", "options": {"min_df": 3}},
                                "installed_size": {"impute": "mean", "scale": "standard"}})
     rows = conn.execute("SELECT installed_size, label FROM docs").fetchall()
     ntrain = n_train(len(rows))
@@ -220,7 +222,8 @@ def test_a_cancel_stops_training_promptly_and_leaves_the_registry(conn, many_doc
     context = info.value.diag.context or ""
     print(f"statement_timeout 3s: the call stopped after {elapsed:.2f} s; CONTEXT of {len(context)} characters:\n{context}")
     assert elapsed < 5
-    assert "_fit_logistic_sparse" in context and len(context) < 1000, context
+    # train re-raises without the CONTEXT of where it happened: no generated statement in it
+    assert "SQL statement" not in context and len(context) < 1000, context
     assert registry_rows(conn) == before
 
 

@@ -28,14 +28,11 @@ DECLARE
     counts  float8[];
     ints    float8[] := '{}';
     coefs   jsonb := '[]';
-    impute  jsonb;
     blk     jsonb;
     term    record;
     grp     record;
     c integer; j integer; jj integer;
     total float8;
-    block_joins text := '';
-    scores text[] := '{}';
     started timestamptz := clock_timestamp();
 BEGIN
     alpha := greatest(alpha, 1e-10);   -- scikit-learn's floor for alpha
@@ -104,42 +101,12 @@ BEGIN
         END LOOP;
         coefs := coefs || jsonb_build_array(to_jsonb(w[(c - 1) * np + 1 : c * np]));
     END LOOP;
-    impute := to_jsonb(array_fill(NULL::float8, ARRAY[np]));
-    FOR j IN 1 .. p LOOP
-        impute := jsonb_set(impute, ARRAY[(xpos[j] - 1)::text], coalesce(tf -> (j - 1) -> 'impute', 'null'));
-    END LOOP;
-
-    -- the test rows, scored sparsely with the served weights ($1, class-major)
-    FOR c IN 1 .. nk LOOP
-        scores := scores || format('%s::float8%s', ints[c],
-            coalesce((SELECT string_agg(format(' + $1[%s] * %s', (c - 1) * np + xpos[g.i],
-                                               CASE WHEN tf -> (g.i - 1) ->> 'impute' IS NULL THEN format('t.x%s', g.i)
-                                                    ELSE format('coalesce(t.x%s, %s::float8)', g.i, (tf -> (g.i - 1) ->> 'impute')::float8) END), '')
-                      FROM generate_series(1, p) AS g(i)), ''));
-    END LOOP;
-    FOR blk IN SELECT value FROM jsonb_array_elements(dataset -> 'blocks') LOOP
-        block_joins := block_joins || format(
-            ' CROSS JOIN LATERAL (SELECT ARRAY[%s] AS s FROM %s AS s) AS b%s',
-            (SELECT string_agg(format('coalesce(sum(s.val::real::float8 * $1[%s + s.idx]), 0)', (g.c - 1) * np + (blk ->> 'offset')::integer), ', ')
-             FROM generate_series(1, nk) AS g(c)),
-            ml_stack._sparse_terms_sql(blk -> 'spec', format('t.t%s', blk ->> 't')), blk ->> 't');
-        FOR c IN 1 .. nk LOOP
-            scores[c] := scores[c] || format(' + b%s.s[%s]', blk ->> 't', c);
-        END LOOP;
-    END LOOP;
-    IF to_regclass('pg_temp._ml_stack_predictions') IS NOT NULL THEN
-        DROP TABLE pg_temp._ml_stack_predictions;
-    END IF;
-    EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_predictions ON COMMIT DROP AS '
-                   'SELECT r, ($2::float8[])[ml_stack._argmax(sc)] AS yhat, ml_stack._softmax(sc) AS proba '
-                   'FROM (SELECT t.r, ARRAY[%s] AS sc FROM pg_temp._ml_stack_rows AS t%s WHERE %s OFFSET 0) AS q',
-                   array_to_string(scores, ', '), block_joins, dataset ->> 'test_filter')
-        USING w, classes;
+    PERFORM ml_stack._predict_test_rows_sparse(dataset, w, ints);
     IF clock_timestamp() - started > interval '2 seconds' THEN
         RAISE NOTICE 'ml_stack: naive_bayes fitted on % features in % s', np,
             round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
     END IF;
     RETURN jsonb_build_object('format', 'linear', 'link', 'softmax', 'intercepts', to_jsonb(ints),
-                              'coefficients', coefs, 'impute', impute);
+                              'coefficients', coefs, 'impute', ml_stack._model_impute(dataset));
 END
 $$;

@@ -103,8 +103,7 @@ DECLARE
     s1 float8[]; s2 float8[];
     acc float8;
     blk jsonb;
-    ints float8[]; coefs jsonb := '[]'; w float8[]; b float8; impute jsonb;
-    scores text[] := '{}';
+    ints float8[]; coefs jsonb := '[]'; b float8;
     started timestamptz := clock_timestamp();
     last_notice timestamptz := clock_timestamp();
     converged boolean := false;
@@ -339,41 +338,14 @@ BEGIN
         ints := ints || b;
         coefs := coefs || jsonb_build_array(to_jsonb(wr[kk * np + 1 : (kk + 1) * np]));
     END LOOP;
-    impute := to_jsonb(array_fill(NULL::float8, ARRAY[np]));
-    FOR j IN 1 .. p LOOP
-        impute := jsonb_set(impute, ARRAY[(xpos[j] - 1)::text], coalesce(tf -> (j - 1) -> 'impute', 'null'));
-    END LOOP;
     DROP TABLE pg_temp._ml_stack_lr_x;
 
-    -- the test rows, scored sparsely with the served weights ($1, class-major)
-    FOR kk IN 1 .. k LOOP
-        scores := scores || format('%s::float8%s', ints[kk],
-            coalesce((SELECT string_agg(format(' + $1[%s] * %s', (kk - 1) * np + xpos[g.i],
-                                               CASE WHEN tf -> (g.i - 1) ->> 'impute' IS NULL THEN format('t.x%s', g.i)
-                                                    ELSE format('coalesce(t.x%s, %s::float8)', g.i, (tf -> (g.i - 1) ->> 'impute')::float8) END), '')
-                      FROM generate_series(1, p) AS g(i)), ''));
-    END LOOP;
-    FOR blk IN SELECT value FROM jsonb_array_elements(dataset -> 'blocks') LOOP
-        FOR kk IN 1 .. k LOOP
-            scores[kk] := scores[kk] || format(
-                ' + coalesce((SELECT sum(s.val::real::float8 * $1[%s + s.idx]) FROM %s AS s), 0)',
-                (kk - 1) * np + (blk ->> 'offset')::integer, ml_stack._sparse_terms_sql(blk -> 'spec', format('t.t%s', blk ->> 't')));
-        END LOOP;
-    END LOOP;
-    IF to_regclass('pg_temp._ml_stack_predictions') IS NOT NULL THEN
-        DROP TABLE pg_temp._ml_stack_predictions;
-    END IF;
-    EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_predictions ON COMMIT DROP AS SELECT r, %s '
-                   'FROM (SELECT t.r, ARRAY[%s] AS sc FROM pg_temp._ml_stack_rows AS t WHERE %s OFFSET 0) AS q',
-                   CASE WHEN k = 1 THEN '($2::float8[])[(sc[1] > 0)::integer + 1] AS yhat, ml_stack._binary_proba(sc[1]) AS proba'
-                        ELSE '($2::float8[])[ml_stack._argmax(sc)] AS yhat, ml_stack._softmax(sc) AS proba' END,
-                   array_to_string(scores, ', '), dataset ->> 'test_filter')
-        USING wr, classes;
+    PERFORM ml_stack._predict_test_rows_sparse(dataset, wr, ints);
     RAISE NOTICE 'ml_stack: logistic regression (sparse) % in % iterations (% passes, % line-search evaluations), loss %, % s',
         CASE WHEN converged THEN 'converged' ELSE 'stopped' END, iter, passes, evals, f,
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 2);
     RETURN jsonb_build_object('format', 'linear', 'link', CASE WHEN k = 1 THEN 'logistic' ELSE 'softmax' END,
-                              'intercepts', to_jsonb(ints), 'coefficients', coefs, 'impute', impute);
+                              'intercepts', to_jsonb(ints), 'coefficients', coefs, 'impute', ml_stack._model_impute(dataset));
 END
 $$;
 
