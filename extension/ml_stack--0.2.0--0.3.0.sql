@@ -771,14 +771,17 @@ BEGIN
     END LOOP;
     f := array_fill(0::float8, ARRAY[nk * np]);
 
-    -- the numeric features: one grouped pass (their minimum checks the sign)
-    FOR grp IN EXECUTE format('SELECT y, ARRAY[%s]::float8[] AS s, ARRAY[%s]::float8[] AS mn FROM pg_temp._ml_stack_rows WHERE %s GROUP BY y ORDER BY y',
+    -- the class counts and the numeric features: one grouped pass (their minimum checks the sign)
+    counts := array_fill(0::float8, ARRAY[nk]);
+    FOR grp IN EXECUTE format('SELECT y, count(*)::float8 AS n, ARRAY[%s]::float8[] AS s, ARRAY[%s]::float8[] AS mn '
+                              'FROM pg_temp._ml_stack_rows WHERE %s GROUP BY y',
                               coalesce((SELECT string_agg(format('sum(%s)', e), ', ' ORDER BY i)
                                         FROM jsonb_array_elements_text(dataset -> 'x') WITH ORDINALITY AS t(e, i)), ''),
                               coalesce((SELECT string_agg(format('min(%s)', e), ', ' ORDER BY i)
                                         FROM jsonb_array_elements_text(dataset -> 'x') WITH ORDINALITY AS t(e, i)), ''),
                               train_filter) LOOP
         c := array_position(classes, grp.y);
+        counts[c] := grp.n;
         FOR j IN 1 .. p LOOP
             IF grp.mn[j] < 0 THEN
                 RAISE EXCEPTION 'naive_bayes needs non-negative features; "%" has negative values', dataset -> 'features' -> (j - 1) ->> 'name'
@@ -802,9 +805,6 @@ BEGIN
             f[(c - 1) * np + (blk ->> 'offset')::integer + term.idx] := term.v;
         END LOOP;
     END LOOP;
-    EXECUTE format('SELECT array_agg(n ORDER BY y) FROM (SELECT y, count(*)::float8 AS n FROM pg_temp._ml_stack_rows WHERE %s GROUP BY y) AS g',
-                   train_filter) INTO counts;
-    total := (SELECT sum(x) FROM unnest(counts) AS x);
 
     -- log probabilities, then the preprocessing of x folded in: x' = (coalesce(x, impute) - shift) / scale
     w := array_fill(0::float8, ARRAY[nk * np]);
@@ -813,7 +813,7 @@ BEGIN
         FOR j IN 1 .. np LOOP
             w[(c - 1) * np + j] := ln(f[(c - 1) * np + j] + alpha) - ln(total);
         END LOOP;
-        ints := ints || (ln(counts[c]) - ln((SELECT sum(x) FROM unnest(counts) AS x)));
+        ints := ints || (ln(counts[c]) - ln((dataset ->> 'train_rows')::float8));
         FOR j IN 1 .. p LOOP
             jj := (c - 1) * np + xpos[j];
             w[jj] := w[jj] / (tf -> (j - 1) ->> 'scale')::float8;
@@ -3423,41 +3423,26 @@ BEGIN
 END
 $$;
 
--- The scores of a linear artifact as SQL expressions: unrolled arithmetic, or for a
--- wide model (features[%s] accessor only) elements of one _linear_scores call.
-CREATE OR REPLACE FUNCTION ml_stack._scores_sql(artifact jsonb, accessor text)
-RETURNS text[]
+-- A wide linear model's scores (more than _wide_model_features() features, served with the
+-- features[%s] accessor): one _linear_scores call giving every score as a float8[]; NULL for
+-- the others, whose scores _score_sql unrolls.
+CREATE OR REPLACE FUNCTION ml_stack._wide_scores_sql(artifact jsonb, accessor text)
+RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 SET extra_float_digits = 3
 AS $$
-DECLARE
-    p integer := jsonb_array_length(artifact -> 'coefficients' -> 0);
-    call text;
 BEGIN
-    IF p <= ml_stack._wide_model_features() OR accessor <> 'features[%s]' THEN
-        RETURN ml_stack._score_sql(artifact, accessor);
+    IF jsonb_array_length(artifact -> 'coefficients' -> 0) <= ml_stack._wide_model_features() OR accessor <> 'features[%s]' THEN
+        RETURN NULL;
     END IF;
-    call := format('ml_stack._linear_scores(features, %L::float8[], %L::float8[], %L::float8[])',
-                   (SELECT array_agg(w::float8 ORDER BY k, j) FROM jsonb_array_elements(artifact -> 'coefficients') WITH ORDINALITY AS c(v, k),
-                                                             jsonb_array_elements_text(c.v) WITH ORDINALITY AS e(w, j)),
-                   (SELECT array_agg(b::float8 ORDER BY i) FROM jsonb_array_elements_text(artifact -> 'intercepts') WITH ORDINALITY AS t(b, i)),
-                   (SELECT array_agg(CASE WHEN v = 'null' THEN NULL ELSE v::text::float8 END ORDER BY i)
-                    FROM jsonb_array_elements(artifact -> 'impute') WITH ORDINALITY AS t(v, i)));
-    RETURN ARRAY(SELECT format('(%s)[%s]', call, k) FROM generate_series(1, jsonb_array_length(artifact -> 'intercepts')) AS k);
+    RETURN format('ml_stack._linear_scores(features, %L::float8[], %L::float8[], %L::float8[])',
+                  (SELECT array_agg(w::float8 ORDER BY k, j) FROM jsonb_array_elements(artifact -> 'coefficients') WITH ORDINALITY AS c(v, k),
+                                                            jsonb_array_elements_text(c.v) WITH ORDINALITY AS e(w, j)),
+                  (SELECT array_agg(b::float8 ORDER BY i) FROM jsonb_array_elements_text(artifact -> 'intercepts') WITH ORDINALITY AS t(b, i)),
+                  (SELECT array_agg(CASE WHEN v = 'null' THEN NULL ELSE v::text::float8 END ORDER BY i)
+                   FROM jsonb_array_elements(artifact -> 'impute') WITH ORDINALITY AS t(v, i)));
 END
-$$;
-
--- All scores as one float8[] expression: the _linear_scores call itself when the
--- scores are its elements (evaluated once per row, not once per class).
-CREATE OR REPLACE FUNCTION ml_stack._scores_array_sql(scores text[])
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN scores[1] LIKE '(ml_stack._linear_scores(%)[1]'
-                THEN left(substr(scores[1], 2), -4)
-                ELSE format('ARRAY[%s]', array_to_string(scores, ', ')) END
 $$;
 
 -- SQL expression of the prediction (regression value or class label).
@@ -3468,17 +3453,20 @@ SET search_path = pg_catalog, pg_temp
 SET extra_float_digits = 3
 AS $$
 DECLARE
-    scores text[] := ml_stack._scores_sql(artifact, accessor);
+    wide text := ml_stack._wide_scores_sql(artifact, accessor);
+    scores text[] := CASE WHEN wide IS NULL THEN ml_stack._score_sql(artifact, accessor) END;
+    first_score text := coalesce(scores[1], format('(%s)[1]', wide));
     class_array text := format('%L::float8[]', classes);
 BEGIN
     CASE artifact ->> 'link'
         WHEN 'identity' THEN
-            RETURN scores[1];
+            RETURN first_score;
         WHEN 'logistic' THEN
             -- class 1 when the score is > 0 (scikit-learn's rule); a NULL score indexes to NULL
-            RETURN format('(%s)[(%s > 0)::integer + 1]', class_array, scores[1]);
+            RETURN format('(%s)[(%s > 0)::integer + 1]', class_array, first_score);
         WHEN 'softmax' THEN
-            RETURN format('(%s)[ml_stack._argmax(%s)]', class_array, ml_stack._scores_array_sql(scores));
+            RETURN format('(%s)[ml_stack._argmax(%s)]', class_array,
+                          coalesce(wide, format('ARRAY[%s]', array_to_string(scores, ', '))));
         ELSE
             RAISE EXCEPTION 'unknown model link "%"', artifact ->> 'link';
     END CASE;
@@ -3492,11 +3480,12 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    scores text[] := ml_stack._scores_sql(artifact, accessor);
+    wide text := ml_stack._wide_scores_sql(artifact, accessor);
+    scores text[] := CASE WHEN wide IS NULL THEN ml_stack._score_sql(artifact, accessor) END;
 BEGIN
     RETURN CASE artifact ->> 'link'
-        WHEN 'logistic' THEN format('ml_stack._binary_proba(%s)', scores[1])
-        WHEN 'softmax' THEN format('ml_stack._softmax(%s)', ml_stack._scores_array_sql(scores))
+        WHEN 'logistic' THEN format('ml_stack._binary_proba(%s)', coalesce(scores[1], format('(%s)[1]', wide)))
+        WHEN 'softmax' THEN format('ml_stack._softmax(%s)', coalesce(wide, format('ARRAY[%s]', array_to_string(scores, ', '))))
     END;
 END
 $$;

@@ -110,6 +110,7 @@ row dicts (docs/python-engine.md). A bytea value is limited to 1 GB, so large sp
 ``r`` ranges, with a NOTICE per chunk.
 """
 
+import json
 import math
 import time
 
@@ -242,7 +243,7 @@ def full_transform(dataset):
 
 
 def _block_sql(plpy, block, which_filter):
-    spec = plpy.quote_literal(__import__("json").dumps(block["spec"]))
+    spec = plpy.quote_literal(json.dumps(block["spec"]))
     call = plpy.execute(f"SELECT ml_stack._sparse_terms_sql({spec}::jsonb, 't.t{int(block['t'])}') AS s")[0]["s"]
     # r, position, value (through real, as embed() returns it: training and serving see the same numbers)
     return ("SELECT pg_catalog.string_agg(pg_catalog.float8send(t.r::float8) || pg_catalog.int4send(s.idx) "
@@ -331,7 +332,6 @@ def expand_blocks(plpy, dataset, which, r, X, sparse_ok=False):
 
 def _embed_block(plpy, dataset, which, block, r, out):
     """A model transformer's vectors of the split's texts, in batches, into ``out`` (rows in ``r`` order)."""
-    import json
     texts = plpy.execute(f"SELECT pg_catalog.array_agg(t{int(block['t'])} ORDER BY r) AS t "
                          f"FROM pg_temp._ml_stack_rows WHERE ({dataset[which + '_filter']})")[0]["t"] or []
     plan = plpy.prepare("SELECT e FROM ml_stack._embed_batch($1::jsonb, $2::text[]) AS e", ["text", "text[]"])

@@ -51,14 +51,17 @@ BEGIN
     END LOOP;
     f := array_fill(0::float8, ARRAY[nk * np]);
 
-    -- the numeric features: one grouped pass (their minimum checks the sign)
-    FOR grp IN EXECUTE format('SELECT y, ARRAY[%s]::float8[] AS s, ARRAY[%s]::float8[] AS mn FROM pg_temp._ml_stack_rows WHERE %s GROUP BY y ORDER BY y',
+    -- the class counts and the numeric features: one grouped pass (their minimum checks the sign)
+    counts := array_fill(0::float8, ARRAY[nk]);
+    FOR grp IN EXECUTE format('SELECT y, count(*)::float8 AS n, ARRAY[%s]::float8[] AS s, ARRAY[%s]::float8[] AS mn '
+                              'FROM pg_temp._ml_stack_rows WHERE %s GROUP BY y',
                               coalesce((SELECT string_agg(format('sum(%s)', e), ', ' ORDER BY i)
                                         FROM jsonb_array_elements_text(dataset -> 'x') WITH ORDINALITY AS t(e, i)), ''),
                               coalesce((SELECT string_agg(format('min(%s)', e), ', ' ORDER BY i)
                                         FROM jsonb_array_elements_text(dataset -> 'x') WITH ORDINALITY AS t(e, i)), ''),
                               train_filter) LOOP
         c := array_position(classes, grp.y);
+        counts[c] := grp.n;
         FOR j IN 1 .. p LOOP
             IF grp.mn[j] < 0 THEN
                 RAISE EXCEPTION 'naive_bayes needs non-negative features; "%" has negative values', dataset -> 'features' -> (j - 1) ->> 'name'
@@ -82,9 +85,6 @@ BEGIN
             f[(c - 1) * np + (blk ->> 'offset')::integer + term.idx] := term.v;
         END LOOP;
     END LOOP;
-    EXECUTE format('SELECT array_agg(n ORDER BY y) FROM (SELECT y, count(*)::float8 AS n FROM pg_temp._ml_stack_rows WHERE %s GROUP BY y) AS g',
-                   train_filter) INTO counts;
-    total := (SELECT sum(x) FROM unnest(counts) AS x);
 
     -- log probabilities, then the preprocessing of x folded in: x' = (coalesce(x, impute) - shift) / scale
     w := array_fill(0::float8, ARRAY[nk * np]);
@@ -93,7 +93,7 @@ BEGIN
         FOR j IN 1 .. np LOOP
             w[(c - 1) * np + j] := ln(f[(c - 1) * np + j] + alpha) - ln(total);
         END LOOP;
-        ints := ints || (ln(counts[c]) - ln((SELECT sum(x) FROM unnest(counts) AS x)));
+        ints := ints || (ln(counts[c]) - ln((dataset ->> 'train_rows')::float8));
         FOR j IN 1 .. p LOOP
             jj := (c - 1) * np + xpos[j];
             w[jj] := w[jj] / (tf -> (j - 1) ->> 'scale')::float8;
