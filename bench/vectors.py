@@ -3,8 +3,8 @@
     .venv/bin/python bench/vectors.py [--reps N] [--big ROWS]
 
 On a throwaway server (scripts/pgserver.py), with real short text: the one-line package descriptions of the
-Debian archive (`apt-cache dumpavail`, the `Description:` lines, ~63k after `apt-get update`; beyond that, rows
-join two descriptions). Medians of --reps runs:
+Debian archive (the 63,681 of data/debian-packages.tsv.xz, scripts/debian_text.py; beyond that, rows join two
+descriptions). Medians of --reps runs:
 
   insert   10,000 rows in one INSERT ... SELECT into a table with a realtime hashing job (1024 dims), against the
            same INSERT into a table without a job (ratio); also 1,000 single-row INSERTs
@@ -25,13 +25,13 @@ import datetime
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
+from debian_text import package_descriptions  # noqa: E402
 from pgserver import ml_stack_database, terminate_on_signals  # noqa: E402
 from train_linear import SERVER_SETTINGS  # noqa: E402  (bench/ is on sys.path)
 
@@ -40,8 +40,7 @@ QUERIES = ["fast json parser library", "chess game", "http proxy server", "audio
 
 
 def descriptions():
-    out = subprocess.run(["apt-cache", "dumpavail"], capture_output=True, text=True, check=True).stdout
-    return [line[len("Description:"):].strip() for line in out.splitlines() if line.startswith("Description:")]
+    return [r[4] for r in package_descriptions()]
 
 
 def texts(n, base):

@@ -9,7 +9,7 @@ SET ml_stack.venv = :'venv';
 
 \echo
 \echo '== 13. Text: what package section does a description belong to?'
-\echo '-- 63k package descriptions (apt-cache dumpavail); 8 sections, the label as a number'
+\echo '-- 63k Debian package descriptions (data/debian-packages.tsv.xz); 8 sections, the label as a number'
 CREATE TABLE sections AS
     SELECT (row_number() OVER (ORDER BY name) - 1)::integer AS id, name
     FROM unnest(ARRAY['admin', 'devel', 'doc', 'libs', 'net', 'perl', 'python', 'utils']) AS name;
