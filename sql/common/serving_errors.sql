@@ -3,14 +3,29 @@
 -- reach (DESIGN §6): an IMMUTABLE one was folded when the array was a constant and
 -- the project name or model id was not.
 
+-- SECURITY DEFINER (as the errors below that read the registry): a role that may only
+-- predict gets the names of the features without reading the snapshots.
 CREATE OR REPLACE FUNCTION ml_stack._wrong_feature_count(model_id bigint, expected integer, features float8[])
 RETURNS float8
-LANGUAGE plpgsql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    names text;
 BEGIN
+    SELECT string_agg(CASE c.value ->> 'kind'
+                          WHEN 'array' THEN format('%s[1:%s]', c.value ->> 'name', c.value ->> 'width')
+                          WHEN 'text' THEN format('%s (text: %s features)', c.value ->> 'name', c.value ->> 'width')
+                          ELSE c.value ->> 'name' END, ', ' ORDER BY c.ordinality)
+    INTO names
+    FROM ml_stack.models AS m
+    JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id,
+         jsonb_array_elements(coalesce(s.columns, (SELECT jsonb_agg(jsonb_build_object('name', f.value ->> 'name'))
+                                                   FROM jsonb_array_elements(s.features) AS f))) WITH ORDINALITY AS c
+    WHERE m.id = model_id;
     RAISE EXCEPTION 'model % takes % features, got %', model_id, expected, cardinality(features)
         USING ERRCODE = 'invalid_parameter_value',
+              DETAIL = CASE WHEN names IS NOT NULL THEN format('The features, in order: %s.', left(names, 2000)) END,
               HINT = 'Pass the features in the order of the training relation''s columns, label excluded.';
 END
 $$;
@@ -39,9 +54,10 @@ BEGIN
 END
 $$;
 
+-- SQLSTATEs PT404 and PT503: PostgREST answers them as HTTP 404 and 503 (DESIGN §3c).
 CREATE OR REPLACE FUNCTION ml_stack._no_deployed_model(project_name text, features float8[])
 RETURNS float8
-LANGUAGE plpgsql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -50,11 +66,11 @@ BEGIN
     END IF;
     IF NOT EXISTS (SELECT FROM ml_stack.projects AS p WHERE p.name = project_name) THEN
         RAISE EXCEPTION 'project "%" does not exist', project_name
-            USING ERRCODE = 'undefined_object',
+            USING ERRCODE = 'PT404',
                   HINT = 'Train it first with ml_stack.train(); SELECT name FROM ml_stack.projects lists the projects.';
     END IF;
     RAISE EXCEPTION 'project "%" has no deployed model', project_name
-        USING ERRCODE = 'object_not_in_prerequisite_state',
+        USING ERRCODE = 'PT503',
               HINT = 'Deploy one with ml_stack.deploy(project_name, ''best_score'').';
 END
 $$;
@@ -69,7 +85,7 @@ BEGIN
         RETURN NULL;
     END IF;
     RAISE EXCEPTION 'model % does not exist', model_id
-        USING ERRCODE = 'undefined_object',
+        USING ERRCODE = 'PT404',
               HINT = 'SELECT id, algorithm FROM ml_stack.models lists the models.';
 END
 $$;

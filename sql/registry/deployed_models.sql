@@ -8,7 +8,12 @@ SELECT p.name        AS project_name,
        d.strategy,
        p.task,
        m.hyperparams,
-       p.id          AS project_id
+       p.id          AS project_id,
+       -- the typed serving functions (serving/typed.sql; one of each name); NULL until compiled
+       (SELECT f.oid::regprocedure FROM pg_catalog.pg_proc AS f
+        WHERE f.pronamespace = 'ml_stack'::regnamespace AND f.proname = format('_project_%s_predict', p.id)) AS serving_function,
+       (SELECT f.oid::regprocedure FROM pg_catalog.pg_proc AS f
+        WHERE f.pronamespace = 'ml_stack'::regnamespace AND f.proname = format('_project_%s_proba', p.id)) AS serving_proba_function
 FROM ml_stack.projects AS p
 CROSS JOIN LATERAL (
     SELECT dep.model_id, dep.strategy, dep.created_at

@@ -107,7 +107,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     fn regprocedure;
-    ext name;
 BEGIN
     FOR fn IN SELECT p.oid FROM pg_catalog.pg_proc AS p
               WHERE p.pronamespace = 'ml_stack'::regnamespace AND p.proname = name LOOP
@@ -119,12 +118,7 @@ BEGIN
                    CASE WHEN parallel_safe THEN 'STABLE PARALLEL SAFE' ELSE 'STABLE PARALLEL UNSAFE' END, body);
     SELECT p.oid INTO fn FROM pg_catalog.pg_proc AS p
     WHERE p.pronamespace = 'ml_stack'::regnamespace AND p.proname = name;
-    SELECT e.extname INTO ext
-    FROM pg_catalog.pg_depend AS d JOIN pg_catalog.pg_extension AS e ON e.oid = d.refobjid
-    WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = fn AND d.deptype = 'e';
-    IF FOUND THEN
-        EXECUTE format('ALTER EXTENSION %I DROP FUNCTION %s', ext, fn);
-    END IF;
+    PERFORM ml_stack._release_from_extension(fn);
 END
 $$;
 
@@ -197,14 +191,22 @@ BEGIN
             EXECUTE format('ALTER FUNCTION %s PARALLEL %s', fn, parallel);
         END IF;
     END LOOP;
+    -- the projects' typed serving functions (serving/typed.sql)
+    PERFORM ml_stack._compile_serving(p.id) FROM ml_stack.projects AS p ORDER BY p.id;
+    PERFORM ml_stack._drop_orphan_serving();
+    PERFORM ml_stack._refresh_endpoints();   -- api/expose.sql
 END
 $$;
 COMMENT ON FUNCTION ml_stack._refresh_serving() IS
     'ml_stack internal: regenerate the predict() dispatch functions from the registry.';
 
+-- The triggers compile as the owner of ml_stack (SECURITY DEFINER): a role that may write
+-- the registry (ml_stack_trainer) trains and deploys without owning the functions that
+-- serving regenerates. What they compile comes from the registry through format() with
+-- %L/%I and numbers cast through float8 (serving/expressions.sql), never as SQL text.
 CREATE OR REPLACE FUNCTION ml_stack._registry_changed()
 RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -217,7 +219,7 @@ $$;
 -- it may be left from an earlier DROP EXTENSION, whose ids the sequence reuses.
 CREATE OR REPLACE FUNCTION ml_stack._models_written()
 RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

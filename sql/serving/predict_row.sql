@@ -42,7 +42,6 @@ DECLARE
     col jsonb;
     v jsonb;
     width integer;
-    vec real[];
 BEGIN
     IF input IS NULL THEN
         RETURN NULL;
@@ -56,13 +55,8 @@ BEGIN
         width := coalesce((col ->> 'width')::integer, 1);
         CASE col ->> 'kind'
         WHEN 'text' THEN
-            IF v IS NOT NULL AND jsonb_typeof(v) <> 'null' THEN
-                SELECT e INTO vec FROM ml_stack._embed_batch(col -> 'transformer',
-                    ARRAY[CASE WHEN jsonb_typeof(v) = 'string' THEN v #>> '{}' ELSE v::text END]) AS e;
-            ELSE
-                vec := NULL;
-            END IF;
-            features := features || coalesce(vec::float8[], array_fill(0::float8, ARRAY[width]));
+            features := features || ml_stack._text_features(col -> 'transformer', width,
+                                                            CASE jsonb_typeof(v) WHEN 'null' THEN NULL WHEN 'string' THEN v #>> '{}' ELSE v::text END);
         WHEN 'array' THEN
             IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
                 features := features || array_fill(NULL::float8, ARRAY[width]);
@@ -81,20 +75,14 @@ BEGIN
 END
 $$;
 
--- The deployed model of a project and its column layout (before 0.3.0 every
--- feature was a numeric column, named in the snapshot's features).
+-- The deployed model of a project and its column layout.
 CREATE OR REPLACE FUNCTION ml_stack._deployed_layout(project_name text, OUT model_id bigint, OUT layout jsonb)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    SELECT d.model_id, coalesce(s.columns, (SELECT jsonb_agg(jsonb_build_object('name', f.value ->> 'name', 'kind', 'number') ORDER BY f.ordinality)
-                                            FROM jsonb_array_elements(s.features) WITH ORDINALITY AS f
-                                            HAVING count(*) = m.num_features))
-    INTO model_id, layout
+    SELECT d.model_id, ml_stack._model_layout(d.model_id) INTO model_id, layout
     FROM ml_stack.deployed_models AS d
-    JOIN ml_stack.models AS m ON m.id = d.model_id
-    LEFT JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
     WHERE d.project_name = _deployed_layout.project_name;
     IF NOT FOUND THEN
         PERFORM ml_stack._no_deployed_model(project_name, NULL::float8[]);

@@ -73,6 +73,10 @@ DECLARE
     snap_id   bigint;
     key       text;
     current_score float8;
+    current_model bigint;
+    decision  text;
+    new_columns text;
+    old_columns text;
     new_score float8;
 BEGIN
     IF project_name IS NULL OR btrim(project_name) = '' THEN
@@ -199,26 +203,43 @@ BEGIN
             (dataset ->> 'n')::bigint, (dataset ->> 'skipped')::bigint, (dataset ->> 'train_rows')::bigint,
             (dataset ->> 'test_rows')::bigint, test_size, test_sampling, seed, dataset -> 'columns')
     RETURNING id INTO snap_id;
-    INSERT INTO ml_stack.models (project_id, snapshot_id, algorithm, engine, task, hyperparams, preprocess,
-                                 num_features, classes, artifact, metrics, search)
-    VALUES (proj.id, snap_id, algorithm, chosen_engine, task, hyperparams, coalesce(preprocess, '{}'),
-            (dataset ->> 'num_features')::integer, classes, artifact, metrics, search_result)
-    RETURNING id INTO trained_model_id;
-
-    -- automatic deploy: only a model that beats the deployed one on the key metric
+    -- automatic deploy: only a model that beats the deployed one on the key metric, and over the
+    -- same feature columns (others would change the serving function's signature, which views,
+    -- prepared statements and HTTP endpoints use: that takes a deploy() by hand)
     key := ml_stack._key_metric(task);
     new_score := (metrics ->> key)::float8;
-    SELECT (d.metrics ->> key)::float8 INTO current_score
+    SELECT (d.metrics ->> key)::float8, d.model_id INTO current_score, current_model
     FROM ml_stack.deployed_models AS d WHERE d.project_id = proj.id;
-    was_deployed := coalesce(automatic_deploy, true) AND (NOT FOUND OR new_score > current_score
-                                          OR (current_score IS NULL AND new_score IS NOT NULL));
+    new_columns := ml_stack._serving_arguments(dataset -> 'columns');
+    old_columns := ml_stack._serving_arguments(ml_stack._model_layout(current_model));
+    decision := CASE
+        WHEN NOT coalesce(automatic_deploy, true) THEN 'not deployed: automatic_deploy => false'
+        WHEN current_model IS NULL THEN 'deployed: the project''s first deployment'
+        WHEN old_columns IS NOT NULL AND new_columns IS DISTINCT FROM old_columns THEN
+            format('not deployed: its feature columns (%s) differ from those of the deployed model %s (%s); '
+                   'ml_stack.deploy(<its id>) deploys it and changes the serving function', left(new_columns, 500), current_model,
+                   left(old_columns, 500))
+        WHEN new_score > current_score OR (current_score IS NULL AND new_score IS NOT NULL) THEN
+            format('deployed: %s %s > %s of the deployed model %s', key, round(new_score::numeric, 6),
+                   coalesce(round(current_score::numeric, 6)::text, 'none'), current_model)
+        ELSE format('not deployed: %s %s <= %s of the deployed model %s', key, coalesce(round(new_score::numeric, 6)::text, 'none'),
+                    round(current_score::numeric, 6), current_model) END;
+    was_deployed := decision LIKE 'deployed:%';
+    INSERT INTO ml_stack.models (project_id, snapshot_id, algorithm, engine, task, hyperparams, preprocess,
+                                 num_features, classes, artifact, metrics, search, deploy_decision)
+    VALUES (proj.id, snap_id, algorithm, chosen_engine, task, hyperparams, coalesce(preprocess, '{}'),
+            (dataset ->> 'num_features')::integer, classes, artifact, metrics, search_result, decision)
+    RETURNING id INTO trained_model_id;
+
     IF was_deployed THEN
         INSERT INTO ml_stack.deployments (project_id, model_id, strategy) VALUES (proj.id, trained_model_id, 'automatic');
     END IF;
     PERFORM ml_stack._record_manual_run(proj.id, trained_model_id, was_deployed);  -- history (sql/scheduling)
     project_task := task; model_algorithm := algorithm; model_engine := chosen_engine; model_metrics := metrics;
     RAISE NOTICE 'ml_stack: model % (% %, % engine): % = %, %', trained_model_id, algorithm, task, chosen_engine, key,
-        round(new_score::numeric, 6), CASE WHEN was_deployed THEN 'deployed' ELSE 'not deployed' END;
+        round(new_score::numeric, 6), CASE WHEN decision LIKE 'not deployed: its feature columns%'
+                                           THEN 'not deployed: its feature columns differ from the deployed model''s'
+                                           ELSE CASE WHEN was_deployed THEN 'deployed' ELSE 'not deployed' END END;
 END
 $$;
 
