@@ -6118,8 +6118,8 @@ BEGIN
         -- predict by project or model, predict_row (reads the layout), fitted vocabularies, the
         -- python engine's pickles (loaded with the caller's rights)
         EXECUTE 'GRANT USAGE ON SCHEMA ml_stack TO ml_stack_predictor';
-        EXECUTE format('GRANT SELECT ON %s, ml_stack.deployed_models, ml_stack.transformers, ml_stack.training_jobs '
-                       'TO ml_stack_predictor', registry);
+        EXECUTE format('GRANT SELECT ON %s, ml_stack.deployed_models, ml_stack.transformers, ml_stack.training_jobs, '
+                       'ml_stack.vector_job_definitions, ml_stack.vector_jobs TO ml_stack_predictor', registry);
     END IF;
     IF to_regrole('ml_stack_trainer') IS NOT NULL THEN
         -- train (it reads the training relation with the trainer's own rights), deploy, schedule

@@ -25,6 +25,9 @@ DATA = "22"          # data exception: invalid_parameter_value, null_value_not_a
 UNDEFINED = "42"     # undefined_table / undefined_column / undefined_object, datatype_mismatch
 UNSUPPORTED = "0A"   # feature_not_supported
 PREREQ = "55"        # object_not_in_prerequisite_state
+# serving errors PostgREST answers by status (0.4.0): PT404 unknown project or model, PT503 nothing deployed
+NOT_FOUND = "PT404"
+UNAVAILABLE = "PT503"
 NO_DATA = "P0"       # no_data_found
 
 DIABETES_FEATURES = 10
@@ -253,17 +256,17 @@ def features(n, null_at=None):
 
 PREDICT_CASES = [
     ("predict, unknown project", f"SELECT ml_stack.predict('ghost', {features(4)})",
-     UNDEFINED, r'project "ghost" does not exist', None),
+     NOT_FOUND, r'project "ghost" does not exist', None),
     ("predict_proba, unknown project", f"SELECT ml_stack.predict_proba('ghost', {features(4)})",
-     UNDEFINED, r'project "ghost" does not exist', None),
+     NOT_FOUND, r'project "ghost" does not exist', None),
     ("predict, nothing deployed", f"SELECT ml_stack.predict('parked', {features(DIABETES_FEATURES)})",
-     PREREQ, r'"parked" has no deployed model', r"deploy"),
+     UNAVAILABLE, r'"parked" has no deployed model', r"deploy"),
     ("predict_proba, nothing deployed", f"SELECT ml_stack.predict_proba('parked', {features(DIABETES_FEATURES)})",
-     PREREQ, r'"parked" has no deployed model', r"deploy"),
+     UNAVAILABLE, r'"parked" has no deployed model', r"deploy"),
     ("predict, unknown model id", f"SELECT ml_stack.predict(999999, {features(4)})",
-     UNDEFINED, r"model 999999 does not exist", None),
+     NOT_FOUND, r"model 999999 does not exist", None),
     ("predict_proba, unknown model id", f"SELECT ml_stack.predict_proba(999999, {features(4)})",
-     UNDEFINED, r"model 999999 does not exist", None),
+     NOT_FOUND, r"model 999999 does not exist", None),
     ("too few features", f"SELECT ml_stack.predict('diab', {features(DIABETES_FEATURES - 1)})",
      DATA, r"takes 10 features, got 9", r"order"),
     ("too many features", f"SELECT ml_stack.predict('diab', {features(DIABETES_FEATURES + 1)})",

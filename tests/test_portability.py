@@ -139,8 +139,9 @@ def test_import_without_deploy(conn, target):
     first = _import(target, "bc", document, deploy=False)
     assert target.execute("SELECT count(*) FROM ml_stack.deployed_models").fetchone()[0] == 0
     assert target.execute("SELECT count(*) FROM ml_stack.deployments").fetchone()[0] == 0
-    with pytest.raises(errors.ObjectNotInPrerequisiteState, match="no deployed model"):
+    with pytest.raises(errors.Error, match="no deployed model") as info:
         target.execute("SELECT ml_stack.predict('bc', %s::float8[])", (X[0].tolist(),))
+    assert info.value.diag.sqlstate == "PT503"   # PostgREST: 503
     assert _predictions(target, first, X, True) == _predictions(conn, model_id, X, True)
 
     # A project that serves a model: importing another without deploying leaves it serving the first.
@@ -191,9 +192,10 @@ def test_project_name_is_data_not_sql(conn, target):
     name = """Project 'quoted' "and" mixed; -- case"""
     _import(target, name, _export(conn, model_id))
     assert _predictions(target, name, X, False) == _predictions(conn, model_id, X, False)
-    with pytest.raises(errors.UndefinedObject):
+    with pytest.raises(errors.Error, match="does not exist") as info:
         target.execute("SELECT ml_stack.predict('project ''quoted'' \"and\" mixed; -- case', %s::float8[])",
                        (X[0].tolist(),))
+    assert info.value.diag.sqlstate == "PT404"
 
 
 def test_export_of_unknown_model(conn):

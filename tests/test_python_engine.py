@@ -160,11 +160,11 @@ def test_install_creates_the_engine_with_pinned_functions_and_comments(pconn):
 
 
 def test_the_package_loads_once_per_backend_and_again_when_its_sources_change(pconn):
-    assert pconn.execute("SELECT ml_stack._python_import()").fetchone()[0] == "ml_stack_python 0.3.0 (imported)"
-    assert pconn.execute("SELECT ml_stack._python_import()").fetchone()[0] == "ml_stack_python 0.3.0 (loaded)"
+    assert pconn.execute("SELECT ml_stack._python_import()").fetchone()[0] == "ml_stack_python 0.4.0 (imported)"
+    assert pconn.execute("SELECT ml_stack._python_import()").fetchone()[0] == "ml_stack_python 0.4.0 (loaded)"
     # the loaded package no longer matches the installed sources (as after an update in another session)
     pconn.execute("DO LANGUAGE plpython3u $$ import sys; sys.modules['ml_stack_python'].__ml_stack_digest__ = 'old' $$")
-    assert pconn.execute("SELECT ml_stack._python_import()").fetchone()[0] == "ml_stack_python 0.3.0 (reloaded)"
+    assert pconn.execute("SELECT ml_stack._python_import()").fetchone()[0] == "ml_stack_python 0.4.0 (reloaded)"
     # a module imports its siblings through the package, as from files
     assert pconn.execute(
         "DO LANGUAGE plpython3u $$\nimport ml_stack_python.engine as e, ml_stack_python.data as d\n"

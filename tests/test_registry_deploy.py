@@ -166,8 +166,9 @@ def test_automatic_deploy_false_never_deploys(db):
     first = train(db, "p", "regression", "diabetes", "target", automatic_deploy=False)
     assert not first["deployed"] and deployed(db, "p") is None
     assert deployments(db, "p") == []
-    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+    with pytest.raises(psycopg.Error, match="no deployed model") as info:
         predict(db, "p")
+    assert info.value.diag.sqlstate == "PT503"
 
     # nor a better model over a deployed one
     weak = train(db, "q", "regression", "diabetes", "target", algorithm="ridge", hyperparams={"alpha": 1e6})
@@ -437,7 +438,7 @@ def _functions(conn):
 
 
 def _is_serving(proname):
-    return proname in SERVING or (proname.startswith("_model_") and proname.endswith(("_predict", "_proba")))
+    return proname in SERVING or (proname.startswith(("_model_", "_project_")) and proname.endswith(("_predict", "_proba")))
 
 
 def test_public_objects_have_comments(trained):
@@ -487,7 +488,8 @@ def test_serving_functions_stay_inlinable(trained):
     names = {f["proname"] for f in serving}
     assert SERVING <= names
     compiled = names - SERVING
-    assert len(compiled) == 4, compiled  # _model_<id>_predict and _proba of both models
+    # _model_<id>_predict and _proba of both models, the typed _project_<id>_predict and _proba of both projects
+    assert len(compiled) == 8, compiled
     bad = [(f["signature"], f["lanname"], f["proconfig"], f["proisstrict"], f["prosecdef"]) for f in serving
            if f["lanname"] != "sql" or f["proconfig"] or f["proisstrict"] or f["prosecdef"]]
     assert bad == []

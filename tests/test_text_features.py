@@ -326,7 +326,7 @@ def test_bad_text_and_array_input(conn, packages, relation, algorithm, preproces
      "vocabulary is empty", "min_df"),
     ("SELECT ml_stack.predict_row('keep', '[1, 2]')", "22023", "JSON object", "to_jsonb"),
     ("SELECT ml_stack.predict_row('keep', '{\"installed_size\": \"big\"}')", "22P02", "needs a number", "numeric"),
-    ("SELECT ml_stack.predict_row('nope', '{}')", "42704", 'project "nope" does not exist', "train"),
+    ("SELECT ml_stack.predict_row('nope', '{}')", "PT404", 'project "nope" does not exist', "train"),
 ])
 def test_bad_transformer_and_row_input(conn, packages, query, sqlstate, message, hint):
     train(conn, "keep", "classification", "docs", "label", algorithm="naive_bayes",

@@ -10,7 +10,7 @@ DECLARE
 BEGIN
     IF v IS NULL OR pg_catalog.string_to_array(pg_catalog.regexp_replace(v, '[^0-9.].*$', ''), '.')::integer[]
                     < ARRAY[0, 3, 0] THEN
-        RAISE EXCEPTION 'ml_stack_python 0.3.0 needs ml_stack 0.3.0 or later (ml_stack.embed calls its embeddings); ml_stack % is installed', v
+        RAISE EXCEPTION 'ml_stack_python needs ml_stack 0.3.0 or later (ml_stack.embed calls its embeddings); ml_stack % is installed', v
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'ALTER EXTENSION ml_stack UPDATE; then CREATE EXTENSION ml_stack_python (or, for an update, ALTER EXTENSION ml_stack_python UPDATE).';
     END IF;

@@ -19,3 +19,14 @@ COMMENT ON FUNCTION ml_stack._python_fit(text, text, jsonb, jsonb) IS
     'ml_stack_python internal: fit an XGBoost or scikit-learn estimator on the split in pg_temp._ml_stack_rows; writes the test rows'' predictions to pg_temp._ml_stack_predictions and returns {"artifact", "hyperparams", "search"}.';
 -- Internal to train(): it runs the SQL of its dataset argument (filters, preprocessing).
 REVOKE EXECUTE ON FUNCTION ml_stack._python_fit(text, text, jsonb, jsonb) FROM PUBLIC;
+-- 0.4.0: the trainers (ml_stack's group role) train with it. Its trust boundary: the estimator
+-- runs inside the server as its OS user on the rows the trainer can read, with JSON
+-- hyperparameters passed to the library's constructor; the pickle it returns is signed with
+-- the server's key (serving.sql), so a trainer can make models but not plant a pickle.
+DO $$
+BEGIN
+    IF to_regrole('ml_stack_trainer') IS NOT NULL THEN
+        GRANT EXECUTE ON FUNCTION ml_stack._python_fit(text, text, jsonb, jsonb) TO ml_stack_trainer;
+    END IF;
+END
+$$;
