@@ -15,6 +15,7 @@ On a throwaway server (scripts/pgserver.py), a table of N rows x P float8 featur
   (d) SELECT sum(ml_stack.predict('bench', ARRAY[x1, ..])) FROM t: the compiled PL/pgSQL trees, no Python
   (e) the library's batch predict on numpy arrays already in memory
   (f) export then predict: binary COPY out, then the library's batch predict
+  (g) SELECT sum(<the project's typed serving function>(x1, ..)) FROM t (0.4.0: deployed_models.serving_function)
 
 Before timing, the database's predictions of 2,000 rows must agree with the library's to 1e-5. Results go to
 bench/results/python_engine.json. A measurement, not a test: it exits 0 whatever the ratios.
@@ -102,6 +103,10 @@ def main() -> int:
             d = export_numpy(conn, p)
             return xgboost.XGBRegressor(**hyperparams).fit(d[mask, :p], d[mask, p])
 
+        def serving():
+            return conn.execute("SELECT serving_function::oid::regproc::text FROM ml_stack.deployed_models "
+                                "WHERE project_name = 'bench'").fetchone()[0]
+
         def export_then_predict():
             d = export_numpy(conn, p)
             return float(reference.predict(d[:, :p]).astype(np.float64).sum())
@@ -115,6 +120,8 @@ def main() -> int:
                   lambda: conn.execute(f"SELECT sum(ml_stack.predict('bench', ARRAY[{columns}])) FROM t").fetchone()),
             "e": ("library batch predict on numpy arrays in memory", lambda: float(reference.predict(X).sum())),
             "f": ("binary COPY out + library batch predict", export_then_predict),
+            "g": ("SELECT sum(<typed serving function>(x1, ..)) over every row (compiled SQL trees)",
+                  lambda: conn.execute(f"SELECT sum({serving()}({columns})) FROM t").fetchone()),
         }
         times = {k: [] for k in cases}
         for rep in range(args.reps):
@@ -127,7 +134,9 @@ def main() -> int:
     ratios = {"train_in_database_over_bare_library": med["a"] / med["c"],
               "train_in_database_over_export_then_train": med["a"] / med["b"],
               "compiled_predict_over_library_predict": med["d"] / med["e"],
-              "compiled_predict_over_export_then_predict": med["d"] / med["f"]}
+              "compiled_predict_over_export_then_predict": med["d"] / med["f"],
+              "typed_serving_over_library_predict": med["g"] / med["e"],
+              "typed_serving_over_compiled_predict": med["g"] / med["d"]}
     report = {
         "benchmark": "python_engine", "rows": args.rows, "features": p, "reps": args.reps,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -6041,6 +6041,12 @@ BEGIN
     PERFORM ml_stack._release_from_extension(fn);
     EXECUTE format('COMMENT ON FUNCTION %s IS %L', fn, description);
     EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
+    -- roles granted before (an expose with other roles) that are not API roles of it now
+    FOR r IN SELECT a.grantee::regrole::text FROM pg_catalog.pg_proc AS p, aclexplode(p.proacl) AS a
+             WHERE p.oid = fn AND a.grantee <> 0 AND a.grantee <> p.proowner
+               AND a.grantee::regrole::text <> ALL (SELECT quote_ident(g) FROM unnest(grant_to) AS g) LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', fn, r);
+    END LOOP;
     FOREACH r IN ARRAY grant_to LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', fn, r);
     END LOOP;

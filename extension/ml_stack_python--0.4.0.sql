@@ -93,7 +93,7 @@ Modules, one concern each:
     vector_search  semantic search over a numpy matrix of a vector job's vectors, cached per backend
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 $ml_stack_py$
 WHEN 'ml_stack_python.data' THEN $ml_stack_py$"""Moving the split between PostgreSQL and numpy, in bulk.
 

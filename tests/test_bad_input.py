@@ -50,13 +50,14 @@ def assert_canary_alive(conn):
 
 
 def assert_rejected(conn, query, sqlstate_class, message, hint=None):
-    """Run ``query``, expect an error of ``sqlstate_class`` whose message matches ``message`` (regex, case-
-    insensitive) and that has a HINT (matching ``hint`` if given); nothing in the registry or catalog changes."""
+    """Run ``query``, expect an error of ``sqlstate_class`` (a class, or a whole SQLSTATE) whose message matches
+    ``message`` (regex, case-insensitive) and that has a HINT (matching ``hint`` if given); nothing in the registry
+    or catalog changes."""
     registry, catalog = registry_rows(conn), catalog_state(conn)
     with pytest.raises(psycopg.Error) as info:
         conn.execute(query)
     diag = info.value.diag
-    assert diag.sqlstate is not None and diag.sqlstate[:2] == sqlstate_class, (diag.sqlstate, diag.message_primary)
+    assert diag.sqlstate is not None and diag.sqlstate.startswith(sqlstate_class), (diag.sqlstate, diag.message_primary)
     assert re.search(message, diag.message_primary, re.I), diag.message_primary
     assert diag.message_hint, f"no HINT for: {diag.message_primary}"
     if hint:

@@ -10,6 +10,7 @@ compares the restored database with the source one exactly, right after the rest
 """
 
 import subprocess
+import uuid
 from typing import NamedTuple
 
 import psycopg
@@ -215,3 +216,42 @@ def test_text_models_and_vectorizers_survive_a_restore(pg_server, new_db, tmp_pa
         terms = "SELECT vectorizer_id, term, idx, df, idf FROM ml_stack.vectorizer_terms ORDER BY 1, 2"
         assert restored.execute(terms).fetchall() == conn.execute(terms).fetchall()
     assert after == before
+
+
+@pytest.mark.parametrize("method", ["exit_on_error", "plain"])
+def test_exposed_endpoints_and_their_grants_survive_a_restore(pg_server, new_db, tmp_path, conn, method):
+    """0.4.0: the API schema, its endpoints, their grants (the roles exist before the restore: roles belong to the
+    cluster) and the typed serving functions come back, answer the same, and follow a deployment made after."""
+    anon = f"web_anon_{uuid.uuid4().hex[:8]}"
+    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(anon)))
+    try:
+        train_every_kind(conn)
+        for project in ("diabetes", "iris"):
+            conn.execute("SELECT ml_stack.expose(%s, 'api', %s)", (project, [anon]))
+        as_anon = sql.SQL("SET ROLE {}").format(sql.Identifier(anon))
+        grants = ("SELECT p.oid::regprocedure::text, p.proacl::text[], p.prosrc FROM pg_proc AS p "
+                  "WHERE p.pronamespace IN ('api'::regnamespace, 'ml_stack'::regnamespace) AND p.proname ~ "
+                  "'^(predict|classify|_project_)' ORDER BY 1")
+
+        def state(c):
+            c.execute(as_anon)
+            answers = c.execute("SELECT api.predict_diabetes(0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1), "
+                                "api.classify_iris(5.1, 3.5, 1.4, 0.2)").fetchone()
+            c.execute("RESET ROLE")
+            return answers, c.execute(grants).fetchall(), c.execute("SELECT * FROM ml_stack.endpoints ORDER BY 1").fetchall()
+
+        before = state(conn)
+        with pg_server.connect(_restore(pg_server, new_db, tmp_path, conn, method)) as restored:
+            assert state(restored) == before
+            ridge = restored.execute("SELECT id FROM ml_stack.models WHERE algorithm = 'ridge'").fetchone()[0]
+            ols = restored.execute("SELECT id FROM ml_stack.models WHERE algorithm = 'linear' AND task = 'regression'"
+                                   ).fetchone()[0]
+            restored.execute("SELECT * FROM ml_stack.deploy(%s::bigint)", (ols,))
+            assert ridge != ols
+            after = state(restored)[0][0]
+            assert after == restored.execute(f"SELECT ml_stack.predict({ols}::bigint, ARRAY[0.01, 0.02, 0.03, 0.04, "
+                                             "0.05, 0.06, 0.07, 0.08, 0.09, 0.1])").fetchone()[0] != before[0][0]
+            restored.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(anon)))
+    finally:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(anon)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(anon)))

@@ -272,3 +272,14 @@ def test_group_roles(conn, pg_server, roles):
         made = a.execute("SELECT ml_stack.expose('prices', 'api', %s)", ([anon],)).fetchall()
         assert len(made) == 2
         assert a.execute("SELECT ml_stack.unexpose('prices')").fetchone()[0] is True
+
+
+def test_exposing_again_to_other_roles_revokes_the_old_ones(conn, exposed, roles):
+    newer = roles("newer_anon")
+    conn.execute("SELECT ml_stack.expose('prices', 'api', %s)", ([newer],))
+    for fn in ("api.predict_prices(float8, float8)", "api.predict_batch_prices(jsonb)"):
+        assert conn.execute("SELECT has_function_privilege(%s, %s, 'EXECUTE'), has_function_privilege(%s, %s, 'EXECUTE')",
+                            (exposed, fn, newer, fn)).fetchone() == (False, True)
+    # the other project's endpoints keep their role
+    assert conn.execute("SELECT has_function_privilege(%s, 'api.predict_flowers(float8, float8, boolean)', 'EXECUTE')",
+                        (exposed,)).fetchone()[0]

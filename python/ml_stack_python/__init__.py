@@ -21,4 +21,4 @@ Modules, one concern each:
     vector_search  semantic search over a numpy matrix of a vector job's vectors, cached per backend
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
