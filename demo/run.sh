@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The ml_stack walkthrough on scikit-learn's diabetes and breast cancer datasets, then the seed workflow on
-# the Debian archive's package descriptions (`make demo`).
+# the Debian archive's package descriptions, shared over HTTP at the end (`make demo`).
 #
 # Needs what `make setup` and `make install` give: PostgreSQL 15, ml_stack installed into it, and .venv.
 # Starts a throwaway server in a temporary directory (Unix socket only; as the `postgres` OS user when run
@@ -51,5 +51,8 @@ echo
 # the seed workflow: Debian's package descriptions -> vectors -> classifiers -> predictions from raw text; search
 "$PY" demo/load_packages.py | sed 's/^/demo: /'
 "$psql" -X -q -v ON_ERROR_STOP=1 -v venv="$(pwd -P)/.venv" -f demo/text.sql
+echo
+echo "== 19. Share the classifier over HTTP (PostgREST): POST /rpc/classify_sections {\"description\": ...}"
+"$PY" demo/serve_over_http.py
 echo
 echo "demo: done"

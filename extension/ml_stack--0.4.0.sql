@@ -3418,6 +3418,10 @@ $$;
 -- A model artifact turned into SQL expressions: the compiled predictors and the
 -- test-split metrics are built from the same text, so what is scored is what is served.
 -- `accessor` is a format() string naming raw feature j, e.g. 'features[%s]' or 'x%s'.
+-- Operators and types are written schema-qualified (OPERATOR(pg_catalog.+), pg_catalog.float8):
+-- an inlined serving function is parsed with the caller's search_path, and one that puts
+-- another schema before pg_catalog (search_path = public, pg_catalog) would otherwise bind an
+-- operator of that schema. OPERATOR() has the precedence of any operator, hence the parentheses.
 
 -- Probabilities of the two classes from a logistic score; the clamp keeps exp() finite.
 CREATE OR REPLACE FUNCTION ml_stack._binary_proba(score float8)
@@ -3500,15 +3504,15 @@ DECLARE
     expr text;
 BEGIN
     FOR wk IN SELECT value FROM jsonb_array_elements(artifact -> 'coefficients') LOOP
-        expr := format('%s::float8', (artifact -> 'intercepts' ->> k)::float8);
+        expr := format('%s::pg_catalog.float8', (artifact -> 'intercepts' ->> k)::float8);
         FOR j IN 1 .. jsonb_array_length(wk) LOOP
             iv := (artifact -> 'impute' ->> (j - 1))::float8;
             term := format(accessor, j);
             IF iv IS NOT NULL THEN
-                term := format('coalesce(%s, %s::float8)', term, iv);
+                term := format('coalesce(%s, %s::pg_catalog.float8)', term, iv);
             END IF;
             -- every number goes through float8, so nothing but a number reaches the SQL text
-            expr := expr || format(' + %s * %s::float8', term, (wk ->> (j - 1))::float8);
+            expr := expr || format(' OPERATOR(pg_catalog.+) (%s OPERATOR(pg_catalog.*) %s::pg_catalog.float8)', term, (wk ->> (j - 1))::float8);
         END LOOP;
         scores := scores || format('(%s)', expr);
         k := k + 1;
@@ -3530,7 +3534,7 @@ BEGIN
     IF jsonb_array_length(artifact -> 'coefficients' -> 0) <= ml_stack._wide_model_features() OR accessor <> 'features[%s]' THEN
         RETURN NULL;
     END IF;
-    RETURN format('ml_stack._linear_scores(features, %L::float8[], %L::float8[], %L::float8[])',
+    RETURN format('ml_stack._linear_scores(features, %L::pg_catalog.float8[], %L::pg_catalog.float8[], %L::pg_catalog.float8[])',
                   (SELECT array_agg(w::float8 ORDER BY k, j) FROM jsonb_array_elements(artifact -> 'coefficients') WITH ORDINALITY AS c(v, k),
                                                             jsonb_array_elements_text(c.v) WITH ORDINALITY AS e(w, j)),
                   (SELECT array_agg(b::float8 ORDER BY i) FROM jsonb_array_elements_text(artifact -> 'intercepts') WITH ORDINALITY AS t(b, i)),
@@ -3550,14 +3554,14 @@ DECLARE
     wide text := ml_stack._wide_scores_sql(artifact, accessor);
     scores text[] := CASE WHEN wide IS NULL THEN ml_stack._score_sql(artifact, accessor) END;
     first_score text := coalesce(scores[1], format('(%s)[1]', wide));
-    class_array text := format('%L::float8[]', classes);
+    class_array text := format('%L::pg_catalog.float8[]', classes);
 BEGIN
     CASE artifact ->> 'link'
         WHEN 'identity' THEN
             RETURN first_score;
         WHEN 'logistic' THEN
             -- class 1 when the score is > 0 (scikit-learn's rule); a NULL score indexes to NULL
-            RETURN format('(%s)[(%s > 0)::integer + 1]', class_array, first_score);
+            RETURN format('(%s)[(%s OPERATOR(pg_catalog.>) 0::pg_catalog.float8)::pg_catalog.int4 OPERATOR(pg_catalog.+) 1]', class_array, first_score);
         WHEN 'softmax' THEN
             RETURN format('(%s)[ml_stack._argmax(%s)]', class_array,
                           coalesce(wide, format('ARRAY[%s]', array_to_string(scores, ', '))));
@@ -3991,6 +3995,16 @@ $$;
 -- 0.2.0: compiled models have functions of several signatures; _create_model_function replaces _create_predictor.
 DROP FUNCTION IF EXISTS ml_stack._create_predictor(text, text, text);
 
+-- source: sql/serving/compile_0.4.0.sql
+-- 0.4.0: the dispatch functions' CASE compares with OPERATOR(pg_catalog.=): _case_dispatch takes no key.
+DO $$
+BEGIN
+    IF to_regprocedure('ml_stack._case_dispatch(text, text, text)') IS NOT NULL THEN
+        DROP FUNCTION ml_stack._case_dispatch(text, text, text);
+    END IF;
+END
+$$;
+
 -- source: sql/serving/compile.sql
 -- Compiled serving (DESIGN §2). Every model gets two functions, created at run
 -- time (so they are not extension members and pg_dump keeps them):
@@ -4023,7 +4037,7 @@ BEGIN
     END IF;
     CASE m.artifact ->> 'format'
     WHEN 'linear' THEN
-        guard := format('WHEN cardinality(features) <> %s THEN %%s', m.num_features);
+        guard := format('WHEN pg_catalog.cardinality(features) OPERATOR(pg_catalog.<>) %s THEN %%s', m.num_features);
         PERFORM ml_stack._create_model_function(format('_model_%s_predict', m.id), 'features float8[]', 'float8', 'sql',
             format('SELECT CASE %s ELSE %s END',
                    format(guard, format('ml_stack._wrong_feature_count(%s, %s, features)', m.id, m.num_features)),
@@ -4116,15 +4130,16 @@ BEGIN
 END
 $$;
 
--- Body of a dispatch function: CASE over the keys, or only the fallback when
--- there is no key yet (CASE needs at least one WHEN).
-CREATE OR REPLACE FUNCTION ml_stack._case_dispatch(key text, arms text, fallback text)
+-- Body of a dispatch function: a searched CASE whose arms compare the key with
+-- OPERATOR(pg_catalog.=) (a simple CASE would look "=" up in the caller's search_path),
+-- or only the fallback when there is no key yet (CASE needs at least one WHEN).
+CREATE OR REPLACE FUNCTION ml_stack._case_dispatch(arms text, fallback text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN arms IS NULL THEN format('SELECT %s', fallback)
-                ELSE format('SELECT CASE %s %s ELSE %s END', key, arms, fallback) END
+                ELSE format('SELECT CASE %s ELSE %s END', arms, fallback) END
 $$;
 
 -- Regenerate the dispatch functions from the registry (the models' own
@@ -4145,14 +4160,14 @@ DECLARE
     fn regprocedure;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('ml_stack._refresh_serving'));
-    SELECT string_agg(format('WHEN %L THEN ml_stack.%I(features)', d.project_name, format('_model_%s_predict', d.model_id)), ' '
+    SELECT string_agg(format('WHEN project_name OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN ml_stack.%I(features)', d.project_name, format('_model_%s_predict', d.model_id)), ' '
                       ORDER BY d.project_name),
-           string_agg(format('WHEN %L THEN ml_stack.%I(features)', d.project_name, format('_model_%s_proba', d.model_id)), ' '
+           string_agg(format('WHEN project_name OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN ml_stack.%I(features)', d.project_name, format('_model_%s_proba', d.model_id)), ' '
                       ORDER BY d.project_name)
     INTO by_project, by_project_proba
     FROM ml_stack.deployed_models AS d;
-    SELECT string_agg(format('WHEN %s THEN ml_stack.%I(features)', m.id, format('_model_%s_predict', m.id)), ' ' ORDER BY m.id),
-           string_agg(format('WHEN %s THEN ml_stack.%I(features)', m.id, format('_model_%s_proba', m.id)), ' ' ORDER BY m.id)
+    SELECT string_agg(format('WHEN model_id OPERATOR(pg_catalog.=) %s::pg_catalog.int8 THEN ml_stack.%I(features)', m.id, format('_model_%s_predict', m.id)), ' ' ORDER BY m.id),
+           string_agg(format('WHEN model_id OPERATOR(pg_catalog.=) %s::pg_catalog.int8 THEN ml_stack.%I(features)', m.id, format('_model_%s_proba', m.id)), ' ' ORDER BY m.id)
     INTO by_model, by_model_proba
     FROM ml_stack.models AS m;
     -- backends that cache a 'python'-format model drop it when a deployment changes
@@ -4166,19 +4181,19 @@ BEGIN
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION ml_stack._predict_project(project_name text, features float8[]) RETURNS float8 '
         'LANGUAGE sql STABLE PARALLEL ' || parallel || ' AS %L',
-        ml_stack._case_dispatch('project_name', by_project, 'ml_stack._no_deployed_model(project_name, features)'));
+        ml_stack._case_dispatch(by_project, 'ml_stack._no_deployed_model(project_name, features)'));
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION ml_stack._predict_proba_project(project_name text, features float8[]) RETURNS float8[] '
         'LANGUAGE sql STABLE PARALLEL ' || parallel || ' AS %L',
-        ml_stack._case_dispatch('project_name', by_project_proba, 'ARRAY[ml_stack._no_deployed_model(project_name, features)]'));
+        ml_stack._case_dispatch(by_project_proba, 'ARRAY[ml_stack._no_deployed_model(project_name, features)]'));
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION ml_stack._predict_model(model_id bigint, features float8[]) RETURNS float8 '
         'LANGUAGE sql STABLE PARALLEL ' || parallel || ' AS %L',
-        ml_stack._case_dispatch('model_id', by_model, 'ml_stack._unknown_model(model_id, features)'));
+        ml_stack._case_dispatch(by_model, 'ml_stack._unknown_model(model_id, features)'));
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION ml_stack._predict_proba_model(model_id bigint, features float8[]) RETURNS float8[] '
         'LANGUAGE sql STABLE PARALLEL ' || parallel || ' AS %L',
-        ml_stack._case_dispatch('model_id', by_model_proba, 'ARRAY[ml_stack._unknown_model(model_id, features)]'));
+        ml_stack._case_dispatch(by_model_proba, 'ARRAY[ml_stack._unknown_model(model_id, features)]'));
     FOREACH fn IN ARRAY ARRAY['ml_stack.predict(text, float8[])', 'ml_stack.predict(bigint, float8[])',
                               'ml_stack.predict_proba(text, float8[])', 'ml_stack.predict_proba(bigint, float8[])']::regprocedure[] LOOP
         IF (SELECT p.proparallel FROM pg_catalog.pg_proc AS p WHERE p.oid = fn) <> lower(left(parallel, 1)) THEN
@@ -4340,7 +4355,7 @@ AS $$
                                                   (c.value ->> 'width')::integer, c.value ->> 'name')
                           WHEN 'array' THEN format('ml_stack._array_features(%L, %s, %I)', c.value ->> 'name',
                                                    (c.value ->> 'width')::integer, c.value ->> 'name')
-                          WHEN 'boolean' THEN format('ARRAY[%I::integer::float8]', c.value ->> 'name')
+                          WHEN 'boolean' THEN format('ARRAY[%I::pg_catalog.int4::pg_catalog.float8]', c.value ->> 'name')
                           ELSE format('ARRAY[%I]', c.value ->> 'name') END,
                       ' || ' ORDER BY c.ordinality)
     FROM jsonb_array_elements(layout) WITH ORDINALITY AS c
@@ -4372,11 +4387,12 @@ BEGIN
             FOR k IN 1 .. (col ->> 'width')::integer LOOP
                 refs := refs || format('%I[%s]', col ->> 'name', k);
             END LOOP;
-            guards := guards || format('WHEN cardinality(%1$I) <> %2$s OR array_ndims(%1$I) > 1 '
+            guards := guards || format('WHEN pg_catalog.cardinality(%1$I) OPERATOR(pg_catalog.<>) %2$s '
+                                       'OR pg_catalog.array_ndims(%1$I) OPERATOR(pg_catalog.>) 1 '
                                        'THEN (ml_stack._array_features(%3$L, %2$s, %1$I))' || chr(2) || ' ',
                                        col ->> 'name', (col ->> 'width')::integer, col ->> 'name');
         WHEN 'boolean' THEN
-            refs := refs || format('%I::integer::float8', col ->> 'name');
+            refs := refs || format('%I::pg_catalog.int4::pg_catalog.float8', col ->> 'name');
         ELSE
             refs := refs || format('%I', col ->> 'name');
         END CASE;

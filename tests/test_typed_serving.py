@@ -190,3 +190,32 @@ def test_trees_and_text_through_the_serving_function(mixed):
     model = one_row(mixed, "SELECT m.artifact ->> 'format' AS format FROM ml_stack.deployed_models AS d "
                            "JOIN ml_stack.models AS m ON m.id = d.model_id WHERE d.project_name = 'trees'")
     assert model["format"] == "trees"
+
+
+def test_a_search_path_before_pg_catalog_changes_no_answer(mixed):
+    """Inlined serving is parsed with the caller's search_path: its operators, types and the dispatch's
+    comparisons are schema-qualified, so operators planted in public change nothing even for a caller whose
+    search_path puts public before pg_catalog. (Compiled trees: not yet, see the README's limitations.)"""
+    train(mixed, "num", "regression", "mixed_num", "y", preprocess={"size": {"impute": "mean"}})
+    mixed.execute("CREATE VIEW two AS SELECT size, rate, (c = 1)::integer AS c FROM mixed")
+    train(mixed, "bin", "classification", "two", "c", preprocess={"size": {"impute": "mean"}})
+    fn = name_of(serving(mixed, "num")[0])
+    queries = [f"SELECT sum({fn}(size, rate, flag, emb)) FROM mixed_num",
+               "SELECT sum(ml_stack.predict('num', ARRAY[size, rate, flag::integer, emb[1], emb[2], emb[3]])) FROM mixed_num",
+               "SELECT sum(ml_stack.predict('bin', ARRAY[size, rate])), sum((ml_stack.predict_proba('bin', ARRAY[size, rate]))[2]) "
+               "FROM two"]
+    expected = [mixed.execute(q).fetchone() for q in queries]
+    mixed.execute("""
+        CREATE FUNCTION public.zero(float8, float8) RETURNS float8 LANGUAGE sql AS 'SELECT 0::float8';
+        CREATE FUNCTION public.never(text, text) RETURNS boolean LANGUAGE sql AS 'SELECT false';
+        CREATE FUNCTION public.always(float8, float8) RETURNS boolean LANGUAGE sql AS 'SELECT true';
+        CREATE OPERATOR public.+ (LEFTARG = float8, RIGHTARG = float8, FUNCTION = public.zero);
+        CREATE OPERATOR public.* (LEFTARG = float8, RIGHTARG = float8, FUNCTION = public.zero);
+        CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.never);
+        CREATE OPERATOR public.> (LEFTARG = float8, RIGHTARG = float8, FUNCTION = public.always);
+    """)
+    mixed.execute("SET search_path = public, pg_catalog")
+    try:
+        assert [mixed.execute(q).fetchone() for q in queries] == expected
+    finally:
+        mixed.execute("RESET search_path")

@@ -29,7 +29,7 @@ BEGIN
     END IF;
     CASE m.artifact ->> 'format'
     WHEN 'linear' THEN
-        guard := format('WHEN cardinality(features) <> %s THEN %%s', m.num_features);
+        guard := format('WHEN pg_catalog.cardinality(features) OPERATOR(pg_catalog.<>) %s THEN %%s', m.num_features);
         PERFORM ml_stack._create_model_function(format('_model_%s_predict', m.id), 'features float8[]', 'float8', 'sql',
             format('SELECT CASE %s ELSE %s END',
                    format(guard, format('ml_stack._wrong_feature_count(%s, %s, features)', m.id, m.num_features)),
@@ -122,15 +122,16 @@ BEGIN
 END
 $$;
 
--- Body of a dispatch function: CASE over the keys, or only the fallback when
--- there is no key yet (CASE needs at least one WHEN).
-CREATE OR REPLACE FUNCTION ml_stack._case_dispatch(key text, arms text, fallback text)
+-- Body of a dispatch function: a searched CASE whose arms compare the key with
+-- OPERATOR(pg_catalog.=) (a simple CASE would look "=" up in the caller's search_path),
+-- or only the fallback when there is no key yet (CASE needs at least one WHEN).
+CREATE OR REPLACE FUNCTION ml_stack._case_dispatch(arms text, fallback text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN arms IS NULL THEN format('SELECT %s', fallback)
-                ELSE format('SELECT CASE %s %s ELSE %s END', key, arms, fallback) END
+                ELSE format('SELECT CASE %s ELSE %s END', arms, fallback) END
 $$;
 
 -- Regenerate the dispatch functions from the registry (the models' own
@@ -151,14 +152,14 @@ DECLARE
     fn regprocedure;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('ml_stack._refresh_serving'));
-    SELECT string_agg(format('WHEN %L THEN ml_stack.%I(features)', d.project_name, format('_model_%s_predict', d.model_id)), ' '
+    SELECT string_agg(format('WHEN project_name OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN ml_stack.%I(features)', d.project_name, format('_model_%s_predict', d.model_id)), ' '
                       ORDER BY d.project_name),
-           string_agg(format('WHEN %L THEN ml_stack.%I(features)', d.project_name, format('_model_%s_proba', d.model_id)), ' '
+           string_agg(format('WHEN project_name OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN ml_stack.%I(features)', d.project_name, format('_model_%s_proba', d.model_id)), ' '
                       ORDER BY d.project_name)
     INTO by_project, by_project_proba
     FROM ml_stack.deployed_models AS d;
-    SELECT string_agg(format('WHEN %s THEN ml_stack.%I(features)', m.id, format('_model_%s_predict', m.id)), ' ' ORDER BY m.id),
-           string_agg(format('WHEN %s THEN ml_stack.%I(features)', m.id, format('_model_%s_proba', m.id)), ' ' ORDER BY m.id)
+    SELECT string_agg(format('WHEN model_id OPERATOR(pg_catalog.=) %s::pg_catalog.int8 THEN ml_stack.%I(features)', m.id, format('_model_%s_predict', m.id)), ' ' ORDER BY m.id),
+           string_agg(format('WHEN model_id OPERATOR(pg_catalog.=) %s::pg_catalog.int8 THEN ml_stack.%I(features)', m.id, format('_model_%s_proba', m.id)), ' ' ORDER BY m.id)
     INTO by_model, by_model_proba
     FROM ml_stack.models AS m;
     -- backends that cache a 'python'-format model drop it when a deployment changes
@@ -172,19 +173,19 @@ BEGIN
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION ml_stack._predict_project(project_name text, features float8[]) RETURNS float8 '
         'LANGUAGE sql STABLE PARALLEL ' || parallel || ' AS %L',
-        ml_stack._case_dispatch('project_name', by_project, 'ml_stack._no_deployed_model(project_name, features)'));
+        ml_stack._case_dispatch(by_project, 'ml_stack._no_deployed_model(project_name, features)'));
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION ml_stack._predict_proba_project(project_name text, features float8[]) RETURNS float8[] '
         'LANGUAGE sql STABLE PARALLEL ' || parallel || ' AS %L',
-        ml_stack._case_dispatch('project_name', by_project_proba, 'ARRAY[ml_stack._no_deployed_model(project_name, features)]'));
+        ml_stack._case_dispatch(by_project_proba, 'ARRAY[ml_stack._no_deployed_model(project_name, features)]'));
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION ml_stack._predict_model(model_id bigint, features float8[]) RETURNS float8 '
         'LANGUAGE sql STABLE PARALLEL ' || parallel || ' AS %L',
-        ml_stack._case_dispatch('model_id', by_model, 'ml_stack._unknown_model(model_id, features)'));
+        ml_stack._case_dispatch(by_model, 'ml_stack._unknown_model(model_id, features)'));
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION ml_stack._predict_proba_model(model_id bigint, features float8[]) RETURNS float8[] '
         'LANGUAGE sql STABLE PARALLEL ' || parallel || ' AS %L',
-        ml_stack._case_dispatch('model_id', by_model_proba, 'ARRAY[ml_stack._unknown_model(model_id, features)]'));
+        ml_stack._case_dispatch(by_model_proba, 'ARRAY[ml_stack._unknown_model(model_id, features)]'));
     FOREACH fn IN ARRAY ARRAY['ml_stack.predict(text, float8[])', 'ml_stack.predict(bigint, float8[])',
                               'ml_stack.predict_proba(text, float8[])', 'ml_stack.predict_proba(bigint, float8[])']::regprocedure[] LOOP
         IF (SELECT p.proparallel FROM pg_catalog.pg_proc AS p WHERE p.oid = fn) <> lower(left(parallel, 1)) THEN

@@ -1,6 +1,10 @@
 -- A model artifact turned into SQL expressions: the compiled predictors and the
 -- test-split metrics are built from the same text, so what is scored is what is served.
 -- `accessor` is a format() string naming raw feature j, e.g. 'features[%s]' or 'x%s'.
+-- Operators and types are written schema-qualified (OPERATOR(pg_catalog.+), pg_catalog.float8):
+-- an inlined serving function is parsed with the caller's search_path, and one that puts
+-- another schema before pg_catalog (search_path = public, pg_catalog) would otherwise bind an
+-- operator of that schema. OPERATOR() has the precedence of any operator, hence the parentheses.
 
 -- Probabilities of the two classes from a logistic score; the clamp keeps exp() finite.
 CREATE OR REPLACE FUNCTION ml_stack._binary_proba(score float8)
@@ -83,15 +87,15 @@ DECLARE
     expr text;
 BEGIN
     FOR wk IN SELECT value FROM jsonb_array_elements(artifact -> 'coefficients') LOOP
-        expr := format('%s::float8', (artifact -> 'intercepts' ->> k)::float8);
+        expr := format('%s::pg_catalog.float8', (artifact -> 'intercepts' ->> k)::float8);
         FOR j IN 1 .. jsonb_array_length(wk) LOOP
             iv := (artifact -> 'impute' ->> (j - 1))::float8;
             term := format(accessor, j);
             IF iv IS NOT NULL THEN
-                term := format('coalesce(%s, %s::float8)', term, iv);
+                term := format('coalesce(%s, %s::pg_catalog.float8)', term, iv);
             END IF;
             -- every number goes through float8, so nothing but a number reaches the SQL text
-            expr := expr || format(' + %s * %s::float8', term, (wk ->> (j - 1))::float8);
+            expr := expr || format(' OPERATOR(pg_catalog.+) (%s OPERATOR(pg_catalog.*) %s::pg_catalog.float8)', term, (wk ->> (j - 1))::float8);
         END LOOP;
         scores := scores || format('(%s)', expr);
         k := k + 1;
@@ -113,7 +117,7 @@ BEGIN
     IF jsonb_array_length(artifact -> 'coefficients' -> 0) <= ml_stack._wide_model_features() OR accessor <> 'features[%s]' THEN
         RETURN NULL;
     END IF;
-    RETURN format('ml_stack._linear_scores(features, %L::float8[], %L::float8[], %L::float8[])',
+    RETURN format('ml_stack._linear_scores(features, %L::pg_catalog.float8[], %L::pg_catalog.float8[], %L::pg_catalog.float8[])',
                   (SELECT array_agg(w::float8 ORDER BY k, j) FROM jsonb_array_elements(artifact -> 'coefficients') WITH ORDINALITY AS c(v, k),
                                                             jsonb_array_elements_text(c.v) WITH ORDINALITY AS e(w, j)),
                   (SELECT array_agg(b::float8 ORDER BY i) FROM jsonb_array_elements_text(artifact -> 'intercepts') WITH ORDINALITY AS t(b, i)),
@@ -133,14 +137,14 @@ DECLARE
     wide text := ml_stack._wide_scores_sql(artifact, accessor);
     scores text[] := CASE WHEN wide IS NULL THEN ml_stack._score_sql(artifact, accessor) END;
     first_score text := coalesce(scores[1], format('(%s)[1]', wide));
-    class_array text := format('%L::float8[]', classes);
+    class_array text := format('%L::pg_catalog.float8[]', classes);
 BEGIN
     CASE artifact ->> 'link'
         WHEN 'identity' THEN
             RETURN first_score;
         WHEN 'logistic' THEN
             -- class 1 when the score is > 0 (scikit-learn's rule); a NULL score indexes to NULL
-            RETURN format('(%s)[(%s > 0)::integer + 1]', class_array, first_score);
+            RETURN format('(%s)[(%s OPERATOR(pg_catalog.>) 0::pg_catalog.float8)::pg_catalog.int4 OPERATOR(pg_catalog.+) 1]', class_array, first_score);
         WHEN 'softmax' THEN
             RETURN format('(%s)[ml_stack._argmax(%s)]', class_array,
                           coalesce(wide, format('ARRAY[%s]', array_to_string(scores, ', '))));

@@ -96,7 +96,7 @@ AS $$
                                                   (c.value ->> 'width')::integer, c.value ->> 'name')
                           WHEN 'array' THEN format('ml_stack._array_features(%L, %s, %I)', c.value ->> 'name',
                                                    (c.value ->> 'width')::integer, c.value ->> 'name')
-                          WHEN 'boolean' THEN format('ARRAY[%I::integer::float8]', c.value ->> 'name')
+                          WHEN 'boolean' THEN format('ARRAY[%I::pg_catalog.int4::pg_catalog.float8]', c.value ->> 'name')
                           ELSE format('ARRAY[%I]', c.value ->> 'name') END,
                       ' || ' ORDER BY c.ordinality)
     FROM jsonb_array_elements(layout) WITH ORDINALITY AS c
@@ -128,11 +128,12 @@ BEGIN
             FOR k IN 1 .. (col ->> 'width')::integer LOOP
                 refs := refs || format('%I[%s]', col ->> 'name', k);
             END LOOP;
-            guards := guards || format('WHEN cardinality(%1$I) <> %2$s OR array_ndims(%1$I) > 1 '
+            guards := guards || format('WHEN pg_catalog.cardinality(%1$I) OPERATOR(pg_catalog.<>) %2$s '
+                                       'OR pg_catalog.array_ndims(%1$I) OPERATOR(pg_catalog.>) 1 '
                                        'THEN (ml_stack._array_features(%3$L, %2$s, %1$I))' || chr(2) || ' ',
                                        col ->> 'name', (col ->> 'width')::integer, col ->> 'name');
         WHEN 'boolean' THEN
-            refs := refs || format('%I::integer::float8', col ->> 'name');
+            refs := refs || format('%I::pg_catalog.int4::pg_catalog.float8', col ->> 'name');
         ELSE
             refs := refs || format('%I', col ->> 'name');
         END CASE;
