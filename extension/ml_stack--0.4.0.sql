@@ -5965,6 +5965,20 @@ AS $$
     END
 $$;
 
+-- The rows of a batch endpoint must be a JSON array (of objects: jsonb_to_recordset says so).
+CREATE OR REPLACE FUNCTION ml_stack._check_batch_rows(rows jsonb)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jsonb_typeof(rows) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'rows must be a JSON array of objects (one per row, feature columns by name)'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. {"rows": [{"a": 1}, {"a": 2}]}';
+    END IF;
+END
+$$;
+
 -- The names of a project's endpoints (NULL for those its task has not).
 CREATE OR REPLACE FUNCTION ml_stack._endpoint_names(project_name text, task text,
     OUT predict text, OUT predict_proba text, OUT classify text, OUT predict_batch text)
@@ -6131,10 +6145,7 @@ BEGIN
             'TABLE("row" integer, label double precision, probabilities jsonb)',
             format($b$#variable_conflict use_column
 BEGIN
-    IF jsonb_typeof(rows) IS DISTINCT FROM 'array' THEN
-        RAISE EXCEPTION 'rows must be a JSON array of objects (one per row, feature columns by name)'
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. {"rows": [{"a": 1}, {"a": 2}]}';
-    END IF;
+    PERFORM ml_stack._check_batch_rows(rows);
     RETURN QUERY SELECT s.n::integer, (s.l ->> 'label')::float8, s.l -> 'probabilities'
     FROM (SELECT r.ml_stack_row_number AS n, ml_stack._labelled(%s, %s(%s)) AS l
           FROM ROWS FROM (jsonb_to_recordset(rows) AS (%s)) WITH ORDINALITY AS r(%s, ml_stack_row_number)) AS s
@@ -6150,10 +6161,7 @@ END$b$, classes, d.serving_proba_function::oid::regproc, record_names, record_co
             'TABLE("row" integer, prediction double precision)',
             format($b$#variable_conflict use_column
 BEGIN
-    IF jsonb_typeof(rows) IS DISTINCT FROM 'array' THEN
-        RAISE EXCEPTION 'rows must be a JSON array of objects (one per row, feature columns by name)'
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. {"rows": [{"a": 1}, {"a": 2}]}';
-    END IF;
+    PERFORM ml_stack._check_batch_rows(rows);
     RETURN QUERY SELECT r.ml_stack_row_number::integer, %s(%s)
     FROM ROWS FROM (jsonb_to_recordset(rows) AS (%s)) WITH ORDINALITY AS r(%s, ml_stack_row_number)
     ORDER BY r.ml_stack_row_number;
