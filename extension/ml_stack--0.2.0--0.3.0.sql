@@ -875,19 +875,19 @@ $$;
 COMMENT ON FUNCTION ml_stack._sparse_logistic_wanted(jsonb) IS
     'ml_stack internal: whether logistic regression on the dataset goes to the sparse solver (text blocks, or too wide for Newton).';
 
--- The solver's work, in units measured here (bench/sparse_logistic.py, 15.5k descriptions): each of its
--- 40-80 iterations costs the passes over the stored values (k score vectors each) and the L-BFGS vector work in
--- PL/pgSQL (~200 operations per parameter). Binary over 1024-dim hashing: 0.84M units, 3.2 s; 6 classes over
--- hashing: 5M units, 16 s; tfidf (54k parameters, 6 classes): 14M units, 54 s. Above 6M units (about 20 s)
+-- The solver's work, in units measured here (bench/sparse_logistic.py, 15.5k descriptions): each of ~200
+-- iterations costs the passes over the stored values (k score vectors each) and the L-BFGS vector work in
+-- PL/pgSQL (~200 operations per parameter). Binary over 1024-dim hashing: 0.84M units, 7.8 s; 6 classes over
+-- hashing: 5M units, 80 s; tfidf (53k parameters, 6 classes): 14M units, 300 s. Above 2M units (about 20-30 s)
 -- train hands the problem to the python engine when it can, or refuses.
 CREATE OR REPLACE FUNCTION ml_stack._sparse_logistic_too_large(dataset jsonb)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN k * values_est + 200 * params > 6000000 THEN
+    SELECT CASE WHEN k * values_est + 200 * params > 2000000 THEN
         format('logistic regression on %s training rows x %s features with %s classes (about %s units of work; '
-               'the sql engine trains up to 6 million, about 20 seconds: e.g. six classes of 15,000 short texts '
+               'the sql engine trains up to 2 million, about half a minute: e.g. two classes of 15,000 short texts '
                'hashed to 1024 dimensions)', train_rows, num_features, classes, k * values_est + 200 * params)
     END
     FROM (SELECT (dataset ->> 'train_rows')::bigint AS train_rows,
@@ -973,18 +973,14 @@ BEGIN
         (SELECT count(*) FROM pg_temp._ml_stack_lr_x AS x WHERE x.v <> 0 AND x.j < q),
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 2);
 
-    -- implicit scaling: centred by the mean m_j, divided by s_j = sqrt(variance + 4 / (n C)). With
-    -- s_j the standard deviation alone, a rare term (variance ~ 1/n) would get a penalty curvature
-    -- 1 / (C s_j^2) hundreds of times the data's (~ n / 4) and L-BFGS would crawl (hundreds of
-    -- iterations); this s_j makes the diagonal of the Hessian at the start ~ n / 4 for every feature
-    -- (a Jacobi preconditioner). The optimum is the same: only the coordinates change.
+    -- implicit standardisation: mean m_j and standard deviation s_j over the training rows
     mj := array_fill(0::float8, ARRAY[q]); sj := array_fill(1::float8, ARRAY[q]);
     pen := array_fill(0::float8, ARRAY[nq]);
     FOR j IN 1 .. np LOOP
         mj[j] := s1[j] / n;
         acc := s2[j] / n - mj[j] * mj[j];
         IF acc > 1e-10 * s2[j] / n THEN
-            sj[j] := sqrt(acc + 4 / (n * c));
+            sj[j] := sqrt(acc);
         ELSE
             -- constant (or empty) feature: not centred, not scaled (a constant c <> 0 acts as a penalised intercept)
             mj[j] := 0;

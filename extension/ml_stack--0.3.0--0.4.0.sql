@@ -22,11 +22,7 @@ BEGIN
                           WHEN 'text' THEN format('%s (text: %s features)', c.value ->> 'name', c.value ->> 'width')
                           ELSE c.value ->> 'name' END, ', ' ORDER BY c.ordinality)
     INTO names
-    FROM ml_stack.models AS m
-    JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id,
-         jsonb_array_elements(coalesce(s.columns, (SELECT jsonb_agg(jsonb_build_object('name', f.value ->> 'name'))
-                                                   FROM jsonb_array_elements(s.features) AS f))) WITH ORDINALITY AS c
-    WHERE m.id = model_id;
+    FROM jsonb_array_elements(ml_stack._model_layout(model_id)) WITH ORDINALITY AS c;   -- serving/typed.sql
     RAISE EXCEPTION 'model % takes % features, got %', model_id, expected, cardinality(features)
         USING ERRCODE = 'invalid_parameter_value',
               DETAIL = CASE WHEN names IS NOT NULL THEN format('The features, in order: %s.', left(names, 2000)) END,
@@ -4326,7 +4322,7 @@ DECLARE
     arguments text;
     features text;
     inline text[];
-    existing regprocedure;
+    existing record;
 BEGIN
     SELECT p.id, p.name, p.task INTO proj FROM ml_stack.projects AS p WHERE p.id = _compile_serving.project_id;
     SELECT mo.id, mo.artifact, mo.classes, mo.num_features INTO m
@@ -4334,15 +4330,13 @@ BEGIN
     WHERE d.project_id = _compile_serving.project_id;
     IF NOT FOUND THEN
         -- nothing deployed (or no such project any more): the functions that exist raise the reason
-        FOR existing IN SELECT p.oid FROM pg_catalog.pg_proc AS p
+        FOR existing IN SELECT p.oid, p.proname, p.prorettype::regtype AS result FROM pg_catalog.pg_proc AS p
                         WHERE p.pronamespace = 'ml_stack'::regnamespace
                           AND p.proname IN (format('_project_%s_predict', project_id), format('_project_%s_proba', project_id)) LOOP
-            PERFORM ml_stack._define_serving_function(
-                (SELECT p.proname FROM pg_catalog.pg_proc AS p WHERE p.oid = existing)::text,
-                pg_catalog.pg_get_function_identity_arguments(existing),
-                (SELECT p.prorettype FROM pg_catalog.pg_proc AS p WHERE p.oid = existing)::regtype,
-                -- the error function's argument is not a constant (DESIGN §6): $1
-                format(CASE WHEN (SELECT p.prorettype FROM pg_catalog.pg_proc AS p WHERE p.oid = existing) = 'float8[]'::regtype
+            -- the error function's argument is not a constant (DESIGN §6): $1
+            PERFORM ml_stack._define_serving_function(existing.proname, pg_catalog.pg_get_function_identity_arguments(existing.oid),
+                existing.result,
+                format(CASE WHEN existing.result = 'float8[]'::regtype
                             THEN 'SELECT ARRAY[ml_stack._no_deployed_model(%L, ARRAY[length($1::text)]::float8[])]'
                             ELSE 'SELECT ml_stack._no_deployed_model(%L, ARRAY[length($1::text)]::float8[])' END,
                        coalesce(proj.name, format('#%s', project_id))),
@@ -5847,6 +5841,13 @@ BEGIN
     SELECT p.oid INTO fn FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
     WHERE n.nspname = schema_name AND p.proname = name;
     PERFORM ml_stack._release_from_extension(fn);
+    -- every refresh of serving comes here: leave the catalog alone when it already says all this
+    IF NOT changed AND obj_description(fn, 'pg_proc') IS NOT DISTINCT FROM description
+       AND ARRAY(SELECT DISTINCT a.grantee::regrole::text FROM pg_catalog.pg_proc AS p, aclexplode(p.proacl) AS a
+                 WHERE p.oid = fn AND a.grantee <> p.proowner ORDER BY 1)
+           = ARRAY(SELECT DISTINCT quote_ident(g) FROM unnest(grant_to) AS g ORDER BY 1) THEN
+        RETURN false;
+    END IF;
     EXECUTE format('COMMENT ON FUNCTION %s IS %L', fn, description);
     EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
     -- roles granted before (an expose with other roles) that are not API roles of it now

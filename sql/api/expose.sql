@@ -131,6 +131,13 @@ BEGIN
     SELECT p.oid INTO fn FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
     WHERE n.nspname = schema_name AND p.proname = name;
     PERFORM ml_stack._release_from_extension(fn);
+    -- every refresh of serving comes here: leave the catalog alone when it already says all this
+    IF NOT changed AND obj_description(fn, 'pg_proc') IS NOT DISTINCT FROM description
+       AND ARRAY(SELECT DISTINCT a.grantee::regrole::text FROM pg_catalog.pg_proc AS p, aclexplode(p.proacl) AS a
+                 WHERE p.oid = fn AND a.grantee <> p.proowner ORDER BY 1)
+           = ARRAY(SELECT DISTINCT quote_ident(g) FROM unnest(grant_to) AS g ORDER BY 1) THEN
+        RETURN false;
+    END IF;
     EXECUTE format('COMMENT ON FUNCTION %s IS %L', fn, description);
     EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
     -- roles granted before (an expose with other roles) that are not API roles of it now

@@ -18,11 +18,7 @@ BEGIN
                           WHEN 'text' THEN format('%s (text: %s features)', c.value ->> 'name', c.value ->> 'width')
                           ELSE c.value ->> 'name' END, ', ' ORDER BY c.ordinality)
     INTO names
-    FROM ml_stack.models AS m
-    JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id,
-         jsonb_array_elements(coalesce(s.columns, (SELECT jsonb_agg(jsonb_build_object('name', f.value ->> 'name'))
-                                                   FROM jsonb_array_elements(s.features) AS f))) WITH ORDINALITY AS c
-    WHERE m.id = model_id;
+    FROM jsonb_array_elements(ml_stack._model_layout(model_id)) WITH ORDINALITY AS c;   -- serving/typed.sql
     RAISE EXCEPTION 'model % takes % features, got %', model_id, expected, cardinality(features)
         USING ERRCODE = 'invalid_parameter_value',
               DETAIL = CASE WHEN names IS NOT NULL THEN format('The features, in order: %s.', left(names, 2000)) END,

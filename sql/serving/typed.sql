@@ -257,7 +257,7 @@ DECLARE
     arguments text;
     features text;
     inline text[];
-    existing regprocedure;
+    existing record;
 BEGIN
     SELECT p.id, p.name, p.task INTO proj FROM ml_stack.projects AS p WHERE p.id = _compile_serving.project_id;
     SELECT mo.id, mo.artifact, mo.classes, mo.num_features INTO m
@@ -265,15 +265,13 @@ BEGIN
     WHERE d.project_id = _compile_serving.project_id;
     IF NOT FOUND THEN
         -- nothing deployed (or no such project any more): the functions that exist raise the reason
-        FOR existing IN SELECT p.oid FROM pg_catalog.pg_proc AS p
+        FOR existing IN SELECT p.oid, p.proname, p.prorettype::regtype AS result FROM pg_catalog.pg_proc AS p
                         WHERE p.pronamespace = 'ml_stack'::regnamespace
                           AND p.proname IN (format('_project_%s_predict', project_id), format('_project_%s_proba', project_id)) LOOP
-            PERFORM ml_stack._define_serving_function(
-                (SELECT p.proname FROM pg_catalog.pg_proc AS p WHERE p.oid = existing)::text,
-                pg_catalog.pg_get_function_identity_arguments(existing),
-                (SELECT p.prorettype FROM pg_catalog.pg_proc AS p WHERE p.oid = existing)::regtype,
-                -- the error function's argument is not a constant (DESIGN §6): $1
-                format(CASE WHEN (SELECT p.prorettype FROM pg_catalog.pg_proc AS p WHERE p.oid = existing) = 'float8[]'::regtype
+            -- the error function's argument is not a constant (DESIGN §6): $1
+            PERFORM ml_stack._define_serving_function(existing.proname, pg_catalog.pg_get_function_identity_arguments(existing.oid),
+                existing.result,
+                format(CASE WHEN existing.result = 'float8[]'::regtype
                             THEN 'SELECT ARRAY[ml_stack._no_deployed_model(%L, ARRAY[length($1::text)]::float8[])]'
                             ELSE 'SELECT ml_stack._no_deployed_model(%L, ARRAY[length($1::text)]::float8[])' END,
                        coalesce(proj.name, format('#%s', project_id))),
