@@ -200,3 +200,28 @@ def test_predict_is_parallel_unsafe_only_while_python_models_exist(pconn):
     pconn.execute("DELETE FROM ml_stack.projects WHERE name = 'svm'")
     assert labels() == {"s"}
     assert pconn.execute("SELECT count(*) FROM ml_stack.models WHERE id = %s", (svm_id,)).fetchone()[0] == 0
+
+
+def test_confidential_python_models_load_as_the_owner(pg_server, pconn):
+    """A pickled model of a confidential project: its row is hidden from a predictor outside the project, which
+    still gets the same predictions, because the pickle is loaded by the owner's SECURITY DEFINER wrapper."""
+    load_sklearn_dataset(pconn, "iris")
+    cols = feature_columns("iris")
+    svm_id = train(pconn, "iris", "classification", "iris", "target", algorithm="svm")["model_id"]
+    before = served(pconn, "iris", cols, "iris"), served_proba(pconn, "iris", cols, "iris")
+    pconn.execute("SELECT ml_stack.set_confidential('iris')")
+    body = pconn.execute("SELECT prosrc FROM pg_proc WHERE proname = %s", (f"_model_{svm_id}_proba",)).fetchone()[0]
+    assert "_confidential_python_proba" in body
+    role = f"outside_{svm_id}_{pconn.info.backend_pid}"
+    pconn.execute(f'CREATE ROLE "{role}" LOGIN IN ROLE ml_stack_predictor')
+    try:
+        with psycopg.connect(host=pg_server.host, port=pg_server.port, user=role, dbname=pconn.info.dbname,
+                             autocommit=True) as outsider:
+            assert outsider.execute("SELECT count(*) FROM ml_stack.models").fetchone()[0] == 0
+            rows = pconn.execute(f"SELECT ARRAY[{', '.join(cols)}]::float8[] FROM iris").fetchall()
+            got = [outsider.execute("SELECT ml_stack.predict('iris', %s)", r).fetchone()[0] for r in rows]
+            proba = [outsider.execute("SELECT ml_stack.predict_proba('iris', %s)", r).fetchone()[0] for r in rows]
+        assert np.array_equal(np.array(got), before[0]) and np.array_equal(np.array(proba), before[1])
+    finally:
+        pconn.execute(f'DROP OWNED BY "{role}"')
+        pconn.execute(f'DROP ROLE "{role}"')

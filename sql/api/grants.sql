@@ -9,6 +9,7 @@
 -- below, whose EXECUTE is revoked from PUBLIC.
 REVOKE EXECUTE ON FUNCTION ml_stack.expose(text, text, text[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION ml_stack.unexpose(text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ml_stack._model_layout(bigint) FROM PUBLIC;   -- SECURITY DEFINER (serving/typed.sql)
 
 DO $$
 DECLARE
@@ -23,6 +24,11 @@ BEGIN
         EXECUTE 'GRANT USAGE ON SCHEMA ml_stack TO ml_stack_predictor';
         EXECUTE format('GRANT SELECT ON %s, ml_stack.deployed_models, ml_stack.transformers, ml_stack.training_jobs, '
                        'ml_stack.vector_job_definitions, ml_stack.vector_jobs TO ml_stack_predictor', registry);
+        -- what confidential projects' predictors and predict_row call as the owner (serving/confidential.sql)
+        EXECUTE 'GRANT EXECUTE ON FUNCTION ml_stack._confidential_scores(bigint, float8[]), '
+                'ml_stack._confidential_margins(bigint, float8[]), '
+                'ml_stack._confidential_python_predict(bigint, bigint, float8[]), '
+                'ml_stack._confidential_python_proba(bigint, bigint, float8[]), ml_stack._model_layout(bigint) TO ml_stack_predictor';
     END IF;
     IF to_regrole('ml_stack_trainer') IS NOT NULL THEN
         -- train (it reads the training relation with the trainer's own rights), deploy, schedule
@@ -30,7 +36,7 @@ BEGIN
         EXECUTE 'GRANT USAGE ON SCHEMA ml_stack TO ml_stack_trainer';
         EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %s TO ml_stack_trainer', registry);
         EXECUTE format('GRANT USAGE ON SEQUENCE %s TO ml_stack_trainer', sequences);
-        EXECUTE 'GRANT EXECUTE ON FUNCTION ml_stack._cron_problem() TO ml_stack_trainer';
+        EXECUTE 'GRANT EXECUTE ON FUNCTION ml_stack._cron_problem(), ml_stack._count_project_models(bigint) TO ml_stack_trainer';
     END IF;
     IF to_regrole('ml_stack_admin') IS NOT NULL THEN
         EXECUTE 'GRANT USAGE ON SCHEMA ml_stack TO ml_stack_admin';

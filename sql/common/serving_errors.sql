@@ -19,9 +19,11 @@ BEGIN
                           ELSE c.value ->> 'name' END, ', ' ORDER BY c.ordinality)
     INTO names
     FROM jsonb_array_elements(ml_stack._model_layout(model_id)) WITH ORDINALITY AS c;   -- serving/typed.sql
+    -- a model imported without column names has no DETAIL (RAISE refuses a NULL option)
     RAISE EXCEPTION 'model % takes % features, got %', model_id, expected, cardinality(features)
         USING ERRCODE = 'invalid_parameter_value',
-              DETAIL = CASE WHEN names IS NOT NULL THEN format('The features, in order: %s.', left(names, 2000)) END,
+              DETAIL = CASE WHEN names IS NOT NULL THEN format('The features, in order: %s.', left(names, 2000))
+                            ELSE 'The model does not know their names.' END,
               HINT = 'Pass the features in the order of the training relation''s columns, label excluded.';
 END
 $$;

@@ -21,11 +21,18 @@ AS $$
 DECLARE
     m record;
     guard text;
+    confidential boolean := ml_stack._model_is_confidential(model_id);
 BEGIN
     SELECT mo.id, mo.num_features, mo.classes, mo.artifact, mo.engine INTO m
     FROM ml_stack.models AS mo WHERE mo.id = model_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'model % does not exist', model_id USING ERRCODE = 'undefined_object';
+    END IF;
+    -- a confidential model's predictors read its parameters (serving/confidential.sql)
+    PERFORM ml_stack._store_model_parameters(m.id, m.num_features,
+                                             CASE WHEN confidential AND m.artifact ->> 'format' IN ('linear', 'trees') THEN m.artifact END);
+    IF confidential AND m.artifact ->> 'format' = 'linear' THEN
+        m.artifact := m.artifact || jsonb_build_object('confidential_model', m.id);   -- see _wide_scores_sql
     END IF;
     CASE m.artifact ->> 'format'
     WHEN 'linear' THEN
@@ -75,9 +82,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     installed boolean := to_regprocedure('ml_stack._python_predict(bigint, bigint, float8[])') IS NOT NULL;
+    -- a confidential model's pickle is loaded as the owner (serving/confidential.sql)
+    prefix text := CASE WHEN ml_stack._model_is_confidential(model_id) THEN '_confidential' ELSE '' END;
     bodies text[] := CASE WHEN installed
-        THEN ARRAY[format('SELECT ml_stack._python_predict(%s, %s, features)', model_id, generation),
-                   format('SELECT ml_stack._python_predict_proba(%s, %s, features)', model_id, generation)]
+        THEN ARRAY[format('SELECT ml_stack.%I(%s, %s, features)', prefix || '_python_predict', model_id, generation),
+                   format('SELECT ml_stack.%I(%s, %s, features)', CASE prefix WHEN '' THEN '_python_predict_proba'
+                                                                      ELSE '_confidential_python_proba' END, model_id, generation)]
         ELSE ARRAY[format('SELECT ml_stack._engine_not_installed(%s, features)', model_id),
                    format('SELECT ARRAY[ml_stack._engine_not_installed(%s, features)]', model_id)] END;
 BEGIN
@@ -112,10 +122,14 @@ BEGIN
               WHERE p.pronamespace = 'ml_stack'::regnamespace AND p.proname = name LOOP
         EXECUTE format('DROP FUNCTION %s', fn);
     END LOOP;
-    EXECUTE format('CREATE FUNCTION ml_stack.%I(%s) RETURNS %s LANGUAGE %s %s AS %L',
+    EXECUTE format('CREATE FUNCTION ml_stack.%I(%s) RETURNS %s LANGUAGE %s %s %s AS %L',
                    name, params, result_type::regtype, CASE language WHEN 'sql' THEN 'sql' ELSE 'plpgsql' END,
                    -- STABLE, not IMMUTABLE: the planner must not run them on constant arguments (serving_errors.sql)
-                   CASE WHEN parallel_safe THEN 'STABLE PARALLEL SAFE' ELSE 'STABLE PARALLEL UNSAFE' END, body);
+                   CASE WHEN parallel_safe THEN 'STABLE PARALLEL SAFE' ELSE 'STABLE PARALLEL UNSAFE' END,
+                   -- a PL/pgSQL body (tree margins) never inlines, so it is pinned (DESIGN §4): its operators and
+                   -- types cannot be taken by a schema the caller puts first (measured: 5-10% of a tree call);
+                   -- SQL bodies inline and are written schema-qualified instead
+                   CASE WHEN language = 'sql' THEN '' ELSE 'SET search_path = pg_catalog, pg_temp' END, body);
     SELECT p.oid INTO fn FROM pg_catalog.pg_proc AS p
     WHERE p.pronamespace = 'ml_stack'::regnamespace AND p.proname = name;
     PERFORM ml_stack._release_from_extension(fn);
@@ -152,6 +166,13 @@ DECLARE
     fn regprocedure;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('ml_stack._refresh_serving'));
+    -- models of projects made confidential or public since they were compiled (set_confidential,
+    -- or a restore that brought the models before their projects)
+    PERFORM ml_stack._compile_model(m.id)
+    FROM ml_stack.models AS m JOIN ml_stack.projects AS p ON p.id = m.project_id
+    WHERE m.artifact ->> 'format' IN ('linear', 'trees')
+      AND p.confidential IS DISTINCT FROM EXISTS (SELECT FROM ml_stack._model_parameters AS q WHERE q.model_id = m.id)
+    ORDER BY m.id;
     SELECT string_agg(format('WHEN project_name OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN ml_stack.%I(features)', d.project_name, format('_model_%s_predict', d.model_id)), ' '
                       ORDER BY d.project_name),
            string_agg(format('WHEN project_name OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN ml_stack.%I(features)', d.project_name, format('_model_%s_proba', d.model_id)), ' '

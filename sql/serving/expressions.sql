@@ -106,7 +106,8 @@ $$;
 
 -- A wide linear model's scores (more than _wide_model_features() features, served with the
 -- features[%s] accessor): one _linear_scores call giving every score as a float8[]; NULL for
--- the others, whose scores _score_sql unrolls.
+-- the others, whose scores _score_sql unrolls. A confidential model's predictors (marked by
+-- the compiler with "confidential_model") read its weights instead (serving/confidential.sql).
 CREATE OR REPLACE FUNCTION ml_stack._wide_scores_sql(artifact jsonb, accessor text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
@@ -114,7 +115,9 @@ SET search_path = pg_catalog, pg_temp
 SET extra_float_digits = 3
 AS $$
 BEGIN
-    IF jsonb_array_length(artifact -> 'coefficients' -> 0) <= ml_stack._wide_model_features() OR accessor <> 'features[%s]' THEN
+    IF artifact ? 'confidential_model' AND accessor = 'features[%s]' THEN
+        RETURN format('ml_stack._confidential_scores(%s::pg_catalog.int8, features)', (artifact ->> 'confidential_model')::bigint);
+    ELSIF jsonb_array_length(artifact -> 'coefficients' -> 0) <= ml_stack._wide_model_features() OR accessor <> 'features[%s]' THEN
         RETURN NULL;
     END IF;
     RETURN format('ml_stack._linear_scores(features, %L::pg_catalog.float8[], %L::pg_catalog.float8[], %L::pg_catalog.float8[])',

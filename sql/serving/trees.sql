@@ -252,18 +252,26 @@ SET extra_float_digits = 3
 AS $$
 DECLARE
     margins text := format('ml_stack.%I(features)', format('_model_%s_margins', model_id));
-    class_array text := format('%L::float8[]', classes);
+    class_array text := format('%L::pg_catalog.float8[]', classes);
     predict text;
     proba text;
 BEGIN
     PERFORM ml_stack._check_trees_artifact(artifact, num_features, classes);
-    PERFORM ml_stack._create_model_function(format('_model_%s_margins', model_id), 'features float8[]', 'float8[]', 'plpgsql',
-                                            ml_stack._trees_margins_body(model_id, num_features, artifact));
+    IF ml_stack._model_is_confidential(model_id) THEN
+        -- its nodes are in ml_stack._model_parameters (serving/confidential.sql)
+        PERFORM ml_stack._create_model_function(format('_model_%s_margins', model_id), 'features float8[]', 'float8[]', 'sql',
+                                                format('SELECT ml_stack._confidential_margins(%s::pg_catalog.int8, features)', model_id));
+    ELSE
+        PERFORM ml_stack._create_model_function(format('_model_%s_margins', model_id), 'features float8[]', 'float8[]', 'plpgsql',
+                                                ml_stack._trees_margins_body(model_id, num_features, artifact));
+    END IF;
     CASE artifact ->> 'link'
         WHEN 'identity' THEN predict := format('(%s)[1]', margins);
-        WHEN 'exp' THEN predict := format('exp((%s)[1])', margins);
+        WHEN 'exp' THEN predict := format('pg_catalog.exp((%s)[1])', margins);
         WHEN 'logistic' THEN
-            predict := format('(%s)[((%s)[1] > 0)::integer + 1]', class_array, margins);
+            -- inlined into the caller's query: operators schema-qualified (serving/expressions.sql)
+            predict := format('(%s)[((%s)[1] OPERATOR(pg_catalog.>) 0::pg_catalog.float8)::pg_catalog.int4 OPERATOR(pg_catalog.+) 1]',
+                              class_array, margins);
             proba := format('ml_stack._binary_proba((%s)[1])', margins);
         WHEN 'softmax' THEN
             predict := format('(%s)[ml_stack._argmax(%s)]', class_array, margins);

@@ -20,7 +20,7 @@
 -- the model does not know them (imported without names).
 CREATE OR REPLACE FUNCTION ml_stack._model_layout(model_id bigint)
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE sql STABLE SECURITY DEFINER   -- predict_row needs the columns of a confidential project's model too
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(s.columns, (SELECT jsonb_agg(jsonb_build_object('name', f.value ->> 'name', 'kind', 'number',
@@ -92,13 +92,13 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT string_agg(CASE c.value ->> 'kind'
-                          WHEN 'text' THEN format('ml_stack._text_features(%L::jsonb, %s, %I)', c.value -> 'transformer',
+                          WHEN 'text' THEN format('ml_stack._text_features(%L::pg_catalog.jsonb, %s, %I)', c.value -> 'transformer',
                                                   (c.value ->> 'width')::integer, c.value ->> 'name')
                           WHEN 'array' THEN format('ml_stack._array_features(%L, %s, %I)', c.value ->> 'name',
                                                    (c.value ->> 'width')::integer, c.value ->> 'name')
                           WHEN 'boolean' THEN format('ARRAY[%I::pg_catalog.int4::pg_catalog.float8]', c.value ->> 'name')
                           ELSE format('ARRAY[%I]', c.value ->> 'name') END,
-                      ' || ' ORDER BY c.ordinality)
+                      ' OPERATOR(pg_catalog.||) ' ORDER BY c.ordinality)
     FROM jsonb_array_elements(layout) WITH ORDINALITY AS c
 $$;
 
@@ -259,7 +259,7 @@ DECLARE
     inline text[];
     existing record;
 BEGIN
-    SELECT p.id, p.name, p.task INTO proj FROM ml_stack.projects AS p WHERE p.id = _compile_serving.project_id;
+    SELECT p.id, p.name, p.task, p.confidential INTO proj FROM ml_stack.projects AS p WHERE p.id = _compile_serving.project_id;
     SELECT mo.id, mo.artifact, mo.classes, mo.num_features INTO m
     FROM ml_stack.deployed_models AS d JOIN ml_stack.models AS mo ON mo.id = d.model_id
     WHERE d.project_id = _compile_serving.project_id;
@@ -284,7 +284,8 @@ BEGIN
         RETURN;   -- imported without column names: served by predict(name, ARRAY[...]) only
     END IF;
     arguments := ml_stack._serving_arguments(layout);
-    inline := ml_stack._serving_inline_sql(m.artifact, m.classes, m.num_features, layout);
+    -- a confidential project's function calls the model's predictor, which reads the parameters
+    inline := CASE WHEN NOT proj.confidential THEN ml_stack._serving_inline_sql(m.artifact, m.classes, m.num_features, layout) END;
     features := ml_stack._serving_features_sql(layout);
     PERFORM ml_stack._define_serving_function(format('_project_%s_predict', project_id), arguments, 'float8',
         coalesce(inline[1], format('SELECT ml_stack.%I(%s)', format('_model_%s_predict', m.id), features)),
