@@ -20,6 +20,9 @@ them alternating, --reps times each, with jit off and with jit on (the server de
   (g), (h) CREATE TABLE AS of (a) and (b): batch scoring that writes its predictions (jit off)
   (t) the project's typed serving function (deployed_models.serving_function) over x1 .. x10 (0.4.0; goal:
       at most 1.2x (b)); (i) CREATE TABLE AS of it
+  (k), (l) the same model imported into a confidential project (0.4.1, ml_stack.set_confidential): its typed
+      serving function and predict(name, ...), which read the parameters as the owner, once per row: the price
+      of keeping them out of pg_proc
 
 Why (a) costs more than (b): the planner inlines predict() down to the model's arithmetic, but it substitutes
 the argument expression ARRAY[x1 .. x10] for every reference to the parameter (the feature-count guard and each
@@ -127,6 +130,11 @@ def main() -> int:
 
         serving = conn.execute("SELECT serving_function::oid::regproc::text FROM ml_stack.deployed_models "
                                "WHERE project_name = 'bench'").fetchone()[0]
+        # the same model, confidential (import_model keeps the feature names, so it has a serving function too)
+        conn.execute("SELECT ml_stack.import_model('bench_secret', ml_stack.export_model(%s))", (model_id,))
+        conn.execute("SELECT ml_stack.set_confidential('bench_secret')")
+        secret = conn.execute("SELECT serving_function::oid::regproc::text FROM ml_stack.deployed_models "
+                              "WHERE project_name = 'bench_secret'").fetchone()[0]
         conn.execute(PLPGSQL_LOOP)
         coef_array = "ARRAY[" + ", ".join(repr(v) for v in artifact["coefficients"][0]) + "]::float8[]"
         queries = {
@@ -142,18 +150,21 @@ def main() -> int:
             "f": ("predict('bench', f), fenced ARRAY[...]",
                   f"SELECT sum(ml_stack.predict('bench', f)) FROM (SELECT ARRAY[{FEATURES}] AS f FROM t OFFSET 0) AS s"),
             "t": ("typed serving function", f"SELECT sum({serving}({FEATURES})) FROM t"),
+            "k": ("confidential: typed serving function", f"SELECT sum({secret}({FEATURES})) FROM t"),
+            "l": ("confidential: predict(name, ...)",
+                  f"SELECT sum(ml_stack.predict('bench_secret', ARRAY[{FEATURES}])) FROM t"),
         }
 
         # Same numbers before timing anything. Sums over parallel workers may add in another order: 1e-9.
         conn.execute("SET jit = off")
         sums = {k: conn.execute(q).fetchone()[0] for k, (_, q) in queries.items()}
-        for k in "acdeft":
+        for k in "acdeftkl":
             rel = abs(sums[k] - sums["b"]) / max(abs(sums["b"]), 1e-300)
             if not rel <= 1e-9:
                 print(f"bench: FAILED: sum of ({k}) = {sums[k]!r} but hand-written sum = {sums['b']!r} "
                       f"(relative difference {rel:.3g})", file=sys.stderr)
                 return 1
-        print(f"bench: sums agree (a, c, d, e, f, t vs b within 1e-9 relative): {sums['b']:.6f}")
+        print(f"bench: sums agree (a, c, d, e, f, t, k, l vs b within 1e-9 relative): {sums['b']:.6f}")
 
         # Does predict() inline down to arithmetic? (EXPLAIN VERBOSE shows the expression it runs.)
         plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (VERBOSE, COSTS OFF) {queries['a'][1]}"))
@@ -230,6 +241,8 @@ def main() -> int:
         "ratio_predict_vs_hand_written": {jit: results[jit]["a"]["ratio_vs_b"] for jit in results},
         "serving_function": serving,
         "ratio_typed_vs_hand_written": {jit: results[jit]["t"]["ratio_vs_b"] for jit in results},
+        "confidential_serving_function": secret,
+        "ratio_confidential_typed_vs_hand_written": {jit: results[jit]["k"]["ratio_vs_b"] for jit in results},
         "results": results,
         "create_table_as": {"jit": "off", "predict_median_s": round(ctas_med["a"], 4),
                             "hand_written_median_s": round(ctas_med["b"], 4), "ratio": round(ctas_ratio, 3),

@@ -16,6 +16,8 @@ On a throwaway server (scripts/pgserver.py), a table of N rows x P float8 featur
   (e) the library's batch predict on numpy arrays already in memory
   (f) export then predict: binary COPY out, then the library's batch predict
   (g) SELECT sum(<the project's typed serving function>(x1, ..)) FROM t (0.4.0: deployed_models.serving_function)
+  (h), (i) the first model imported into a second project, then (h) over the first 20,000 rows, and (i) the
+      same after ml_stack.set_confidential (0.4.1): the stored nodes walked by PL/pgSQL instead of compiled CASEs
 
 Before timing, the database's predictions of 2,000 rows must agree with the library's to 1e-5. Results go to
 bench/results/python_engine.json. A measurement, not a test: it exits 0 whatever the ratios.
@@ -39,6 +41,7 @@ from pgserver import ml_stack_database, terminate_on_signals  # noqa: E402
 from train_linear import SERVER_SETTINGS, export_numpy, make_table  # noqa: E402  (bench/ is on sys.path)
 
 RESULTS = REPO / "bench" / "results" / "python_engine.json"
+SAMPLE_ROWS = 20_000  # rows of (h) and (i): a confidential tree walk costs ~0.1 ms per row
 
 
 # interactions and thresholds, so that trees have work to do
@@ -46,7 +49,9 @@ LABEL = "10 * x1 * x2 + 5 * (x3 > 0.5)::int - 3 * x4 ^ 2 + x5 + random()"
 
 
 def train_in_database(conn) -> int:
-    conn.execute("DELETE FROM ml_stack.deployments; DELETE FROM ml_stack.models; DELETE FROM ml_stack.snapshots")
+    # the project stays (its split seed with it); the copies of (h) and (i) stay too
+    for table in ("deployments", "models", "snapshots"):
+        conn.execute(f"DELETE FROM ml_stack.{table} WHERE project_id IN (SELECT id FROM ml_stack.projects WHERE name = 'bench')")
     return conn.execute("SELECT model_id FROM ml_stack.train('bench', 'regression', 't', 'y', algorithm => 'xgboost')"
                         ).fetchone()[0]
 
@@ -111,6 +116,18 @@ def main() -> int:
             d = export_numpy(conn, p)
             return float(reference.predict(d[:, :p]).astype(np.float64).sum())
 
+        # the same model twice more, public and confidential, for (h) and (i)
+        for name in ("bench_public", "bench_secret"):
+            conn.execute("SELECT ml_stack.import_model(%s, ml_stack.export_model(%s))", (name, model_id))
+        conn.execute("SELECT ml_stack.set_confidential('bench_secret')")
+        copies = dict(conn.execute("SELECT project_name, serving_function::oid::regproc::text FROM ml_stack.deployed_models "
+                                   "WHERE project_name IN ('bench_public', 'bench_secret')").fetchall())
+        few = f"(SELECT * FROM t LIMIT {SAMPLE_ROWS}) AS s"
+        sums = [conn.execute(f"SELECT sum({copies[n]}({columns})) FROM {few}").fetchone()[0] for n in sorted(copies)]
+        if sums[0] != sums[1]:
+            print(f"bench: the confidential copy serves other numbers ({sums}): no timing", file=sys.stderr)
+            return 1
+
         cases = {
             "a": ("ml_stack.train(algorithm => 'xgboost') (in the database, all included)", lambda: train_in_database(conn)),
             "b": ("binary COPY out + XGBRegressor.fit", export_then_train),
@@ -122,6 +139,10 @@ def main() -> int:
             "f": ("binary COPY out + library batch predict", export_then_predict),
             "g": ("SELECT sum(<typed serving function>(x1, ..)) over every row (compiled SQL trees)",
                   lambda: conn.execute(f"SELECT sum({serving()}({columns})) FROM t").fetchone()),
+            "h": (f"the same model's typed serving function over {SAMPLE_ROWS:,} rows (compiled SQL trees)",
+                  lambda: conn.execute(f"SELECT sum({copies['bench_public']}({columns})) FROM {few}").fetchone()),
+            "i": (f"the same, confidential project, over {SAMPLE_ROWS:,} rows (stored nodes walked by PL/pgSQL)",
+                  lambda: conn.execute(f"SELECT sum({copies['bench_secret']}({columns})) FROM {few}").fetchone()),
         }
         times = {k: [] for k in cases}
         for rep in range(args.reps):
@@ -136,7 +157,8 @@ def main() -> int:
               "compiled_predict_over_library_predict": med["d"] / med["e"],
               "compiled_predict_over_export_then_predict": med["d"] / med["f"],
               "typed_serving_over_library_predict": med["g"] / med["e"],
-              "typed_serving_over_compiled_predict": med["g"] / med["d"]}
+              "typed_serving_over_compiled_predict": med["g"] / med["d"],
+              "confidential_over_compiled_typed_serving": med["i"] / med["h"]}
     report = {
         "benchmark": "python_engine", "rows": args.rows, "features": p, "reps": args.reps,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

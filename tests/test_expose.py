@@ -187,6 +187,17 @@ def test_unexpose(conn, exposed):
     assert [r[0] for r in endpoint_rows(conn)] == ["predict_batch_prices", "predict_prices"]
 
 
+def test_a_deleted_project_takes_its_endpoints(conn, exposed):
+    conn.execute("SELECT ml_stack.expose('prices', 'api2', %s)", ([exposed],))
+    conn.execute("LISTEN pgrst")
+    conn.execute("DELETE FROM ml_stack.projects WHERE name = 'prices'")
+    assert [r[0] for r in endpoint_rows(conn)] == ["classify_flowers", "predict_batch_flowers", "predict_flowers",
+                                                   "predict_proba_flowers"]
+    assert endpoint_rows(conn, "api2") == []
+    assert conn.execute("SELECT count(*) FROM ml_stack.endpoints").fetchone()[0] == 1
+    assert {n.payload for n in conn.notifies(timeout=0.5, stop_after=1)} == {"reload schema"}
+
+
 def test_hostile_identifiers(conn, roles):
     conn.execute(TABLE)
     project = "it's; DROP TABLE prices; --"

@@ -345,6 +345,43 @@ $$;
 COMMENT ON FUNCTION ml_stack.expose(text, text, text[]) IS
     'ml_stack: make the project''s HTTP endpoints (predict_, predict_proba_, classify_, predict_batch_<project>) in an API schema for PostgREST, granted to the API roles only; they follow the current deployment.';
 
+-- Drop a project's endpoints from an API schema and tell PostgREST.
+CREATE OR REPLACE FUNCTION ml_stack._drop_endpoints(schema_name text, project_name text, task text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    names record := ml_stack._endpoint_names(project_name, task);
+    fn regprocedure;
+BEGIN
+    FOR fn IN SELECT p.oid FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
+              WHERE n.nspname = schema_name
+                AND p.proname IN (names.predict, names.predict_proba, names.classify, names.predict_batch) LOOP
+        EXECUTE format('DROP FUNCTION %s', fn);
+    END LOOP;
+    NOTIFY pgrst, 'reload schema';
+END
+$$;
+
+-- A deleted project takes its endpoints with it (its endpoints rows go by the foreign key's
+-- cascade, after which the project's name, hence the endpoints' names, would be unknown).
+-- As the owner, who owns the endpoints: a member of ml_stack_admin may delete projects.
+CREATE OR REPLACE FUNCTION ml_stack._project_deleted()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ml_stack._drop_endpoints(e.schema_name, OLD.name, OLD.task)
+    FROM ml_stack.endpoints AS e WHERE e.project_id = OLD.id;
+    RETURN OLD;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER drop_endpoints BEFORE DELETE ON ml_stack.projects
+    FOR EACH ROW EXECUTE FUNCTION ml_stack._project_deleted();
+
 CREATE OR REPLACE FUNCTION ml_stack.unexpose(project_name text, schema_name text DEFAULT 'api')
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -352,8 +389,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     proj record;
-    fn regprocedure;
-    names record;
 BEGIN
     SELECT p.id, p.name, p.task INTO proj FROM ml_stack.projects AS p WHERE p.name = unexpose.project_name;
     IF NOT FOUND THEN
@@ -364,13 +399,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    names := ml_stack._endpoint_names(proj.name, proj.task);
-    FOR fn IN SELECT p.oid FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
-              WHERE n.nspname = schema_name
-                AND p.proname IN (names.predict, names.predict_proba, names.classify, names.predict_batch) LOOP
-        EXECUTE format('DROP FUNCTION %s', fn);
-    END LOOP;
-    NOTIFY pgrst, 'reload schema';
+    PERFORM ml_stack._drop_endpoints(schema_name, proj.name, proj.task);
     RETURN true;
 END
 $$;

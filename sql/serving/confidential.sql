@@ -26,11 +26,21 @@ COMMENT ON FUNCTION ml_stack._inside_project(bigint, bigint) IS
 
 -- The registry's model rows of a confidential project are visible (and writable) inside it
 -- only. ml_stack's owner, which compiles and serves, is not subject to row security.
+-- (Created or altered: this file runs in every install and upgrade script, and a DROP ... IF
+-- EXISTS would print a NOTICE on each.)
 ALTER TABLE ml_stack.models ENABLE ROW LEVEL SECURITY;
-DROP POLICY IF EXISTS inside_project ON ml_stack.models;
-CREATE POLICY inside_project ON ml_stack.models
-    USING (ml_stack._inside_project(project_id, snapshot_id))
-    WITH CHECK (true);
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_policy AS p
+               WHERE p.polrelid = 'ml_stack.models'::regclass AND p.polname = 'inside_project') THEN
+        ALTER POLICY inside_project ON ml_stack.models
+            USING (ml_stack._inside_project(project_id, snapshot_id)) WITH CHECK (true);
+    ELSE
+        CREATE POLICY inside_project ON ml_stack.models
+            USING (ml_stack._inside_project(project_id, snapshot_id)) WITH CHECK (true);
+    END IF;
+END
+$$;
 
 CREATE OR REPLACE FUNCTION ml_stack._model_is_confidential(model_id bigint)
 RETURNS boolean
