@@ -6663,7 +6663,7 @@ $$;
 -- A deleted project takes its endpoints with it (its endpoints rows go by the foreign key's
 -- cascade, after which the project's name, hence the endpoints' names, would be unknown).
 -- As the owner, who owns the endpoints: a member of ml_stack_admin may delete projects.
-CREATE OR REPLACE FUNCTION ml_stack._project_deleted()
+CREATE OR REPLACE FUNCTION ml_stack._drop_deleted_project_endpoints()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -6676,7 +6676,7 @@ END
 $$;
 
 CREATE OR REPLACE TRIGGER drop_endpoints BEFORE DELETE ON ml_stack.projects
-    FOR EACH ROW EXECUTE FUNCTION ml_stack._project_deleted();
+    FOR EACH ROW EXECUTE FUNCTION ml_stack._drop_deleted_project_endpoints();
 
 CREATE OR REPLACE FUNCTION ml_stack.unexpose(project_name text, schema_name text DEFAULT 'api')
 RETURNS boolean
