@@ -14,7 +14,8 @@ REVOKE EXECUTE ON FUNCTION ml_stack._model_layout(bigint) FROM PUBLIC;   -- SECU
 DO $$
 DECLARE
     registry CONSTANT text := 'ml_stack.projects, ml_stack.snapshots, ml_stack.models, ml_stack.deployments, '
-                              'ml_stack.training_runs, ml_stack.vectorizers, ml_stack.vectorizer_terms, ml_stack.endpoints';
+                              'ml_stack.training_runs, ml_stack.vectorizers, ml_stack.vectorizer_terms, ml_stack.endpoints, '
+                              'ml_stack.model_aliases, ml_stack.model_tags';
     sequences CONSTANT text := 'ml_stack.projects_id_seq, ml_stack.snapshots_id_seq, ml_stack.models_id_seq, '
                                'ml_stack.deployments_id_seq, ml_stack.training_runs_id_seq, ml_stack.vectorizers_id_seq';
 BEGIN
@@ -36,6 +37,8 @@ BEGIN
         EXECUTE 'GRANT USAGE ON SCHEMA ml_stack TO ml_stack_trainer';
         EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %s TO ml_stack_trainer', registry);
         EXECUTE format('GRANT USAGE ON SEQUENCE %s TO ml_stack_trainer', sequences);
+        -- aliases and tags are a trainer's to move and remove (set_alias, delete_alias, set_tag)
+        EXECUTE 'GRANT DELETE ON ml_stack.model_aliases, ml_stack.model_tags TO ml_stack_trainer';
         EXECUTE 'GRANT EXECUTE ON FUNCTION ml_stack._cron_problem(), ml_stack._count_project_models(bigint) TO ml_stack_trainer';
     END IF;
     IF to_regrole('ml_stack_admin') IS NOT NULL THEN

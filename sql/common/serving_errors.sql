@@ -58,11 +58,20 @@ RETURNS float8
 LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    owner text;
 BEGIN
     IF project_name IS NULL THEN
         RETURN NULL;
     END IF;
-    IF NOT EXISTS (SELECT FROM ml_stack.projects AS p WHERE p.name = project_name) THEN
+    SELECT p.name INTO owner FROM ml_stack.projects AS p
+    WHERE starts_with(project_name, p.name || '@') ORDER BY length(p.name) DESC LIMIT 1;
+    IF NOT EXISTS (SELECT FROM ml_stack.projects AS p WHERE p.name = project_name) AND owner IS NOT NULL THEN
+        -- '<project>@<alias>' (0.5.0)
+        RAISE EXCEPTION 'project "%" has no alias "%"', owner, substr(project_name, length(owner) + 2)
+            USING ERRCODE = 'PT404',
+                  HINT = 'ml_stack.set_alias(project_name, alias, model_id) makes one; SELECT * FROM ml_stack.model_aliases lists them.';
+    ELSIF NOT EXISTS (SELECT FROM ml_stack.projects AS p WHERE p.name = project_name) THEN
         RAISE EXCEPTION 'project "%" does not exist', project_name
             USING ERRCODE = 'PT404',
                   HINT = 'Train it first with ml_stack.train(); SELECT name FROM ml_stack.projects lists the projects.';

@@ -18,6 +18,9 @@ DECLARE
     chosen bigint;
     metric text;
     stack  bigint[] := '{}';
+    kept   bigint[];
+    dropped boolean;
+    entry  bigint;
     dep    record;
 BEGIN
     IF strategy IS NULL OR strategy NOT IN ('best_score', 'most_recent', 'rollback', 'specific') THEN
@@ -67,14 +70,26 @@ BEGIN
                        WHERE d.project_id = proj.id ORDER BY d.id LOOP
                 IF dep.strategy = 'rollback' THEN
                     stack := stack[1 : cardinality(stack) - 1];
-                ELSIF stack[cardinality(stack)] IS DISTINCT FROM dep.model_id THEN
+                ELSIF stack[cardinality(stack)] IS DISTINCT FROM dep.model_id OR cardinality(stack) = 0 THEN   -- NULL too
                     stack := stack || dep.model_id;
                 END IF;
             END LOOP;
+            -- dropped models (NULL) cannot come back: they leave the stack; when the current one was
+            -- dropped (the project serves nothing), a rollback goes to the newest one still there
+            dropped := (SELECT d.model_id IS NULL FROM ml_stack.deployments AS d
+                        WHERE d.project_id = proj.id ORDER BY d.id DESC LIMIT 1);
+            kept := '{}';
+            FOREACH entry IN ARRAY stack LOOP
+                IF entry IS NOT NULL AND kept[cardinality(kept)] IS DISTINCT FROM entry THEN
+                    kept := kept || entry;
+                END IF;
+            END LOOP;
+            stack := CASE WHEN dropped THEN kept || NULL::bigint ELSE kept END;
             IF cardinality(stack) < 2 THEN
                 RAISE EXCEPTION 'project "%" has nothing to roll back to', proj.name
                     USING ERRCODE = 'object_not_in_prerequisite_state',
-                          HINT = CASE WHEN cardinality(stack) = 0 THEN 'The project has no deployment yet.'
+                          HINT = CASE WHEN dropped IS NULL THEN 'The project has no deployment yet.'
+                                      WHEN dropped THEN 'Its deployed model was dropped and no model deployed before it remains; deploy one.'
                                       ELSE 'The current deployment is the project''s first; deploy another model first.' END;
             END IF;
             chosen := stack[cardinality(stack) - 1];

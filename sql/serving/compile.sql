@@ -173,12 +173,17 @@ BEGIN
     WHERE m.artifact ->> 'format' IN ('linear', 'trees')
       AND p.confidential IS DISTINCT FROM EXISTS (SELECT FROM ml_stack._model_parameters AS q WHERE q.model_id = m.id)
     ORDER BY m.id;
-    SELECT string_agg(format('WHEN project_name OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN ml_stack.%I(features)', d.project_name, format('_model_%s_predict', d.model_id)), ' '
-                      ORDER BY d.project_name),
-           string_agg(format('WHEN project_name OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN ml_stack.%I(features)', d.project_name, format('_model_%s_proba', d.model_id)), ' '
-                      ORDER BY d.project_name)
+    -- projects by name, then their aliases as '<project>@<alias>' (set_alias refuses one that a
+    -- project's name would shadow; the projects' arms come first all the same)
+    SELECT string_agg(format('WHEN project_name OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN ml_stack.%I(features)', d.name, format('_model_%s_predict', d.model_id)), ' '
+                      ORDER BY d.alias IS NOT NULL, d.name),
+           string_agg(format('WHEN project_name OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN ml_stack.%I(features)', d.name, format('_model_%s_proba', d.model_id)), ' '
+                      ORDER BY d.alias IS NOT NULL, d.name)
     INTO by_project, by_project_proba
-    FROM ml_stack.deployed_models AS d;
+    FROM (SELECT dm.project_name AS name, dm.model_id, NULL AS alias FROM ml_stack.deployed_models AS dm
+          UNION ALL
+          SELECT p.name || '@' || a.alias, a.model_id, a.alias
+          FROM ml_stack.model_aliases AS a JOIN ml_stack.projects AS p ON p.id = a.project_id) AS d;
     SELECT string_agg(format('WHEN model_id OPERATOR(pg_catalog.=) %s::pg_catalog.int8 THEN ml_stack.%I(features)', m.id, format('_model_%s_predict', m.id)), ' ' ORDER BY m.id),
            string_agg(format('WHEN model_id OPERATOR(pg_catalog.=) %s::pg_catalog.int8 THEN ml_stack.%I(features)', m.id, format('_model_%s_proba', m.id)), ' ' ORDER BY m.id)
     INTO by_model, by_model_proba
@@ -216,6 +221,13 @@ BEGIN
     -- the projects' typed serving functions (serving/typed.sql)
     PERFORM ml_stack._compile_serving(p.id) FROM ml_stack.projects AS p ORDER BY p.id;
     PERFORM ml_stack._drop_orphan_serving();
+    -- the predictors of models that are gone (drop_model, a DELETE)
+    FOR fn IN SELECT f.oid FROM pg_catalog.pg_proc AS f
+              WHERE f.pronamespace = 'ml_stack'::regnamespace AND f.proname ~ '^_model_\d+_(predict|proba|margins)$'
+                AND NOT EXISTS (SELECT FROM ml_stack.models AS m WHERE m.id = substring(f.proname FROM '^_model_(\d+)_')::bigint)
+              ORDER BY f.proname LOOP
+        EXECUTE format('DROP FUNCTION %s', fn);
+    END LOOP;
     PERFORM ml_stack._refresh_endpoints();   -- api/expose.sql
 END
 $$;
@@ -259,6 +271,8 @@ $$;
 CREATE OR REPLACE TRIGGER refresh_serving AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ml_stack.projects
     FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._registry_changed();
 CREATE OR REPLACE TRIGGER refresh_serving AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ml_stack.deployments
+    FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._registry_changed();
+CREATE OR REPLACE TRIGGER refresh_serving AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ml_stack.model_aliases
     FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._registry_changed();
 CREATE OR REPLACE TRIGGER refresh_serving AFTER DELETE OR TRUNCATE ON ml_stack.models
     FOR EACH STATEMENT EXECUTE FUNCTION ml_stack._registry_changed();
