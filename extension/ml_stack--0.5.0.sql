@@ -3732,7 +3732,10 @@ DECLARE
     engine_predictions boolean := coalesce((dataset ->> 'engine_predictions')::boolean, false);
     pred   text := CASE WHEN engine_predictions THEN 'p.yhat' ELSE ml_stack._predict_sql(artifact, classes, 'x%s') END;
     proba  text := CASE WHEN engine_predictions THEN 'p.proba' ELSE ml_stack._proba_sql(artifact, 'x%s') END;
-    source text := CASE WHEN engine_predictions
+    -- "predictions": "deployed": the deployed model's, on this split (training/compare.sql)
+    source text := CASE WHEN engine_predictions AND dataset ->> 'predictions' = 'deployed'
+                        THEN 'pg_temp._ml_stack_rows JOIN pg_temp._ml_stack_deployed_predictions AS p USING (r)'
+                        WHEN engine_predictions
                         THEN 'pg_temp._ml_stack_rows JOIN pg_temp._ml_stack_predictions AS p USING (r)'
                         ELSE 'pg_temp._ml_stack_rows' END;
     result jsonb;
@@ -5439,6 +5442,105 @@ $$;
 COMMENT ON FUNCTION ml_stack.set_tag(bigint, text, text) IS
     'ml_stack: set a tag of a model (a NULL value removes it); returns the model''s tags as a JSON object.';
 
+-- source: sql/training/compare.sql
+-- Automatic deploy decides on the same rows (0.5.0): before a retrained model replaces the
+-- deployed one, the deployed model is scored on the new model's test rows (after a drift,
+-- its score on its own, older test rows says nothing of today's data).
+
+-- Metrics of a model on the test rows of the split in pg_temp._ml_stack_rows (its feature
+-- columns must be those of the dataset: serving arguments compared by the caller), as
+-- {"metrics": {...}, "rows": n}; {"no_prediction": k, "rows": n} when it gives NULL for k
+-- rows (NULL features it has no impute rule for); {"skipped": why} when it cannot be scored.
+CREATE OR REPLACE FUNCTION ml_stack._score_on_split(model_id bigint, task text, dataset jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    old_layout jsonb := ml_stack._model_layout(model_id);
+    new_layout jsonb := dataset -> 'columns';
+    parts text[] := '{}';
+    xi integer := 0;
+    ti integer := 0;
+    col jsonb;
+    old jsonb;
+    w integer;
+    classes float8[];
+    scoring text;
+    missing bigint;
+    total bigint;
+    problem text;
+BEGIN
+    IF old_layout IS NULL OR jsonb_array_length(old_layout) <> jsonb_array_length(new_layout) THEN
+        RETURN jsonb_build_object('skipped', 'its feature columns are not known');
+    END IF;
+    -- its feature array from the split's raw features x (in table order) and texts t, the texts
+    -- vectorized by its own transformers
+    FOR k IN 0 .. jsonb_array_length(new_layout) - 1 LOOP
+        col := new_layout -> k;
+        old := old_layout -> k;
+        w := coalesce((col ->> 'width')::integer, 1);
+        IF col ->> 'name' <> old ->> 'name' OR (col ->> 'kind' = 'text') <> (old ->> 'kind' = 'text')
+           OR (col ->> 'kind' <> 'text' AND w <> coalesce((old ->> 'width')::integer, 1)) THEN
+            RETURN jsonb_build_object('skipped', format('column "%s" differs', col ->> 'name'));
+        END IF;
+        IF col ->> 'kind' = 'text' THEN
+            ti := ti + 1;
+            parts := parts || format('ml_stack._text_features(%L::pg_catalog.jsonb, %s, t%s)', old -> 'transformer',
+                                     (old ->> 'width')::integer, ti);
+        ELSE
+            parts := parts || format('ARRAY[%s]', (SELECT string_agg(format('x%s', xi + j), ', ' ORDER BY j)
+                                                   FROM generate_series(1, w) AS j));
+            xi := xi + w;
+        END IF;
+    END LOOP;
+    SELECT m.classes INTO classes FROM ml_stack.models AS m WHERE m.id = _score_on_split.model_id;
+    IF to_regclass('pg_temp._ml_stack_deployed_predictions') IS NOT NULL THEN
+        DROP TABLE pg_temp._ml_stack_deployed_predictions;
+    END IF;
+    -- with probabilities when it has them (a classifier without them fails on the first row: then without)
+    FOR attempt IN 1 .. 2 LOOP
+        scoring := format('CREATE TEMPORARY TABLE _ml_stack_deployed_predictions ON COMMIT DROP AS '
+                          'SELECT r, ml_stack.predict(%1$s::bigint, f) AS yhat, %2$s AS proba '
+                          'FROM (SELECT r, %3$s AS f FROM pg_temp._ml_stack_rows WHERE %4$s OFFSET 0) AS s',
+                          model_id,
+                          CASE WHEN task = 'classification' AND attempt = 1
+                               THEN format('ml_stack.predict_proba(%s::bigint, f)', model_id) ELSE 'NULL::float8[]' END,
+                          array_to_string(parts, ' OPERATOR(pg_catalog.||) '), dataset ->> 'test_filter');
+        BEGIN
+            EXECUTE scoring;
+            problem := NULL;
+            EXIT;
+        EXCEPTION WHEN query_canceled THEN
+            RAISE;
+        WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT;
+        END;
+    END LOOP;
+    IF problem IS NOT NULL THEN
+        RETURN jsonb_build_object('skipped', left(problem, 300));
+    END IF;
+    SELECT count(*) FILTER (WHERE p.yhat IS NULL), count(*) INTO missing, total FROM pg_temp._ml_stack_deployed_predictions AS p;
+    IF missing > 0 THEN
+        RETURN jsonb_build_object('no_prediction', missing, 'rows', total);
+    END IF;
+    RETURN jsonb_build_object('metrics', ml_stack._test_metrics(task, NULL, classes,
+                                                                 dataset || '{"engine_predictions": true, "predictions": "deployed"}'),
+                              'rows', total);
+END
+$$;
+
+-- How a decision on the deployed model's own test rows explains itself.
+CREATE OR REPLACE FUNCTION ml_stack._own_rows_note(comparison jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN comparison ? 'skipped' THEN format(' on its own test rows (not scored on this split: %s)', comparison ->> 'skipped')
+                ELSE ' on its own test rows' END
+$$;
+
 -- source: sql/training/train.sql
 -- Algorithm names known to ml_stack (PostgresML's), to tell a typo from an
 -- algorithm whose engine is not installed.
@@ -5520,6 +5622,8 @@ DECLARE
     new_columns text;
     old_columns text;
     new_score float8;
+    comparison jsonb;
+    same_rows boolean;
 BEGIN
     IF project_name IS NULL OR btrim(project_name) = '' THEN
         RAISE EXCEPTION 'project_name is required' USING ERRCODE = 'invalid_parameter_value',
@@ -5624,8 +5728,21 @@ BEGIN
     t0 := clock_timestamp();
     metrics := ml_stack._test_metrics(task, artifact, classes, dataset);
     metrics := metrics || jsonb_build_object('fit_time', fit_time, 'score_time', extract(epoch FROM clock_timestamp() - t0));
+    -- the deployed model, scored on the same test rows (training/compare.sql), when the new one
+    -- could replace it automatically
+    key := ml_stack._key_metric(task);
+    SELECT (d.metrics ->> key)::float8, d.model_id INTO current_score, current_model
+    FROM ml_stack.deployed_models AS d WHERE d.project_id = proj.id;
+    new_columns := ml_stack._serving_arguments(dataset -> 'columns');
+    old_columns := ml_stack._serving_arguments(ml_stack._model_layout(current_model));
+    IF current_model IS NOT NULL AND coalesce(automatic_deploy, true) AND new_columns IS NOT DISTINCT FROM old_columns THEN
+        comparison := ml_stack._score_on_split(current_model, task, dataset);
+    END IF;
     -- done with the data: free it now, not at the end of the transaction
     DROP TABLE pg_temp._ml_stack_rows;
+    IF to_regclass('pg_temp._ml_stack_deployed_predictions') IS NOT NULL THEN
+        DROP TABLE pg_temp._ml_stack_deployed_predictions;
+    END IF;
     IF to_regclass('pg_temp._ml_stack_predictions') IS NOT NULL THEN  -- (IF EXISTS would print a NOTICE)
         DROP TABLE pg_temp._ml_stack_predictions;
     END IF;
@@ -5645,15 +5762,15 @@ BEGIN
             (dataset ->> 'n')::bigint, (dataset ->> 'skipped')::bigint, (dataset ->> 'train_rows')::bigint,
             (dataset ->> 'test_rows')::bigint, test_size, test_sampling, seed, dataset -> 'columns')
     RETURNING id INTO snap_id;
-    -- automatic deploy: only a model that beats the deployed one on the key metric, and over the
-    -- same feature columns (others would change the serving function's signature, which views,
-    -- prepared statements and HTTP endpoints use: that takes a deploy() by hand)
-    key := ml_stack._key_metric(task);
+    -- automatic deploy: only a model that beats the deployed one on the key metric, on the same
+    -- test rows when the deployed model can be scored on them, and over the same feature columns
+    -- (others would change the serving function's signature, which views, prepared statements and
+    -- HTTP endpoints use: that takes a deploy() by hand)
     new_score := (metrics ->> key)::float8;
-    SELECT (d.metrics ->> key)::float8, d.model_id INTO current_score, current_model
-    FROM ml_stack.deployed_models AS d WHERE d.project_id = proj.id;
-    new_columns := ml_stack._serving_arguments(dataset -> 'columns');
-    old_columns := ml_stack._serving_arguments(ml_stack._model_layout(current_model));
+    same_rows := comparison ? 'metrics';
+    IF same_rows THEN
+        current_score := (comparison -> 'metrics' ->> key)::float8;
+    END IF;
     decision := CASE
         WHEN NOT coalesce(automatic_deploy, true) THEN 'not deployed: automatic_deploy => false'
         WHEN current_model IS NULL THEN 'deployed: the project''s first deployment'
@@ -5661,11 +5778,18 @@ BEGIN
             format('not deployed: its feature columns (%s) differ from those of the deployed model %s (%s); '
                    'ml_stack.deploy(<its id>) deploys it and changes the serving function', left(new_columns, 500), current_model,
                    left(old_columns, 500))
+        WHEN comparison ? 'no_prediction' THEN
+            format('deployed: the deployed model %s gives no prediction for %s of the %s rows of this split '
+                   '(NULL features it has no impute rule for)', current_model, comparison ->> 'no_prediction', comparison ->> 'rows')
         WHEN new_score > current_score OR (current_score IS NULL AND new_score IS NOT NULL) THEN
-            format('deployed: %s %s > %s of the deployed model %s', key, round(new_score::numeric, 6),
-                   coalesce(round(current_score::numeric, 6)::text, 'none'), current_model)
-        ELSE format('not deployed: %s %s <= %s of the deployed model %s', key, coalesce(round(new_score::numeric, 6)::text, 'none'),
-                    round(current_score::numeric, 6), current_model) END;
+            format('deployed: %s %s%s > %s of the deployed model %s%s', key, round(new_score::numeric, 6),
+                   CASE WHEN same_rows THEN ' on this split' ELSE '' END,
+                   coalesce(round(current_score::numeric, 6)::text, 'none'), current_model,
+                   CASE WHEN same_rows THEN ' on this split' ELSE ml_stack._own_rows_note(comparison) END)
+        ELSE format('not deployed: %s %s%s <= %s of the deployed model %s%s', key,
+                    coalesce(round(new_score::numeric, 6)::text, 'none'), CASE WHEN same_rows THEN ' on this split' ELSE '' END,
+                    round(current_score::numeric, 6), current_model,
+                    CASE WHEN same_rows THEN ' on this split' ELSE ml_stack._own_rows_note(comparison) END) END;
     was_deployed := decision LIKE 'deployed:%';
     INSERT INTO ml_stack.models (project_id, snapshot_id, algorithm, engine, task, hyperparams, preprocess,
                                  num_features, classes, artifact, metrics, search, deploy_decision)
@@ -5990,6 +6114,21 @@ BEGIN
 END
 $$;
 
+-- source: sql/scheduling/training_jobs_0.5.0.sql
+-- 0.5.0: ml_stack.training_jobs shows the last run's deploy decision, a new column of the view
+-- and of the function behind it, which therefore are made again (scheduling/cron.sql). Checked
+-- rather than DROP ... IF EXISTS, which would print a NOTICE in a fresh install.
+DO $$
+BEGIN
+    IF to_regclass('ml_stack.training_jobs') IS NOT NULL THEN
+        DROP VIEW ml_stack.training_jobs;
+    END IF;
+    IF to_regprocedure('ml_stack._training_jobs()') IS NOT NULL THEN
+        DROP FUNCTION ml_stack._training_jobs();
+    END IF;
+END
+$$;
+
 -- source: sql/scheduling/cron.sql
 -- Scheduled retraining with pg_cron (docs/design-notes/pg-cron.md). ml_stack installs and works without
 -- pg_cron: nothing here refers to schema cron until a helper runs, and the helpers check first.
@@ -6206,7 +6345,7 @@ COMMENT ON FUNCTION ml_stack.unschedule_training(text) IS
 CREATE OR REPLACE FUNCTION ml_stack._training_jobs()
 RETURNS TABLE (job_name text, jobid bigint, schedule text, project text, active boolean, username text,
                last_run_start timestamptz, last_run_end timestamptz, last_run_status text, last_run_message text,
-               run_id bigint, model_id bigint, deployed boolean, command text)
+               run_id bigint, model_id bigint, deployed boolean, command text, deploy_decision text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -6237,7 +6376,8 @@ BEGIN
                CASE WHEN x.src <> 'cron' THEN r.id END,
                CASE WHEN x.src <> 'cron' THEN r.model_id END,
                CASE WHEN x.src <> 'cron' THEN r.deployed END,
-               j.command
+               j.command,
+               CASE WHEN x.src <> 'cron' THEN ml_stack._deploy_decision(r.model_id) END
         FROM cron.job AS j
         LEFT JOIN LATERAL (
             SELECT d.start_time, d.end_time, d.status, d.return_message, d.job_pid
@@ -6259,10 +6399,17 @@ BEGIN
 END
 $$;
 
+-- The recorded deploy decision of a model (row security may hide a confidential project's: NULL).
+CREATE OR REPLACE FUNCTION ml_stack._deploy_decision(model_id bigint)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT m.deploy_decision FROM ml_stack.models AS m WHERE m.id = _deploy_decision.model_id $$;
+
 CREATE OR REPLACE VIEW ml_stack.training_jobs AS
 SELECT * FROM ml_stack._training_jobs();
 COMMENT ON VIEW ml_stack.training_jobs IS
-    'ml_stack: the training jobs scheduled with ml_stack.schedule_training (pg_cron jobs visible to the current role): schedule, project, whether active, and the last run: start, end, status and message (from cron.job_run_details, or from ml_stack.training_runs when that has a newer run), the ml_stack run, the model it produced and whether it was deployed. Empty without pg_cron.';
+    'ml_stack: the training jobs scheduled with ml_stack.schedule_training (pg_cron jobs visible to the current role): schedule, project, whether active, and the last run: start, end, status and message (from cron.job_run_details, or from ml_stack.training_runs when that has a newer run), the ml_stack run, the model it produced, whether it was deployed and why (deploy_decision). Empty without pg_cron.';
 
 -- source: sql/scheduling/run_training.sql
 -- Retraining a project with its snapshot settings, and the history of training runs (ml_stack.training_runs).

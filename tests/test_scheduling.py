@@ -11,6 +11,7 @@ helpers say why they cannot schedule.
 """
 
 import json
+import re
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -270,12 +271,17 @@ def test_retrain_uses_the_deployed_models_settings_and_deploys_only_a_better_mod
     assert cron_db.execute("SELECT (metrics->>'r2')::float8 FROM ml_stack.models WHERE id = %s",
                            (better["model_id"],)).fetchone()[0] > 0.999
 
-    # Now noise: the retrained model is worse than the deployed one, and stays undeployed.
+    # Now noise: no feature explains the label. On today's rows the deployed model (fitted to the old label) does
+    # worse than the retrained one, which is deployed: the decision is taken on the same rows (0.5.0).
     cron_db.execute(NOISE_TARGET)
     run_job(cron_db, "nightly")
+    noise = history(cron_db)[-1]
+    assert (noise["status"], noise["deployed"], noise["model_id"]) == ("succeeded", True, better["model_id"] + 1)
+    # Again on the same rows: the same fit, no better than the deployed one: it stays undeployed.
+    run_job(cron_db, "nightly")
     worse = history(cron_db)[-1]
-    assert (worse["status"], worse["deployed"], worse["model_id"]) == ("succeeded", False, better["model_id"] + 1)
-    assert deployed_model(cron_db, "diabetes") == better["model_id"]
+    assert (worse["status"], worse["deployed"], worse["model_id"]) == ("succeeded", False, noise["model_id"] + 1)
+    assert deployed_model(cron_db, "diabetes") == noise["model_id"]
 
     # An explicit algorithm: its own settings when the project has such a model, the split of the deployed one.
     schedule(cron_db, "linear_weekly", NEVER, "diabetes", algorithm="linear")
@@ -288,6 +294,9 @@ def test_retrain_uses_the_deployed_models_settings_and_deploys_only_a_better_mod
     view = training_jobs(cron_db)
     assert (view["nightly"]["run_id"], view["nightly"]["model_id"], view["nightly"]["deployed"],
             view["nightly"]["last_run_status"]) == (worse["id"], worse["model_id"], False, "succeeded")
+    # and why it was not deployed: scored beside the deployed model on the same, current rows (0.5.0)
+    assert re.fullmatch(rf"not deployed: r2 -?[\d.]+ on this split <= -?[\d.]+ of the deployed model {noise['model_id']} "
+                        r"on this split", view["nightly"]["deploy_decision"]), view["nightly"]["deploy_decision"]
     assert view["linear_weekly"]["model_id"] == lin["model_id"]
     assert linear["model_id"] < ridge["model_id"]
 

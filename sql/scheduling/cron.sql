@@ -213,7 +213,7 @@ COMMENT ON FUNCTION ml_stack.unschedule_training(text) IS
 CREATE OR REPLACE FUNCTION ml_stack._training_jobs()
 RETURNS TABLE (job_name text, jobid bigint, schedule text, project text, active boolean, username text,
                last_run_start timestamptz, last_run_end timestamptz, last_run_status text, last_run_message text,
-               run_id bigint, model_id bigint, deployed boolean, command text)
+               run_id bigint, model_id bigint, deployed boolean, command text, deploy_decision text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -244,7 +244,8 @@ BEGIN
                CASE WHEN x.src <> 'cron' THEN r.id END,
                CASE WHEN x.src <> 'cron' THEN r.model_id END,
                CASE WHEN x.src <> 'cron' THEN r.deployed END,
-               j.command
+               j.command,
+               CASE WHEN x.src <> 'cron' THEN ml_stack._deploy_decision(r.model_id) END
         FROM cron.job AS j
         LEFT JOIN LATERAL (
             SELECT d.start_time, d.end_time, d.status, d.return_message, d.job_pid
@@ -266,7 +267,14 @@ BEGIN
 END
 $$;
 
+-- The recorded deploy decision of a model (row security may hide a confidential project's: NULL).
+CREATE OR REPLACE FUNCTION ml_stack._deploy_decision(model_id bigint)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT m.deploy_decision FROM ml_stack.models AS m WHERE m.id = _deploy_decision.model_id $$;
+
 CREATE OR REPLACE VIEW ml_stack.training_jobs AS
 SELECT * FROM ml_stack._training_jobs();
 COMMENT ON VIEW ml_stack.training_jobs IS
-    'ml_stack: the training jobs scheduled with ml_stack.schedule_training (pg_cron jobs visible to the current role): schedule, project, whether active, and the last run: start, end, status and message (from cron.job_run_details, or from ml_stack.training_runs when that has a newer run), the ml_stack run, the model it produced and whether it was deployed. Empty without pg_cron.';
+    'ml_stack: the training jobs scheduled with ml_stack.schedule_training (pg_cron jobs visible to the current role): schedule, project, whether active, and the last run: start, end, status and message (from cron.job_run_details, or from ml_stack.training_runs when that has a newer run), the ml_stack run, the model it produced, whether it was deployed and why (deploy_decision). Empty without pg_cron.';

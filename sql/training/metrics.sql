@@ -17,7 +17,10 @@ DECLARE
     engine_predictions boolean := coalesce((dataset ->> 'engine_predictions')::boolean, false);
     pred   text := CASE WHEN engine_predictions THEN 'p.yhat' ELSE ml_stack._predict_sql(artifact, classes, 'x%s') END;
     proba  text := CASE WHEN engine_predictions THEN 'p.proba' ELSE ml_stack._proba_sql(artifact, 'x%s') END;
-    source text := CASE WHEN engine_predictions
+    -- "predictions": "deployed": the deployed model's, on this split (training/compare.sql)
+    source text := CASE WHEN engine_predictions AND dataset ->> 'predictions' = 'deployed'
+                        THEN 'pg_temp._ml_stack_rows JOIN pg_temp._ml_stack_deployed_predictions AS p USING (r)'
+                        WHEN engine_predictions
                         THEN 'pg_temp._ml_stack_rows JOIN pg_temp._ml_stack_predictions AS p USING (r)'
                         ELSE 'pg_temp._ml_stack_rows' END;
     result jsonb;

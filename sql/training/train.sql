@@ -78,6 +78,8 @@ DECLARE
     new_columns text;
     old_columns text;
     new_score float8;
+    comparison jsonb;
+    same_rows boolean;
 BEGIN
     IF project_name IS NULL OR btrim(project_name) = '' THEN
         RAISE EXCEPTION 'project_name is required' USING ERRCODE = 'invalid_parameter_value',
@@ -182,8 +184,21 @@ BEGIN
     t0 := clock_timestamp();
     metrics := ml_stack._test_metrics(task, artifact, classes, dataset);
     metrics := metrics || jsonb_build_object('fit_time', fit_time, 'score_time', extract(epoch FROM clock_timestamp() - t0));
+    -- the deployed model, scored on the same test rows (training/compare.sql), when the new one
+    -- could replace it automatically
+    key := ml_stack._key_metric(task);
+    SELECT (d.metrics ->> key)::float8, d.model_id INTO current_score, current_model
+    FROM ml_stack.deployed_models AS d WHERE d.project_id = proj.id;
+    new_columns := ml_stack._serving_arguments(dataset -> 'columns');
+    old_columns := ml_stack._serving_arguments(ml_stack._model_layout(current_model));
+    IF current_model IS NOT NULL AND coalesce(automatic_deploy, true) AND new_columns IS NOT DISTINCT FROM old_columns THEN
+        comparison := ml_stack._score_on_split(current_model, task, dataset);
+    END IF;
     -- done with the data: free it now, not at the end of the transaction
     DROP TABLE pg_temp._ml_stack_rows;
+    IF to_regclass('pg_temp._ml_stack_deployed_predictions') IS NOT NULL THEN
+        DROP TABLE pg_temp._ml_stack_deployed_predictions;
+    END IF;
     IF to_regclass('pg_temp._ml_stack_predictions') IS NOT NULL THEN  -- (IF EXISTS would print a NOTICE)
         DROP TABLE pg_temp._ml_stack_predictions;
     END IF;
@@ -203,15 +218,15 @@ BEGIN
             (dataset ->> 'n')::bigint, (dataset ->> 'skipped')::bigint, (dataset ->> 'train_rows')::bigint,
             (dataset ->> 'test_rows')::bigint, test_size, test_sampling, seed, dataset -> 'columns')
     RETURNING id INTO snap_id;
-    -- automatic deploy: only a model that beats the deployed one on the key metric, and over the
-    -- same feature columns (others would change the serving function's signature, which views,
-    -- prepared statements and HTTP endpoints use: that takes a deploy() by hand)
-    key := ml_stack._key_metric(task);
+    -- automatic deploy: only a model that beats the deployed one on the key metric, on the same
+    -- test rows when the deployed model can be scored on them, and over the same feature columns
+    -- (others would change the serving function's signature, which views, prepared statements and
+    -- HTTP endpoints use: that takes a deploy() by hand)
     new_score := (metrics ->> key)::float8;
-    SELECT (d.metrics ->> key)::float8, d.model_id INTO current_score, current_model
-    FROM ml_stack.deployed_models AS d WHERE d.project_id = proj.id;
-    new_columns := ml_stack._serving_arguments(dataset -> 'columns');
-    old_columns := ml_stack._serving_arguments(ml_stack._model_layout(current_model));
+    same_rows := comparison ? 'metrics';
+    IF same_rows THEN
+        current_score := (comparison -> 'metrics' ->> key)::float8;
+    END IF;
     decision := CASE
         WHEN NOT coalesce(automatic_deploy, true) THEN 'not deployed: automatic_deploy => false'
         WHEN current_model IS NULL THEN 'deployed: the project''s first deployment'
@@ -219,11 +234,18 @@ BEGIN
             format('not deployed: its feature columns (%s) differ from those of the deployed model %s (%s); '
                    'ml_stack.deploy(<its id>) deploys it and changes the serving function', left(new_columns, 500), current_model,
                    left(old_columns, 500))
+        WHEN comparison ? 'no_prediction' THEN
+            format('deployed: the deployed model %s gives no prediction for %s of the %s rows of this split '
+                   '(NULL features it has no impute rule for)', current_model, comparison ->> 'no_prediction', comparison ->> 'rows')
         WHEN new_score > current_score OR (current_score IS NULL AND new_score IS NOT NULL) THEN
-            format('deployed: %s %s > %s of the deployed model %s', key, round(new_score::numeric, 6),
-                   coalesce(round(current_score::numeric, 6)::text, 'none'), current_model)
-        ELSE format('not deployed: %s %s <= %s of the deployed model %s', key, coalesce(round(new_score::numeric, 6)::text, 'none'),
-                    round(current_score::numeric, 6), current_model) END;
+            format('deployed: %s %s%s > %s of the deployed model %s%s', key, round(new_score::numeric, 6),
+                   CASE WHEN same_rows THEN ' on this split' ELSE '' END,
+                   coalesce(round(current_score::numeric, 6)::text, 'none'), current_model,
+                   CASE WHEN same_rows THEN ' on this split' ELSE ml_stack._own_rows_note(comparison) END)
+        ELSE format('not deployed: %s %s%s <= %s of the deployed model %s%s', key,
+                    coalesce(round(new_score::numeric, 6)::text, 'none'), CASE WHEN same_rows THEN ' on this split' ELSE '' END,
+                    round(current_score::numeric, 6), current_model,
+                    CASE WHEN same_rows THEN ' on this split' ELSE ml_stack._own_rows_note(comparison) END) END;
     was_deployed := decision LIKE 'deployed:%';
     INSERT INTO ml_stack.models (project_id, snapshot_id, algorithm, engine, task, hyperparams, preprocess,
                                  num_features, classes, artifact, metrics, search, deploy_decision)
