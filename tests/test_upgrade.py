@@ -398,6 +398,22 @@ def test_description_ignores_models_but_not_schema_changes(conn):
 # updates
 
 
+def test_install_and_updates_print_no_stray_notices(pg_server, new_db):
+    """psql as the user sees it (0.5.0): CREATE EXTENSION and ALTER EXTENSION UPDATE from every released version
+    print nothing of ml_stack's own (no "... does not exist, skipping")."""
+    for version in [None] + OLDER:
+        with pg_server.connect(new_db("ml_stack_notices")) as db:
+            notices = []
+            db.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+            if version is None:
+                db.execute("CREATE EXTENSION ml_stack")
+            else:
+                db.execute(sql.SQL("CREATE EXTENSION ml_stack VERSION {}").format(sql.Literal(version)))
+                notices.clear()   # what an old version printed is history
+                db.execute("ALTER EXTENSION ml_stack UPDATE")
+            assert notices == [], (version, notices)
+
+
 def test_update_on_current_version_is_a_no_op(conn):
     train_every_kind(conn)
     served, registry, schema = serving_state(conn), registry_rows(conn), describe_extension(conn)
