@@ -10,7 +10,7 @@ from psycopg import sql
 
 from test_dump_restore import _restore
 from test_expose import TABLE, as_role, login, roles  # noqa: F401  (roles is a fixture)
-from test_trees_compiler import CASES, document, import_doc, probes, random_tree, serve, RNG_SEED
+from test_trees_compiler import CASES, RNG_SEED, case_artifact, document, import_doc, probes, random_tree, serve
 from helpers import train
 
 
@@ -138,15 +138,9 @@ def test_tree_ensembles_served_confidential_match_the_compiled_ones(conn):
     rng = np.random.default_rng(RNG_SEED)
     n_features = 4
     cases = []
-    for case, (task, classes, outputs, link, sum_type, extra) in sorted(CASES.items()):
-        art = {"format": "trees", "outputs": outputs, "base": [float(np.float32(rng.normal())) for _ in range(outputs)],
-               "sum": sum_type, "link": link, "missing": extra.get("missing", "default"),
-               "trees": [random_tree(rng, n_features, 4, t % outputs, sum_type == "float4") for t in range(7 * outputs)]}
-        if "divisor" in extra:
-            art["divisor"] = extra["divisor"]
-        if extra.get("transform"):
-            art["transform"] = [{"impute": 0.25, "shift": 1.5, "scale": 2.0}, {"impute": None, "shift": 0.0, "scale": 1.0},
-                                {"impute": -1.0, "shift": -0.5, "scale": 0.5}, {"impute": None, "shift": 3.0, "scale": 4.0}]
+    for case in sorted(CASES):
+        task, classes = CASES[case][:2]
+        art = case_artifact(rng, case, n_features)
         import_doc(conn, case, document(art, n_features, task, classes))
         rows = probes(rng, art, n_features)
         cases.append((case, classes, rows, serve(conn, case, rows), classes and serve(conn, case, rows, proba=True)))

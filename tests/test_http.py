@@ -84,7 +84,7 @@ def test_a_jwt_role_and_roles_not_granted(site):
     conn, server, roles = site
     token = jwt_for({"role": roles.user}, SECRET)
     with client_for(server, token) as client:
-        assert client.rpc("predict_clickbait", {"id": 1, "title": "This one trick"}).execute().data == 1
+        assert client.rpc("predict_clickbait", {"id": 2, "title": "You will not believe what cats"}).execute().data == 1
     assert server.exchanges[-1].statements[1].params[1] == roles.user   # set_config('role', ...)
     # a role of the JWT that the authenticator may not become: 403
     outsider = f"{roles.user}_x"

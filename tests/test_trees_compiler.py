@@ -97,11 +97,9 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_compiled_ensemble_matches_the_document(conn, case):
+def case_artifact(rng, case, n_features=4):
+    """A random trees document of one of CASES (4 features), 7 trees per output."""
     task, classes, outputs, link, sum_type, extra = CASES[case]
-    rng = np.random.default_rng(RNG_SEED + len(case))
-    n_features = 4
     art = {"format": "trees", "outputs": outputs, "base": [float(np.float32(rng.normal())) for _ in range(outputs)],
            "sum": sum_type, "link": link, "missing": extra.get("missing", "default"),
            "trees": [random_tree(rng, n_features, 4, t % outputs, sum_type == "float4") for t in range(7 * outputs)]}
@@ -110,6 +108,15 @@ def test_compiled_ensemble_matches_the_document(conn, case):
     if extra.get("transform"):
         art["transform"] = [{"impute": 0.25, "shift": 1.5, "scale": 2.0}, {"impute": None, "shift": 0.0, "scale": 1.0},
                             {"impute": -1.0, "shift": -0.5, "scale": 0.5}, {"impute": None, "shift": 3.0, "scale": 4.0}]
+    return art
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_compiled_ensemble_matches_the_document(conn, case):
+    task, classes, outputs, link, sum_type, extra = CASES[case]
+    rng = np.random.default_rng(RNG_SEED + len(case))
+    n_features = 4
+    art = case_artifact(rng, case, n_features)
     import_doc(conn, case, document(art, n_features, task, classes))
     rows = probes(rng, art, n_features)
     got = serve(conn, case, rows)
