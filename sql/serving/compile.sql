@@ -83,11 +83,12 @@ AS $$
 DECLARE
     installed boolean := to_regprocedure('ml_stack._python_predict(bigint, bigint, float8[])') IS NOT NULL;
     -- a confidential model's pickle is loaded as the owner (serving/confidential.sql)
-    prefix text := CASE WHEN ml_stack._model_is_confidential(model_id) THEN '_confidential' ELSE '' END;
+    entry_points text[] := CASE WHEN ml_stack._model_is_confidential(model_id)
+                                THEN ARRAY['_confidential_python_predict', '_confidential_python_proba']
+                                ELSE ARRAY['_python_predict', '_python_predict_proba'] END;
     bodies text[] := CASE WHEN installed
-        THEN ARRAY[format('SELECT ml_stack.%I(%s, %s, features)', prefix || '_python_predict', model_id, generation),
-                   format('SELECT ml_stack.%I(%s, %s, features)', CASE prefix WHEN '' THEN '_python_predict_proba'
-                                                                      ELSE '_confidential_python_proba' END, model_id, generation)]
+        THEN ARRAY[format('SELECT ml_stack.%I(%s, %s, features)', entry_points[1], model_id, generation),
+                   format('SELECT ml_stack.%I(%s, %s, features)', entry_points[2], model_id, generation)]
         ELSE ARRAY[format('SELECT ml_stack._engine_not_installed(%s, features)', model_id),
                    format('SELECT ARRAY[ml_stack._engine_not_installed(%s, features)]', model_id)] END;
 BEGIN

@@ -80,6 +80,8 @@ DECLARE
     new_score float8;
     comparison jsonb;
     same_rows boolean;
+    new_rows text;
+    old_rows text;
 BEGIN
     IF project_name IS NULL OR btrim(project_name) = '' THEN
         RAISE EXCEPTION 'project_name is required' USING ERRCODE = 'invalid_parameter_value',
@@ -227,6 +229,9 @@ BEGIN
     IF same_rows THEN
         current_score := (comparison -> 'metrics' ->> key)::float8;
     END IF;
+    -- where each score was measured, for the decision's text
+    new_rows := CASE WHEN same_rows THEN ' on this split' ELSE '' END;
+    old_rows := CASE WHEN same_rows THEN ' on this split' ELSE ml_stack._own_rows_note(comparison) END;
     decision := CASE
         WHEN NOT coalesce(automatic_deploy, true) THEN 'not deployed: automatic_deploy => false'
         WHEN current_model IS NULL THEN 'deployed: the project''s first deployment'
@@ -238,14 +243,11 @@ BEGIN
             format('deployed: the deployed model %s gives no prediction for %s of the %s rows of this split '
                    '(NULL features it has no impute rule for)', current_model, comparison ->> 'no_prediction', comparison ->> 'rows')
         WHEN new_score > current_score OR (current_score IS NULL AND new_score IS NOT NULL) THEN
-            format('deployed: %s %s%s > %s of the deployed model %s%s', key, round(new_score::numeric, 6),
-                   CASE WHEN same_rows THEN ' on this split' ELSE '' END,
-                   coalesce(round(current_score::numeric, 6)::text, 'none'), current_model,
-                   CASE WHEN same_rows THEN ' on this split' ELSE ml_stack._own_rows_note(comparison) END)
+            format('deployed: %s %s%s > %s of the deployed model %s%s', key, round(new_score::numeric, 6), new_rows,
+                   coalesce(round(current_score::numeric, 6)::text, 'none'), current_model, old_rows)
         ELSE format('not deployed: %s %s%s <= %s of the deployed model %s%s', key,
-                    coalesce(round(new_score::numeric, 6)::text, 'none'), CASE WHEN same_rows THEN ' on this split' ELSE '' END,
-                    round(current_score::numeric, 6), current_model,
-                    CASE WHEN same_rows THEN ' on this split' ELSE ml_stack._own_rows_note(comparison) END) END;
+                    coalesce(round(new_score::numeric, 6)::text, 'none'), new_rows,
+                    round(current_score::numeric, 6), current_model, old_rows) END;
     was_deployed := decision LIKE 'deployed:%';
     INSERT INTO ml_stack.models (project_id, snapshot_id, algorithm, engine, task, hyperparams, preprocess,
                                  num_features, classes, artifact, metrics, search, deploy_decision)
