@@ -6060,10 +6060,13 @@ BEGIN
             SELECT t.id, t.started_at, t.finished_at, t.status, t.error, t.model_id, t.deployed, t.pid
             FROM %s AS t WHERE t.job_name = j.jobname::text AND t.username = j.username::text
             ORDER BY t.id DESC LIMIT 1) AS r ON true
+        -- r ran in pg_cron's last run when it ran in its process, during it. pg_cron's launcher stamps
+        -- start_time once it has sent the command, which the job's process may have begun running:
+        -- its started_at can come first, by milliseconds
         CROSS JOIN LATERAL (SELECT CASE
-            WHEN c.start_time IS NOT NULL AND (r.id IS NULL OR c.start_time > r.started_at) THEN 'cron'
             WHEN c.start_time IS NOT NULL AND r.pid = c.job_pid
-                 AND r.started_at <= coalesce(c.end_time, 'infinity') THEN 'both'  -- r ran in pg_cron's run
+                 AND r.started_at BETWEEN c.start_time - interval '5 seconds' AND coalesce(c.end_time, 'infinity') THEN 'both'
+            WHEN c.start_time IS NOT NULL AND (r.id IS NULL OR c.start_time > r.started_at) THEN 'cron'
             WHEN r.id IS NOT NULL THEN 'ml_stack'
             END AS src) AS x
         WHERE starts_with(j.command, ml_stack._training_command_prefix()) AND j.database = current_database()

@@ -67,6 +67,17 @@ def cron_db(pg_server, cron_server_db):
         _reset_cron_database(c)
 
 
+@pytest.fixture
+def tick_db(tick_server):
+    """As cron_db, on the server of the tests that wait for a real pg_cron tick (conftest.tick_server)."""
+    with tick_server.connect(tick_server.cron_dbname) as c:
+        _reset_cron_database(c)
+        c.execute("CREATE EXTENSION ml_stack")
+        c.execute("SET client_min_messages = warning")
+        yield c
+        _reset_cron_database(c)
+
+
 def rows(conn, query, params=None):
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, params).fetchall()
@@ -523,6 +534,20 @@ def test_roles_without_rights_see_no_jobs_and_cannot_schedule(pg_server, cron_db
 # one real pg_cron tick
 
 
+def cron_diagnostics(conn, pg_server) -> str:
+    """What to know when pg_cron ran nothing: its launcher and every backend, its jobs and log, the server log's
+    lines about cron."""
+    activity = rows(conn, "SELECT pid, datname, usename, backend_type, state, wait_event_type, wait_event,"
+                          " backend_start, left(query, 80) AS query FROM pg_stat_activity ORDER BY backend_start")
+    jobs = rows(conn, "SELECT * FROM cron.job")
+    runs = rows(conn, "SELECT * FROM cron.job_run_details ORDER BY runid")
+    log = [line for line in pg_server.logfile.read_text(errors="replace").splitlines()
+           if "cron" in line.lower() or "FATAL" in line or "PANIC" in line or "terminated" in line][-40:]
+    return "\n".join([f"now: {datetime.now().astimezone()}", f"backends ({len(activity)}):",
+                      *map(str, activity), "cron.job:", *map(str, jobs), "cron.job_run_details:", *map(str, runs),
+                      "server log (cron, FATAL, PANIC, terminated):", *log])
+
+
 def _wait_for_runs(conn, jobids, deadline):
     """Poll cron.job_run_details until every job in ``jobids`` has a finished run; return {jobid: run}."""
     while True:
@@ -534,26 +559,27 @@ def _wait_for_runs(conn, jobids, deadline):
         conn.execute("SELECT pg_sleep(0.2)")
 
 
-def test_real_pg_cron_tick_retrains_and_records_success_and_failure(cron_db):
+def test_real_pg_cron_tick_retrains_and_records_success_and_failure(tick_db, tick_server):
     """Two jobs run by pg_cron in the same minute: one retrains on improved data and deploys, the other fails on
     a dropped relation; ml_stack's history, pg_cron's log and training_jobs agree on both."""
-    load_sklearn_dataset(cron_db, "diabetes")
-    load_sklearn_dataset(cron_db, "diabetes", table="doomed")
-    good = train(cron_db, "diabetes", "regression", "diabetes", "target")
-    bad = train(cron_db, "doomed", "regression", "doomed", "target")
-    cron_db.execute(EXACT_TARGET)  # the next retrain of diabetes beats the deployed model
-    cron_db.execute("DROP TABLE doomed")
+    load_sklearn_dataset(tick_db, "diabetes")
+    load_sklearn_dataset(tick_db, "diabetes", table="doomed")
+    good = train(tick_db, "diabetes", "regression", "diabetes", "target")
+    bad = train(tick_db, "doomed", "regression", "doomed", "target")
+    tick_db.execute(EXACT_TARGET)  # the next retrain of diabetes beats the deployed model
+    tick_db.execute("DROP TABLE doomed")
     scheduled_at = datetime.now().astimezone()
-    good_job = schedule(cron_db, "good_every_minute", "* * * * *", "diabetes")
-    bad_job = schedule(cron_db, "bad_every_minute", "* * * * *", "doomed")
+    good_job = schedule(tick_db, "good_every_minute", "* * * * *", "diabetes")
+    bad_job = schedule(tick_db, "bad_every_minute", "* * * * *", "doomed")
 
-    done = _wait_for_runs(cron_db, {good_job, bad_job}, time.monotonic() + TICK_DEADLINE)
-    view = training_jobs(cron_db)  # before unscheduling: the view lists scheduled jobs only
-    schedules_after_the_run = {r["jobname"]: r["active"] for r in rows(cron_db, "SELECT * FROM cron.job")}
+    done = _wait_for_runs(tick_db, {good_job, bad_job}, time.monotonic() + TICK_DEADLINE)
+    diagnostics = "" if len(done) == 2 else cron_diagnostics(tick_db, tick_server)
+    view = training_jobs(tick_db)  # before unscheduling: the view lists scheduled jobs only
+    schedules_after_the_run = {r["jobname"]: r["active"] for r in rows(tick_db, "SELECT * FROM cron.job")}
     for name in ("good_every_minute", "bad_every_minute"):
-        cron_db.execute("SELECT ml_stack.unschedule_training(%s)", (name,))
-    assert done.keys() == {good_job, bad_job}, f"no pg_cron run within {TICK_DEADLINE} s: {done}"
-    runs = {r["job_name"]: r for r in history(cron_db) if r["job_name"]}
+        tick_db.execute("SELECT ml_stack.unschedule_training(%s)", (name,))
+    assert done.keys() == {good_job, bad_job}, f"no pg_cron run within {TICK_DEADLINE} s: {done}\n{diagnostics}"
+    runs = {r["job_name"]: r for r in history(tick_db) if r["job_name"]}
     assert runs.keys() == {"good_every_minute", "bad_every_minute"}
 
     # the good job: pg_cron ran our procedure (same server process), it retrained and deployed
@@ -561,13 +587,13 @@ def test_real_pg_cron_tick_retrains_and_records_success_and_failure(cron_db):
     assert (g["status"], g["return_message"]) == ("succeeded", "CALL")
     assert (gr["trigger"], gr["status"], gr["project_name"], gr["algorithm"], gr["deployed"], gr["error"]) == (
         "cron", "succeeded", "diabetes", "linear", True, None)
-    # pg_cron stamps start_time in the job's backend before it runs the command; the two clocks were read
-    # 0.7 ms out of order once (start_time after our started_at): 5 ms of slack on each side
+    # pg_cron's launcher stamps start_time once it has sent the command, which the job's process may already be
+    # running: start_time came 0.7 ms after our started_at once. 5 ms of slack on each side
     slack = timedelta(milliseconds=5)
     assert gr["pid"] == g["job_pid"] and g["start_time"] - slack <= gr["started_at"] < gr["finished_at"] \
         <= g["end_time"] + slack
     assert g["start_time"] > scheduled_at
-    assert gr["model_id"] > bad["model_id"] and deployed_model(cron_db, "diabetes") == gr["model_id"] != good[
+    assert gr["model_id"] > bad["model_id"] and deployed_model(tick_db, "diabetes") == gr["model_id"] != good[
         "model_id"]
     v = view["good_every_minute"]
     assert (v["jobid"], v["project"], v["active"], v["last_run_start"], v["last_run_end"], v["last_run_status"],
@@ -582,10 +608,10 @@ def test_real_pg_cron_tick_retrains_and_records_success_and_failure(cron_db):
     assert (br["trigger"], br["status"], br["error"], br["sqlstate"], br["model_id"], br["deployed"]) == (
         "cron", "failed", 'relation "doomed" does not exist', "42P01", None, None)
     assert br["pid"] == b["job_pid"]
-    assert deployed_model(cron_db, "doomed") == bad["model_id"]
+    assert deployed_model(tick_db, "doomed") == bad["model_id"]
     assert schedules_after_the_run == {"good_every_minute": True, "bad_every_minute": True}  # the schedule stayed
     v = view["bad_every_minute"]
     assert (v["last_run_status"], v["run_id"], v["model_id"], v["deployed"]) == ("failed", br["id"], None, None)
     assert v["last_run_message"] == b["return_message"]
     # only the two runs and the two manual trains: no second tick was recorded before the unschedule
-    assert model_count(cron_db) == 3
+    assert model_count(tick_db) == 3

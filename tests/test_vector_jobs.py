@@ -13,7 +13,7 @@ import pytest
 from psycopg import errors, sql
 
 from test_dump_restore import _restore
-from test_scheduling import TICK_DEADLINE, cron_db, cron_server_db  # noqa: F401  (fixtures)
+from test_scheduling import TICK_DEADLINE, cron_db, cron_diagnostics, cron_server_db, tick_db  # noqa: F401  (fixtures)
 from vector_helpers import assert_in_sync, catalog_state, job_row, make_docs, queue, stored, view
 
 
@@ -338,8 +338,8 @@ def test_process_unknown_job(conn):
 
 
 def test_cron_schedule_queues_and_the_cron_job_embeds(cron_db):
-    """A cron schedule: the triggers only queue; the pg_cron job's command embeds. Then a real pg_cron tick
-    (a '* * * * *' job) drains the queue by itself; drop_vector_job removes the cron job."""
+    """A cron schedule: the triggers only queue; the pg_cron job's command embeds; drop_vector_job removes the cron
+    job."""
     make_docs(cron_db, 10)
     job_id = create(cron_db, "cj", "docs", "id", ["title", "body"], schedule="*/5 * * * *")
     (jobname, schedule, command), = cron_db.execute("SELECT jobname, schedule, command FROM cron.job").fetchall()
@@ -352,22 +352,26 @@ def test_cron_schedule_queues_and_the_cron_job_embeds(cron_db):
     cron_db.execute(command)  # as pg_cron runs it
     assert queue(cron_db) == []
     assert_in_sync(cron_db, "cj")
-
-    # a real tick
     cron_db.execute("SELECT ml_stack.drop_vector_job('cj')")
     assert cron_db.execute("SELECT count(*) FROM cron.job").fetchone()[0] == 0
-    create(cron_db, "tick", "docs", "id", ["title", "body"], schedule="* * * * *")
-    cron_db.execute("INSERT INTO docs (id, title) VALUES (51, 'embedded by pg_cron')")
+
+
+def test_a_real_pg_cron_tick_drains_the_queue(tick_db, tick_server):
+    """A '* * * * *' job: pg_cron's own tick embeds the queued rows."""
+    make_docs(tick_db, 10)
+    create(tick_db, "tick", "docs", "id", ["title", "body"], schedule="* * * * *")
+    tick_db.execute("INSERT INTO docs (id, title) VALUES (51, 'embedded by pg_cron')")
+    assert len(queue(tick_db)) == 11
     deadline = time.monotonic() + TICK_DEADLINE
-    while queue(cron_db) and time.monotonic() < deadline:
+    while queue(tick_db) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert queue(cron_db) == []
-    status = cron_db.execute("SELECT status, return_message FROM cron.job_run_details ORDER BY runid DESC LIMIT 1"
+    assert queue(tick_db) == [], cron_diagnostics(tick_db, tick_server)
+    status = tick_db.execute("SELECT status, return_message FROM cron.job_run_details ORDER BY runid DESC LIMIT 1"
                              ).fetchone()
     assert status == ("succeeded", "1 row"), status
-    assert_in_sync(cron_db, "tick")
-    cron_db.execute("SELECT ml_stack.drop_vector_job('tick')")
-    assert cron_db.execute("SELECT count(*) FROM cron.job").fetchone()[0] == 0
+    assert_in_sync(tick_db, "tick")
+    tick_db.execute("SELECT ml_stack.drop_vector_job('tick')")
+    assert tick_db.execute("SELECT count(*) FROM cron.job").fetchone()[0] == 0
 
 
 def test_bad_cron_schedule_makes_nothing(cron_db):
