@@ -247,6 +247,30 @@ CREATE TABLE ml_stack.model_tags (
 COMMENT ON TABLE ml_stack.model_tags IS 'ml_stack registry: tags of models (ml_stack.set_tag).';
 SELECT pg_catalog.pg_extension_config_dump('ml_stack.model_tags', '');
 
+-- source: sql/training/train_0.5.0.sql
+-- 0.5.0: train takes exclude (columns that are not features), kept in the snapshot so that a
+-- retrain by project name leaves out the same columns; the internal functions on the way take
+-- it too, and _prepare_dataset the default encoding of categorical columns. Their 0.4.x
+-- signatures go (a DO block: DROP FUNCTION IF EXISTS would print a NOTICE on a fresh install).
+ALTER TABLE ml_stack.snapshots ADD COLUMN exclude text[];
+COMMENT ON COLUMN ml_stack.snapshots.exclude IS
+    'ml_stack: the columns of the relation left out of the features (train''s exclude).';
+DO $$
+DECLARE
+    fn text;
+BEGIN
+    FOREACH fn IN ARRAY ARRAY[
+        'ml_stack.train(text, text, text, text, text, jsonb, text, jsonb, jsonb, real, text, jsonb, boolean, text)',
+        'ml_stack._train(text, text, text, text, text, jsonb, text, jsonb, jsonb, real, text, jsonb, boolean, text, text)',
+        'ml_stack._train_unguarded(text, text, text, text, text, jsonb, text, jsonb, jsonb, real, text, jsonb, boolean, text, text)',
+        'ml_stack._prepare_dataset(regclass, text, text, real, text, bigint, jsonb, text)'] LOOP
+        IF to_regprocedure(fn) IS NOT NULL THEN
+            EXECUTE format('DROP FUNCTION %s', fn);
+        END IF;
+    END LOOP;
+END
+$$;
+
 -- source: sql/engines/linear_algebra.sql
 -- Solve A x = b for a symmetric positive semi-definite A (p x p, row-major flat
 -- array), by Cholesky factorisation with symmetric pivoting on the scaled matrix.
@@ -2798,15 +2822,323 @@ $$;
 COMMENT ON FUNCTION ml_stack.search(text, text, integer, jsonb, text) IS
     'ml_stack: the rows of a vector job''s table that best match a text: mode ''semantic'' (exact cosine similarity), ''keyword'' (BM25) or ''hybrid'' (reciprocal rank fusion, k = 60); filters on the table''s columns ({"col": value} or {"col": {"op": value}}). Returns id (the primary key as text), score, rank (1..n) and record (the row as jsonb). Rows still queued are not searched.';
 
+-- source: sql/training/categories.sql
+-- Categorical features (0.5.0): text, varchar, char and enum columns, and integer or
+-- boolean columns with an "encode" rule, encoded as PostgresML's preprocess names them:
+--   {"encode": "one_hot"}   one 0/1 feature per category seen in the training rows; "drop":
+--                           "first" leaves out the first (dummy coding: the default for least
+--                           squares, whose coefficients are otherwise not unique);
+--   {"encode": "target"}    the label's mean per category (scikit-learn's TargetEncoder,
+--                           fit then transform: "smooth" "auto" (default) or a number;
+--                           a multiclass label gives one feature per class);
+--   {"encode": "ordinal"} or {"encode": {"ordinal": [...]}}  the category's position
+--                           (1, 2, ...) in the sorted categories or in the given list.
+-- NULL is a category of its own when the training rows hold it (ordinal: always 0).
+-- A category unseen at training is all zeros (one_hot: as the dropped first category), the training mean of the label
+-- (target), NULL (ordinal, then its impute rule, if any). Categories sort as text in
+-- the C collation (enums: in their own order; integers: as numbers).
+--
+-- An encoding is stored in the model's column layout as
+--   {"method", "categories": [non-NULL categories in order], "values": [[..] per category]
+--    (target, ordinal), "null": [..] or null, "unknown": [..], "drop": "first" (one_hot)}
+-- and the same SQL (_category_feature_sql) encodes the training rows and every served row.
+
+-- Types read as numbers: date and time types as seconds (date_part('epoch', ...): since
+-- 1970-01-01 00:00 UTC for timestamptz, of the written wall-clock time for timestamp and
+-- date, of the duration for interval, since midnight for time).
+CREATE OR REPLACE FUNCTION ml_stack._is_temporal_type(typ regtype)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT typ IN ('date'::regtype, 'timestamp without time zone'::regtype, 'timestamp with time zone'::regtype,
+                   'interval'::regtype, 'time without time zone'::regtype)
+$$;
+
+-- One output feature (q, from 1) of an encoded category, as SQL over the text expression
+-- arg. Schema-qualified throughout: it is inlined into serving functions.
+CREATE OR REPLACE FUNCTION ml_stack._category_feature_sql(encoding jsonb, arg text, q integer)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3
+AS $$
+DECLARE
+    k integer := jsonb_array_length(encoding -> 'categories');
+    dropped integer := CASE WHEN encoding ->> 'drop' = 'first' THEN 1 ELSE 0 END;
+    num text;
+    arms text;
+BEGIN
+    IF encoding ->> 'method' = 'one_hot' THEN
+        IF q > k - dropped THEN   -- the NULL category's feature
+            RETURN format('(%s IS NULL)::pg_catalog.int4::pg_catalog.float8', arg);
+        END IF;
+        RETURN format('COALESCE(%s OPERATOR(pg_catalog.=) %L::pg_catalog.text, false)::pg_catalog.int4::pg_catalog.float8',
+                      arg, encoding -> 'categories' ->> (q - 1 + dropped));
+    END IF;
+    -- the numbers go through float8 (the layout is a registry row: only numbers reach the SQL)
+    SELECT string_agg(format(' WHEN %s OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN %s::pg_catalog.float8', arg, c.value,
+                             coalesce(((encoding -> 'values' -> (c.ordinality::integer - 1) ->> (q - 1))::float8)::text, 'NULL')),
+                      '' ORDER BY c.ordinality)
+    INTO arms FROM jsonb_array_elements_text(encoding -> 'categories') WITH ORDINALITY AS c;
+    num := coalesce(((encoding -> 'unknown' ->> (q - 1))::float8)::text, 'NULL');
+    RETURN format('(CASE WHEN %s IS NULL THEN %s::pg_catalog.float8%s ELSE %s::pg_catalog.float8 END)', arg,
+                  coalesce(((encoding -> 'null' ->> (q - 1))::float8)::text, num), coalesce(arms, ''), num);
+END
+$$;
+
+-- Every output feature of an encoded category, as an SQL float8[] over arg.
+CREATE OR REPLACE FUNCTION ml_stack._category_features_sql(encoding jsonb, arg text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('ARRAY[%s]', string_agg(ml_stack._category_feature_sql(encoding, arg, q), ', ' ORDER BY q))
+    FROM generate_series(1, jsonb_array_length(encoding -> 'unknown')) AS q
+$$;
+
+-- The same, computed for one value (predict_row).
+CREATE OR REPLACE FUNCTION ml_stack._category_features(encoding jsonb, value text)
+RETURNS float8[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i integer;
+    w integer := jsonb_array_length(encoding -> 'unknown');
+    features float8[];
+BEGIN
+    IF value IS NOT NULL THEN
+        i := array_position(ARRAY(SELECT jsonb_array_elements_text(encoding -> 'categories')), value);
+    END IF;
+    IF encoding ->> 'method' = 'one_hot' THEN
+        features := array_fill(0::float8, ARRAY[w]);
+        i := i - CASE WHEN encoding ->> 'drop' IS NOT DISTINCT FROM 'first' THEN 1 ELSE 0 END;   -- 0: the dropped one
+        IF value IS NULL AND jsonb_typeof(encoding -> 'null') = 'array' THEN
+            features[w] := 1;
+        ELSIF i > 0 THEN
+            features[i] := 1;
+        END IF;
+        RETURN features;
+    END IF;
+    RETURN ARRAY(SELECT e::float8 FROM jsonb_array_elements_text(
+        CASE WHEN value IS NULL AND jsonb_typeof(encoding -> 'null') = 'array' THEN encoding -> 'null'
+             WHEN i IS NOT NULL THEN encoding -> 'values' -> (i - 1)
+             ELSE encoding -> 'unknown' END) WITH ORDINALITY AS v(e, o) ORDER BY o);
+END
+$$;
+
+-- Fit the encoding of category column g<gi> of pg_temp._ml_stack_rows on the training rows.
+-- Its categories sort as text in the C collation, as numbers (integer columns), or in the
+-- order of enum_labels (an enum). Returns
+-- {"encoding", "names": [feature names], "rules": [{"impute", "scale"} per feature]}.
+-- defaults: {"encode", "drop"} where the rule has none.
+CREATE OR REPLACE FUNCTION ml_stack._fit_category_encoding(column_name text, gi integer, numeric_order boolean,
+                                                           enum_labels text[], rule jsonb, defaults jsonb,
+                                                           task text, classes float8[], class_labels text[],
+                                                           train_filter text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3
+AS $$
+#variable_conflict use_column  -- the generated aliases (c, i, o) of the queries below
+DECLARE
+    encode jsonb := rule -> 'encode';
+    method text;
+    given text[];
+    key text;
+    cats text[];
+    counts float8[];
+    means float8[];
+    variances float8[];
+    shares float8[];   -- multiclass target: per category, the share of each class
+    order_by text := CASE WHEN enum_labels IS NOT NULL THEN format('pg_catalog.array_position(%L::text[], v)', enum_labels)
+                          WHEN numeric_order THEN 'v::numeric' ELSE 'v COLLATE "C"' END;
+    null_count float8 := 0;
+    null_at integer;
+    nclass integer := CASE WHEN task = 'classification' AND cardinality(classes) > 2 THEN cardinality(classes) ELSE 1 END;
+    w integer;
+    total float8;
+    mu float8[] := '{}';
+    tau2 float8[] := '{}';
+    smooth jsonb := coalesce(rule -> 'smooth', '"auto"');
+    vals jsonb := '[]';
+    row_vals jsonb;
+    null_vals jsonb;
+    names text[] := '{}';
+    unknown text;
+    i integer; c integer;
+    n_i float8; m_i float8; v_i float8; lam float8;
+    dropped integer;
+    encoding jsonb;
+    rules jsonb := '[]';
+BEGIN
+    -- the rule
+    IF encode IS NULL THEN
+        method := defaults ->> 'encode';
+    ELSIF jsonb_typeof(encode) = 'string' AND encode #>> '{}' IN ('one_hot', 'target', 'ordinal') THEN
+        method := encode #>> '{}';
+    ELSIF jsonb_typeof(encode) = 'object' AND (SELECT array_agg(k) FROM jsonb_object_keys(encode) AS k) = ARRAY['ordinal']
+          AND jsonb_typeof(encode -> 'ordinal') = 'array' AND jsonb_array_length(encode -> 'ordinal') > 0
+          AND NOT EXISTS (SELECT FROM jsonb_array_elements(encode -> 'ordinal') AS e WHERE jsonb_typeof(e) NOT IN ('string', 'number')) THEN
+        method := 'ordinal';
+        given := ARRAY(SELECT e FROM jsonb_array_elements_text(encode -> 'ordinal') WITH ORDINALITY AS o(e, i) ORDER BY i);
+        IF cardinality(given) <> (SELECT count(DISTINCT e) FROM unnest(given) AS e) THEN
+            RAISE EXCEPTION 'the ordinal list of column "%" names a category twice', column_name
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'List every category once, in its order.';
+        END IF;
+    ELSE
+        RAISE EXCEPTION 'unknown encode rule % for column "%"', encode, column_name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use "one_hot", "target", "ordinal", or {"ordinal": ["low", "medium", "high"]} (every category, in order).';
+    END IF;
+    FOR key IN SELECT jsonb_object_keys(rule) LOOP
+        IF NOT (key = 'encode' OR (key = 'scale' AND method IN ('target', 'ordinal')) OR (key = 'impute' AND method = 'ordinal')
+                OR (key = 'smooth' AND method = 'target') OR (key = 'drop' AND method = 'one_hot')) THEN
+            RAISE EXCEPTION 'preprocess rule "%" does not apply to % column "%"', key, replace(method, '_', '-') || ' encoded', column_name
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = CASE method
+                          WHEN 'one_hot' THEN 'One-hot features are 0 or 1: they are not scaled, and an unseen category (or NULL, when the training rows had none) is all zeros.'
+                          WHEN 'target' THEN 'A target-encoded column takes "scale" and "smooth" ("auto" or a number >= 0); an unseen category is the training mean.'
+                          ELSE 'An ordinal column takes "scale", and "impute" for categories unseen at training (NULL is 0).' END;
+        END IF;
+    END LOOP;
+    IF method = 'one_hot' AND rule ? 'drop' AND rule ->> 'drop' IS DISTINCT FROM 'first' AND rule ->> 'drop' IS DISTINCT FROM 'none' THEN
+        RAISE EXCEPTION 'drop must be "first" or "none" for column "%", got %', column_name, rule -> 'drop'
+            USING ERRCODE = 'invalid_parameter_value', HINT = '"first" leaves out the first category (dummy coding).';
+    END IF;
+    IF method = 'target' AND NOT (smooth = '"auto"' OR (jsonb_typeof(smooth) = 'number' AND (smooth #>> '{}')::float8 >= 0)) THEN
+        RAISE EXCEPTION 'smooth must be "auto" or a number >= 0 for column "%", got %', column_name, smooth
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. {"encode": "target", "smooth": 10}; "auto" is scikit-learn''s empirical Bayes shrinkage.';
+    END IF;
+
+    -- the categories of the training rows, in order, with their label statistics
+    EXECUTE format('SELECT array_agg(v ORDER BY %1$s NULLS LAST), array_agg(n ORDER BY %1$s NULLS LAST), '
+                   'array_agg(m ORDER BY %1$s NULLS LAST), array_agg(s ORDER BY %1$s NULLS LAST), '
+                   'array_agg(sh ORDER BY %1$s NULLS LAST) '
+                   'FROM (SELECT g%2$s AS v, count(*)::float8 AS n, avg(y) AS m, var_pop(y) AS s, %4$s AS sh '
+                   'FROM pg_temp._ml_stack_rows WHERE %3$s GROUP BY g%2$s) AS t', order_by, gi, train_filter,
+                   CASE WHEN nclass > 1 AND method = 'target'
+                        THEN format('ARRAY[%s]', (SELECT string_agg(format('avg((y = %s::float8)::integer::float8)', c), ', ' ORDER BY o)
+                                                  FROM unnest(classes) WITH ORDINALITY AS u(c, o)))
+                        ELSE 'ARRAY[0::float8]' END)
+        INTO cats, counts, means, variances, shares;
+    null_at := array_position(cats, NULL);
+    IF null_at IS NOT NULL THEN
+        null_count := counts[null_at];
+        cats := cats[1 : null_at - 1];   -- NULLS LAST: the NULL category is the last
+    END IF;
+
+    IF method = 'ordinal' THEN
+        IF given IS NOT NULL THEN
+            SELECT array_agg(c ORDER BY c) INTO names FROM unnest(cats) AS c WHERE NOT c = ANY (given);
+            IF cardinality(names) > 0 THEN
+                RAISE EXCEPTION 'column "%" holds categories that its ordinal list leaves out: %', column_name,
+                                (SELECT string_agg(quote_literal(c), ', ') FROM unnest(names[1:5]) AS c)
+                                || CASE WHEN cardinality(names) > 5 THEN format(' and %s more', cardinality(names) - 5) ELSE '' END
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'The list must hold every category, in order.';
+            END IF;
+            cats := given;
+        ELSIF enum_labels IS NOT NULL THEN
+            cats := enum_labels;   -- an enum: its declared labels, in order, seen in training or not
+        END IF;
+        vals := (SELECT coalesce(jsonb_agg(jsonb_build_array(o) ORDER BY o), '[]') FROM generate_series(1, cardinality(cats)) AS o);
+        encoding := jsonb_build_object('method', 'ordinal', 'categories', to_jsonb(cats), 'values', vals,
+                                       'null', '[0]'::jsonb, 'unknown', '[null]'::jsonb);
+        names := ARRAY[column_name];
+        rules := jsonb_build_array(jsonb_strip_nulls(jsonb_build_object('impute', rule -> 'impute', 'scale', rule -> 'scale')));
+    ELSIF method = 'one_hot' THEN
+        dropped := CASE WHEN coalesce(rule ->> 'drop', defaults ->> 'drop') = 'first' AND cardinality(cats) > 0 THEN 1 ELSE 0 END;
+        encoding := jsonb_build_object('method', 'one_hot', 'categories', coalesce(to_jsonb(cats), '[]'),
+                                       'null', CASE WHEN null_at IS NOT NULL THEN '[1]'::jsonb END,
+                                       'unknown', to_jsonb(array_fill(0, ARRAY[coalesce(cardinality(cats), 0) - dropped
+                                                                              + CASE WHEN null_at IS NOT NULL THEN 1 ELSE 0 END])))
+                    || CASE WHEN dropped = 1 THEN '{"drop": "first"}'::jsonb ELSE '{}' END;
+        names := ARRAY(SELECT format('%s=%s', column_name, c) FROM unnest(cats) WITH ORDINALITY AS u(c, o) WHERE o > dropped ORDER BY o);
+        IF null_at IS NOT NULL THEN
+            names := names || format('%s IS NULL', column_name);
+        END IF;
+        rules := (SELECT jsonb_agg('{}'::jsonb) FROM unnest(names));
+    ELSE
+        -- target: per output (the label, or each class of a multiclass label), the shrunk mean
+        -- of each category: lambda * category mean + (1 - lambda) * overall mean, lambda =
+        -- n / (n + smooth); "auto": smooth = the category's label variance / the overall one
+        total := (SELECT sum(x) FROM unnest(counts) AS x);
+        FOR c IN 1 .. nclass LOOP
+            IF nclass = 1 THEN
+                mu := mu || (SELECT sum(counts[i] * means[i]) / total FROM generate_subscripts(counts, 1) AS i);
+                tau2 := tau2 || (SELECT sum(counts[i] * (variances[i] + (means[i] - mu[1]) ^ 2)) / total
+                                 FROM generate_subscripts(counts, 1) AS i);
+            ELSE
+                mu := mu || (SELECT sum(counts[i] * shares[i][c]) / total FROM generate_subscripts(counts, 1) AS i);
+                tau2 := tau2 || (mu[c] * (1 - mu[c]));
+            END IF;
+        END LOOP;
+        FOR i IN 1 .. cardinality(counts) LOOP
+            row_vals := '[]';
+            FOR c IN 1 .. nclass LOOP
+                n_i := counts[i];
+                m_i := CASE WHEN nclass = 1 THEN means[i] ELSE shares[i][c] END;
+                v_i := CASE WHEN nclass = 1 THEN variances[i] ELSE m_i * (1 - m_i) END;
+                lam := CASE WHEN smooth = '"auto"' THEN CASE WHEN tau2[c] > 0 AND v_i > 0 THEN n_i / (n_i + v_i / tau2[c]) ELSE 1 END
+                            ELSE n_i / (n_i + (smooth #>> '{}')::float8) END;
+                row_vals := row_vals || to_jsonb(lam * m_i + (1 - lam) * mu[c]);
+            END LOOP;
+            IF i = null_at THEN
+                null_vals := row_vals;
+            ELSE
+                vals := vals || jsonb_build_array(row_vals);
+            END IF;
+        END LOOP;
+        encoding := jsonb_build_object('method', 'target', 'categories', coalesce(to_jsonb(cats), '[]'), 'values', vals,
+                                       'null', null_vals, 'unknown', to_jsonb(mu));
+        names := CASE WHEN nclass = 1 THEN ARRAY[column_name]
+                      ELSE ARRAY(SELECT format('%s[%s]', column_name, coalesce(class_labels[o], classes[o]::text))
+                                 FROM generate_series(1, nclass) AS o ORDER BY o) END;
+        rules := (SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object('scale', rule -> 'scale'))) FROM unnest(names));
+    END IF;
+    RETURN jsonb_build_object('encoding', encoding, 'names', to_jsonb(names), 'rules', rules);
+END
+$$;
+
+-- The columns of a read (expressions over from_sql) that look like free text rather than
+-- categories: more than 1000 distinct values, or more than 50 and more than half the rows.
+-- Returns their descriptions for the error that lists every unusable column.
+CREATE OR REPLACE FUNCTION ml_stack._free_text_columns(from_sql text, exprs text[], names text[], types text[])
+RETURNS text[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    counts bigint[];
+    n bigint;
+BEGIN
+    IF cardinality(exprs) = 0 THEN
+        RETURN '{}';
+    END IF;
+    EXECUTE format('SELECT count(*), ARRAY[%s] FROM %s',
+                   (SELECT string_agg(format('count(DISTINCT %s)', e), ', ') FROM unnest(exprs) AS e), from_sql)
+        INTO n, counts;
+    RETURN ARRAY(SELECT format('"%s" (%s with %s distinct values in %s rows: free text?)', names[i], types[i], counts[i], n)
+                 FROM generate_subscripts(exprs, 1) AS i
+                 WHERE counts[i] > 1000 OR (counts[i] > 50 AND counts[i] * 2 > n)
+                 ORDER BY i);
+END
+$$;
+
 -- source: sql/training/dataset.sql
 -- Read the training relation once into a temporary table, check it, split it and
 -- describe it. Everything after this works on that one consistent read.
 --
--- pg_temp._ml_stack_rows(r, y, k, x1 .. xp, t1 .. tq): r is the row's position in
--- the relation's own order, k a seeded hash of r that orders the random split;
--- x are the numeric features (an array column of fixed length L gives L of them,
--- its elements in order), t the text columns that a "vectorize" rule turns into a
--- block of features (a "block": sparse, never stored dense).
+-- pg_temp._ml_stack_rows(r, y, k, x1 .. xp, g1 .. gc, t1 .. tq): r is the row's
+-- position in the relation's own order, k a seeded hash of r that orders the random
+-- split; x are the numeric features (booleans 0/1, dates and times as seconds, an
+-- array column of fixed length L gives L of them, its elements in order), g the
+-- categorical columns as text (encoded by SQL expressions fitted on the training rows:
+-- training/categories.sql), t the text columns that a "vectorize" rule turns into a
+-- block of features (a "block": sparse, never stored dense). A text label of a
+-- classification is y = its position among the sorted labels, from 0.
 -- The features a model takes, in table order, are x and the blocks' dimensions
 -- interleaved as their columns are; "columns" describes that layout, which
 -- predict_row() follows to build the feature array from a row.
@@ -2815,13 +3147,37 @@ COMMENT ON FUNCTION ml_stack.search(text, text, integer, jsonb, text) IS
 --   train_filter / test_filter  (SQL predicates over the temporary table),
 --   features [{name, type, count, nulls, mean, std, min, max}]  (train rows),
 --   label {name, type, mean, std, min, max}, classes [..] (classification),
+--   label.class_labels (classification: each class as text, as the label column holds it),
 --   x [SQL expression of each preprocessed feature], x_mean, x_std (train rows),
 --   transform [{impute, shift, scale}]  (what preprocessing does to raw feature j),
 --   blocks [{column, t, spec, dims, offset}], columns [{name, type, kind, width, offset, ..}],
 --   x_positions [position of x_j among the model's features], num_features.
+-- The error for the feature columns a model cannot use (each described as '"name" (why)'),
+-- all of them in one message.
+CREATE OR REPLACE FUNCTION ml_stack._unusable_columns(descriptions text[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    names text[] := ARRAY(SELECT substring(d FROM '^"(.*)" \(') FROM unnest(descriptions) AS d);
+    free_text text := (SELECT substring(d FROM '^"(.*)" \(') FROM unnest(descriptions) AS d WHERE d LIKE '%free text?)' LIMIT 1);
+BEGIN
+    RAISE EXCEPTION '%', CASE WHEN cardinality(descriptions) = 1 THEN format('feature column %s cannot be used', descriptions[1])
+                              ELSE format('feature columns the model cannot use: %s', array_to_string(descriptions, ', ')) END
+        USING ERRCODE = 'datatype_mismatch',
+              HINT = format('Leave them out with exclude => ARRAY[%s]%s; or cast or encode them in a view.',
+                            (SELECT string_agg(quote_literal(n), ', ') FROM unnest(names) AS n),
+                            CASE WHEN free_text IS NOT NULL
+                                 THEN format('; vectorize free text with preprocess => ''{"%s": {"vectorize": "hashing"}}'' (or "tfidf", "counts"), '
+                                             'or encode it by the label''s mean with {"encode": "target"}', free_text) ELSE '' END);
+END
+$$;
+
+-- exclude: columns left out; category_defaults: {"encode", "drop"} of categorical columns whose rule has none.
 CREATE OR REPLACE FUNCTION ml_stack._prepare_dataset(
     rel regclass, y_column_name text, task text, test_size real, test_sampling text,
-    seed bigint, preprocess jsonb, project_name text)
+    seed bigint, preprocess jsonb, project_name text, exclude text[], category_defaults jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -2864,7 +3220,6 @@ DECLARE
     layout  jsonb := '[]';      -- per feature column: {name, type, kind, ci, ...}
     raw_cols text[] := '{}';
     unusable text[] := '{}';
-    text_hint text;
     ci integer := 0;
     col jsonb;
     width bigint; width_max bigint; ndims integer; nonnull bigint;
@@ -2877,10 +3232,26 @@ DECLARE
     x_positions integer[] := '{}';
     columns jsonb := '[]';
     b integer;
+    text_label boolean := false;
+    class_labels text[];
+    label_order text;
+    g_sel  text[] := '{}';      -- the category columns' reads
+    auto_g text[] := '{}';      -- category columns without an encode rule: checked for free text
+    auto_names text[] := '{}';
+    auto_gi integer[] := '{}';
+    auto_types text[] := '{}';
+    free_text text[];
+    fitted jsonb;
+    p_num  integer;             -- the numeric x columns (the raw features before the categories')
+    raw    text[] := '{}';      -- each feature before preprocessing, as SQL over the rows (final order)
+    rules  jsonb := '[]';       -- each feature's preprocess rule
+    f_names text[] := '{}'; f_types text[] := '{}';
+    xi integer; gi integer := 0;
 BEGIN
     -- label column: must exist and be numeric
-    SELECT a.attname, a.atttypid::regtype AS typ INTO y_att
-    FROM pg_catalog.pg_attribute AS a
+    SELECT a.attname, a.atttypid::regtype AS typ, t.typtype = 'e' AS is_enum, ml_stack._is_text_type(a.atttypid) AS is_text
+    INTO y_att
+    FROM pg_catalog.pg_attribute AS a JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
     WHERE a.attrelid = rel AND a.attname = y_column_name AND a.attnum > 0 AND NOT a.attisdropped;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'column "%" does not exist in relation %', y_column_name, rel
@@ -2888,10 +3259,30 @@ BEGIN
                   HINT = format('The columns are: %s.', (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
                       FROM pg_catalog.pg_attribute AS a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped));
     END IF;
-    IF NOT y_att.typ = ANY (numeric_types) THEN
-        RAISE EXCEPTION 'label column "%" has type %, which is not numeric', y_column_name, y_att.typ
+    IF (y_att.is_text OR y_att.is_enum) AND task = 'classification' THEN
+        text_label := true;   -- classes by name: y is the class's position among the sorted labels
+    ELSIF NOT y_att.typ = ANY (numeric_types) THEN
+        RAISE EXCEPTION 'label column "%" has type %, which is not %', y_column_name, y_att.typ,
+                        CASE WHEN task = 'classification' THEN 'numeric, boolean, text or an enum' ELSE 'numeric' END
             USING ERRCODE = 'datatype_mismatch',
-                  HINT = 'Encode the label as numbers (e.g. class ids) in a view, and train on the view.';
+                  HINT = CASE WHEN y_att.is_text OR y_att.is_enum
+                              THEN 'A regression needs a numeric label; for classes by name use task => ''classification''.'
+                              ELSE 'Cast the label to a number or to text in a view, and train on the view.' END;
+    END IF;
+    IF exclude IS NOT NULL THEN
+        SELECT array_agg(e ORDER BY o) INTO missing FROM unnest(exclude) WITH ORDINALITY AS u(e, o)
+        WHERE e IS NULL OR e = y_column_name
+           OR NOT EXISTS (SELECT FROM pg_catalog.pg_attribute AS a
+                          WHERE a.attrelid = rel AND a.attname = e AND a.attnum > 0 AND NOT a.attisdropped);
+        IF cardinality(missing) > 0 THEN
+            RAISE EXCEPTION 'exclude names %, which is not a feature column of %',
+                            CASE WHEN missing[1] IS NULL THEN 'NULL' ELSE format('"%s"', missing[1]) END, rel
+                USING ERRCODE = 'undefined_column',
+                      HINT = CASE WHEN missing[1] = y_column_name THEN 'The label is never a feature: leave it out of exclude.'
+                                  ELSE format('The columns are: %s.', (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                                      FROM pg_catalog.pg_attribute AS a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped)) END;
+        END IF;
+        missing := '{}';
     END IF;
 
     IF preprocess IS NULL OR jsonb_typeof(preprocess) <> 'object' THEN
@@ -2900,45 +3291,60 @@ BEGIN
                   HINT = 'e.g. preprocess => ''{"age": {"impute": "mean", "scale": "standard"}}''';
     END IF;
 
-    -- features: every other column, in table order: numbers (booleans as 0/1), arrays of
-    -- numbers (of one length), and text with a vectorize rule; all the others in one error
+    -- features: every other column (but those excluded), in table order: numbers (booleans
+    -- as 0/1, dates and times as seconds), arrays of numbers (of one length), text with a
+    -- vectorize rule, categories (text and enums; integers and booleans with an encode rule);
+    -- all the others in one error
     FOR cols IN
         SELECT a.attname, a.atttypid::regtype AS typ, t.typelem::regtype AS elem,
-               t.typcategory = 'A' AND t.typelem <> 0 AS is_array, ml_stack._is_text_type(a.atttypid) AS is_text
+               t.typcategory = 'A' AND t.typelem <> 0 AS is_array, ml_stack._is_text_type(a.atttypid) AS is_text,
+               t.typtype = 'e' AS is_enum,
+               CASE WHEN t.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum AS e
+                                                    WHERE e.enumtypid = a.atttypid ORDER BY e.enumsortorder) END AS enum_labels
         FROM pg_catalog.pg_attribute AS a JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
         WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> y_column_name
+          AND NOT a.attname = ANY (coalesce(exclude, '{}'))
         ORDER BY a.attnum
     LOOP
         ci := ci + 1;
         colnames := colnames || cols.attname::text;
-        IF cols.typ = ANY (numeric_types) THEN
+        rule := preprocess -> cols.attname::text;
+        IF (cols.is_text OR cols.is_enum) AND NOT coalesce(rule ? 'vectorize', false)
+           OR (rule ? 'encode' AND cols.typ IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'boolean'::regtype)) THEN
+            gi := gi + 1;
+            layout := layout || jsonb_build_object('name', cols.attname, 'type', cols.typ::text, 'kind', 'category', 'ci', ci,
+                                                   'enum_labels', to_jsonb(cols.enum_labels),
+                                                   'numeric_order', cols.typ <> 'boolean'::regtype AND NOT (cols.is_text OR cols.is_enum));
+            raw_cols := raw_cols || format('%I::text AS c%s', cols.attname, ci);
+            IF NOT coalesce(rule ? 'encode', false) THEN
+                auto_g := auto_g || format('%I::text', cols.attname);
+                auto_gi := auto_gi || gi;
+                auto_names := auto_names || cols.attname::text;
+                auto_types := auto_types || cols.typ::text;
+            END IF;
+        ELSIF rule ? 'encode' AND NOT cols.is_text THEN
+            unusable := unusable || format('"%s" (%s: "encode" takes text, enum, integer and boolean columns)', cols.attname, cols.typ);
+        ELSIF cols.typ = ANY (numeric_types) OR ml_stack._is_temporal_type(cols.typ) THEN
             layout := layout || jsonb_build_object('name', cols.attname, 'type', cols.typ::text, 'kind',
-                                                   CASE WHEN cols.typ = 'boolean'::regtype THEN 'boolean' ELSE 'number' END, 'ci', ci);
-            raw_cols := raw_cols || format('%s AS c%s', CASE WHEN cols.typ = 'boolean'::regtype
-                                                             THEN format('%I::integer::float8', cols.attname)
+                                                   CASE WHEN cols.typ = 'boolean'::regtype THEN 'boolean'
+                                                        WHEN ml_stack._is_temporal_type(cols.typ) THEN 'temporal' ELSE 'number' END, 'ci', ci);
+            raw_cols := raw_cols || format('%s AS c%s', CASE WHEN cols.typ = 'boolean'::regtype THEN format('%I::integer::float8', cols.attname)
+                                                             WHEN ml_stack._is_temporal_type(cols.typ) THEN format('date_part(''epoch'', %I)', cols.attname)
                                                              ELSE format('%I::float8', cols.attname) END, ci);
         ELSIF cols.is_array AND cols.elem = ANY (numeric_types) AND cols.elem <> 'boolean'::regtype THEN
             layout := layout || jsonb_build_object('name', cols.attname, 'type', cols.typ::text, 'kind', 'array', 'ci', ci);
             raw_cols := raw_cols || format('%I::float8[] AS c%s', cols.attname, ci);
-        ELSIF cols.is_text AND preprocess -> cols.attname ? 'vectorize' THEN
+        ELSIF cols.is_text AND rule ? 'vectorize' THEN
             layout := layout || jsonb_build_object('name', cols.attname, 'type', cols.typ::text, 'kind', 'text', 'ci', ci);
             raw_cols := raw_cols || format('%I::text AS c%s', cols.attname, ci);
         ELSE
             unusable := unusable || format('"%s" (%s)', cols.attname, cols.typ);
-            IF cols.is_text THEN
-                text_hint := coalesce(text_hint, cols.attname::text);
-            END IF;
         END IF;
     END LOOP;
     IF cardinality(unusable) > 0 THEN
-        RAISE EXCEPTION '%', CASE WHEN cardinality(unusable) = 1
-                                  THEN format('feature column %s, which is not numeric', regexp_replace(unusable[1], ' \((.*)\)$', ' has type \1'))
-                                  ELSE format('feature columns that are not numeric: %s', array_to_string(unusable, ', ')) END
-            USING ERRCODE = 'datatype_mismatch',
-                  HINT = CASE WHEN text_hint IS NOT NULL
-                              THEN format('Vectorize text: preprocess => ''{"%s": {"vectorize": "hashing"}}'' (or "tfidf", "counts"); '
-                                          'train on a view that leaves the other columns out or encodes them as numbers.', text_hint)
-                              ELSE 'Train on a view that leaves the column out or encodes it as numbers; arrays must hold numbers.' END;
+        -- one error for every column: free text among the categories too (one scan of the relation)
+        unusable := unusable || ml_stack._free_text_columns(rel::text, auto_g, auto_names, auto_types);
+        PERFORM ml_stack._unusable_columns(unusable);
     END IF;
     IF ci = 0 THEN
         RAISE EXCEPTION 'relation % has no feature columns besides the label "%"', rel, y_column_name
@@ -2961,11 +3367,20 @@ BEGIN
     -- the read, into c1 .. cm (one per feature column); then the numeric features x in
     -- table order (arrays: one x per element, so their length must be known first)
     EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_raw ON COMMIT DROP AS '
-                   'SELECT row_number() OVER () AS r, %s AS y, %s FROM %s',
-                   CASE WHEN y_att.typ = 'boolean'::regtype THEN format('%I::integer::float8', y_column_name)
+                   'SELECT row_number() OVER () AS r, %s AS y%s FROM %s',
+                   CASE WHEN text_label THEN format('%I', y_column_name)
+                        WHEN y_att.typ = 'boolean'::regtype THEN format('%I::integer::float8', y_column_name)
                         ELSE format('%I::float8', y_column_name) END,
-                   array_to_string(raw_cols, ', '), rel);
+                   (SELECT string_agg(', ' || e, '') FROM unnest(raw_cols) AS e), rel);
     GET DIAGNOSTICS total = ROW_COUNT;
+    IF text_label THEN
+        -- the classes by name, sorted as text in the C collation (an enum: in its own order);
+        -- y becomes the position among them, from 0
+        EXECUTE format('SELECT array_agg(v::text ORDER BY v%s) FROM (SELECT DISTINCT y AS v FROM pg_temp._ml_stack_raw '
+                       'WHERE y IS NOT NULL) AS d', CASE WHEN y_att.is_enum THEN '' ELSE ' COLLATE "C"' END)
+            INTO class_labels;
+        label_order := format('(pg_catalog.array_position(%L::text[], y::text) - 1)::float8', class_labels);
+    END IF;
     b := 0;
     FOR col IN SELECT value FROM jsonb_array_elements(layout) LOOP
         ci := (col ->> 'ci')::integer;
@@ -2992,6 +3407,8 @@ BEGIN
             layout := jsonb_set(layout, ARRAY[b::text], col || jsonb_build_object('width', width));
         WHEN 'text' THEN
             t_sel := t_sel || format('c%s AS t%s', ci, cardinality(t_sel) + 1);
+        WHEN 'category' THEN
+            g_sel := g_sel || format('c%s AS g%s', ci, cardinality(g_sel) + 1);
         ELSE
             names := names || (col ->> 'name');
             types := types || (col ->> 'type');
@@ -3000,14 +3417,20 @@ BEGIN
         END CASE;
         b := b + 1;
     END LOOP;
-    p := cardinality(names);
+    p_num := cardinality(names);
     EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_rows ON COMMIT DROP AS '
-                   'SELECT r, y, md5(%L || '':'' || r) COLLATE "C" AS k%s FROM pg_temp._ml_stack_raw',
-                   seed, (SELECT string_agg(', ' || e, '') FROM unnest(x_sel || t_sel) AS e));
+                   'SELECT r, %s AS y, md5(%L || '':'' || r) COLLATE "C" AS k%s FROM pg_temp._ml_stack_raw',
+                   coalesce(label_order, 'y'), seed, (SELECT string_agg(', ' || e, '') FROM unnest(x_sel || g_sel || t_sel) AS e));
     DROP TABLE pg_temp._ml_stack_raw;
     DELETE FROM pg_temp._ml_stack_rows WHERE y IS NULL;
     GET DIAGNOSTICS n = ROW_COUNT;
     n := total - n;
+    -- categories without an encode rule that look like free text: refused, with what to do
+    free_text := ml_stack._free_text_columns('pg_temp._ml_stack_rows', ARRAY(SELECT format('g%s', i) FROM unnest(auto_gi) AS i),
+        auto_names, auto_types);
+    IF cardinality(free_text) > 0 THEN
+        PERFORM ml_stack._unusable_columns(free_text);
+    END IF;
     RAISE NOTICE 'ml_stack: read % rows from % in % s', total, rel,
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 3);
     IF total > n THEN
@@ -3021,12 +3444,12 @@ BEGIN
     END IF;
 
     -- NULL features need an impute rule
-    IF p > 0 THEN
+    IF p_num > 0 THEN
         EXECUTE format('SELECT ARRAY[%s] FROM pg_temp._ml_stack_rows',
-                       (SELECT string_agg(format('count(x%s)::float8', i), ', ') FROM generate_series(1, p) AS i))
+                       (SELECT string_agg(format('count(x%s)::float8', i), ', ') FROM generate_series(1, p_num) AS i))
             INTO counts;
     END IF;
-    FOR j IN 1 .. p LOOP
+    FOR j IN 1 .. p_num LOOP
         IF counts[j] < n AND (preprocess -> src[j] ->> 'impute') IS NULL THEN
             missing := missing || format('%s (%s NULLs)', names[j], n - counts[j]::bigint);
         END IF;
@@ -3044,10 +3467,19 @@ BEGIN
         INTO classes, class_counts
         FROM (SELECT y, count(*) AS c FROM pg_temp._ml_stack_rows GROUP BY y) AS g;
         IF cardinality(classes) < 2 THEN
-            RAISE EXCEPTION 'label "%" has a single class (%): classification needs at least two', y_column_name, classes[1]
+            RAISE EXCEPTION 'label "%" has a single class (%): classification needs at least two', y_column_name,
+                            coalesce(class_labels[1], classes[1]::text)
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Check the data or the label column; for a continuous target use task => ''regression''.';
         END IF;
+        IF NOT text_label AND cardinality(classes) > 10 AND EXISTS (SELECT FROM unnest(classes) AS c WHERE c <> trunc(c)) THEN
+            RAISE EXCEPTION 'label "%" has % distinct values, not all whole numbers (e.g. %): is this a regression?', y_column_name,
+                            cardinality(classes), (SELECT c FROM unnest(classes) AS c WHERE c <> trunc(c) LIMIT 1)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'For a continuous target use task => ''regression''; for classes, label them with whole numbers or names.';
+        END IF;
+        class_labels := coalesce(class_labels, ARRAY(SELECT CASE WHEN y_att.typ = 'boolean'::regtype THEN (c = 1)::text ELSE c::text END
+                                                     FROM unnest(classes) AS c));
     END IF;
 
     -- split
@@ -3107,13 +3539,6 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''random'', ''last'' or ''stratified''.';
     END CASE;
 
-    -- statistics of the raw features and the label on the training rows
-    EXECUTE format(
-        'SELECT ARRAY[count(*)::float8, avg(y), stddev_pop(y), min(y), max(y)%s] FROM pg_temp._ml_stack_rows WHERE NOT (%s)',
-        (SELECT string_agg(format(', count(x%1$s), avg(x%1$s), stddev_pop(x%1$s), min(x%1$s), max(x%1$s)', i), '')
-         FROM generate_series(1, p) AS i),
-        test_filter)
-    INTO stats;
     IF task = 'classification' THEN
         EXECUTE format('SELECT count(DISTINCT y) FROM pg_temp._ml_stack_rows WHERE NOT (%s)', test_filter) INTO m;
         IF m < 2 THEN
@@ -3123,12 +3548,73 @@ BEGIN
         END IF;
     END IF;
 
+    -- the features before preprocessing, in table order: the numeric x, and each category's
+    -- encoding fitted on the training rows (as SQL over its g column)
+    xi := 0; gi := 0; b := 0;
+    FOR col IN SELECT value FROM jsonb_array_elements(layout) LOOP
+        IF col ->> 'kind' = 'category' THEN
+            gi := gi + 1;
+            fitted := ml_stack._fit_category_encoding(col ->> 'name', gi, (col ->> 'numeric_order')::boolean,
+                CASE WHEN jsonb_typeof(col -> 'enum_labels') = 'array' THEN ARRAY(SELECT jsonb_array_elements_text(col -> 'enum_labels')) END,
+                coalesce(preprocess -> (col ->> 'name'), '{}'), category_defaults, task, classes, class_labels,
+                format('NOT (%s)', test_filter));
+            width := jsonb_array_length(fitted -> 'names');
+            IF width = 0 THEN
+                RAISE EXCEPTION 'column "%" has a single value in the training rows: one-hot, it is no feature', col ->> 'name'
+                    USING ERRCODE = 'invalid_parameter_value', HINT = format('Leave it out with exclude => ARRAY[%L].', col ->> 'name');
+            END IF;
+            FOR j IN 1 .. width LOOP
+                raw := raw || ml_stack._category_feature_sql(fitted -> 'encoding', format('g%s', gi), j);
+            END LOOP;
+            f_names := f_names || ARRAY(SELECT jsonb_array_elements_text(fitted -> 'names'));
+            f_types := f_types || array_fill(col ->> 'type', ARRAY[width::integer]);
+            rules := rules || (fitted -> 'rules');
+            layout := jsonb_set(layout, ARRAY[b::text], (col - 'enum_labels' - 'numeric_order')
+                                || jsonb_build_object('width', width, 'encoding', fitted -> 'encoding'));
+        ELSIF col ->> 'kind' <> 'text' THEN
+            FOR j IN 1 .. coalesce((col ->> 'width')::integer, 1) LOOP
+                xi := xi + 1;
+                raw := raw || format('x%s', xi);
+                f_names := f_names || names[xi];
+                f_types := f_types || types[xi];
+                rules := rules || jsonb_build_array(coalesce(preprocess -> src[xi], '{}'));
+            END LOOP;
+        END IF;
+        b := b + 1;
+    END LOOP;
+    names := f_names; types := f_types;
+    p := cardinality(raw);
+    IF gi > 0 THEN
+        -- the rows again, with x1 .. xp the features in table order, the encoded ones computed:
+        -- the engines, the metrics and the comparison read raw feature j as column xj
+        IF p + cardinality(g_sel) + cardinality(t_sel) > 1500 THEN
+            RAISE EXCEPTION 'the encoded categories make % features, more than a table of the training rows holds', p
+                USING ERRCODE = 'program_limit_exceeded',
+                      HINT = 'Encode the widest categorical columns with {"encode": "target"} (one feature each) instead of one-hot.';
+        END IF;
+        EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_encoded ON COMMIT DROP AS SELECT r, y, k%s%s%s FROM pg_temp._ml_stack_rows',
+                       (SELECT string_agg(format(', %s AS x%s', raw[e.q], e.q), '' ORDER BY e.q) FROM generate_series(1, p) AS e(q)),
+                       (SELECT string_agg(format(', g%s', e.q), '' ORDER BY e.q) FROM generate_series(1, cardinality(g_sel)) AS e(q)),
+                       (SELECT string_agg(format(', t%s', e.q), '' ORDER BY e.q) FROM generate_series(1, cardinality(t_sel)) AS e(q)));
+        DROP TABLE pg_temp._ml_stack_rows;
+        ALTER TABLE pg_temp._ml_stack_encoded RENAME TO _ml_stack_rows;
+        raw := ARRAY(SELECT format('x%s', e.q) FROM generate_series(1, p) AS e(q));
+    END IF;
+
+    -- statistics of the raw features and the label on the training rows
+    EXECUTE format(
+        'SELECT ARRAY[count(*)::float8, avg(y), stddev_pop(y), min(y), max(y)%s] FROM pg_temp._ml_stack_rows WHERE NOT (%s)',
+        (SELECT string_agg(format(', count(%1$s), avg(%1$s), stddev_pop(%1$s), min(%1$s), max(%1$s)', raw[i]), '')
+         FROM generate_series(1, p) AS i),
+        test_filter)
+    INTO stats;
+
     -- preprocessing of each feature: x' = (coalesce(x, impute) - shift) / scale
     FOR j IN 1 .. p LOOP
         nn := stats[6 + (j - 1) * 5]; m := stats[7 + (j - 1) * 5]; sd := stats[8 + (j - 1) * 5];
         mn := stats[9 + (j - 1) * 5]; mx := stats[10 + (j - 1) * 5];
         nnull := stats[1] - nn;
-        rule := coalesce(preprocess -> src[j], '{}');
+        rule := rules -> (j - 1);
         IF jsonb_typeof(rule) <> 'object' THEN
             RAISE EXCEPTION 'preprocess rule for "%" must be an object', names[j]
                 USING ERRCODE = 'invalid_parameter_value', HINT = '{"impute": "mean", "scale": "standard"}';
@@ -3153,8 +3639,8 @@ BEGIN
                   WHEN 'median' THEN NULL
                   ELSE NULL END;
         IF impute = 'median' THEN
-            EXECUTE format('SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x%s) FROM pg_temp._ml_stack_rows WHERE NOT (%s)',
-                           j, test_filter) INTO iv;
+            EXECUTE format('SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY %s) FROM pg_temp._ml_stack_rows WHERE NOT (%s)',
+                           raw[j], test_filter) INTO iv;
         ELSIF impute IS NOT NULL AND impute NOT IN ('mean', 'min', 'max', 'zero') THEN
             RAISE EXCEPTION 'unknown impute rule "%" for column "%"', impute, names[j]
                 USING ERRCODE = 'invalid_parameter_value', HINT = 'Use "mean", "median", "min", "max" or "zero".';
@@ -3180,8 +3666,8 @@ BEGIN
         END CASE;
         transform := transform || jsonb_build_object('impute', iv, 'shift', shift, 'scale', spread);
         x_expr := x_expr || format('((%s - %s::float8) / %s::float8)',
-                                   CASE WHEN iv IS NULL THEN format('x%s', j)
-                                        ELSE format('coalesce(x%s, %s::float8)', j, iv) END,
+                                   CASE WHEN iv IS NULL THEN raw[j]
+                                        ELSE format('coalesce(%s, %s::float8)', raw[j], iv) END,
                                    shift, spread);
         x_mean := x_mean || ((m - shift) / spread);
         x_std := x_std || (coalesce(sd, 0) / spread);
@@ -3251,7 +3737,7 @@ BEGIN
         'test_size', test_size, 'test_sampling', test_sampling, 'seed', seed,
         'test_filter', test_filter, 'train_filter', format('NOT (%s)', test_filter),
         'features', features,
-        'label', jsonb_build_object('name', y_column_name, 'type', y_att.typ::text,
+        'label', jsonb_build_object('name', y_column_name, 'type', y_att.typ::text, 'class_labels', to_jsonb(class_labels),
                                     'mean', stats[2], 'std', stats[3], 'min', stats[4], 'max', stats[5],
                                     'class_counts', class_counts),
         'classes', to_jsonb(classes),
@@ -4431,7 +4917,8 @@ CREATE OR REPLACE TRIGGER compile_updated AFTER UPDATE ON ml_stack.models
 -- source: sql/serving/typed.sql
 -- Typed serving (0.4.0): every deployed project has a serving function with one
 -- named, typed argument per feature column of its deployed model, named as the
--- column (numbers float8, booleans boolean, arrays float8[], vectorized text text):
+-- column (numbers float8, booleans boolean, arrays float8[], vectorized text text, dates
+-- and times their type, categories text or their own integer, boolean or enum type):
 --   ml_stack._project_<project id>_predict(<columns>) -> float8
 --   ml_stack._project_<project id>_proba(<columns>)   -> float8[]   (classifiers)
 -- found in ml_stack.deployed_models.serving_function. A linear model of at most
@@ -4466,22 +4953,38 @@ $$;
 -- The SQL type of a layout column's serving argument. An array keeps its column's type
 -- when it is real[] (embeddings) or float8[]: the inlined body reads it once per element,
 -- and PostgreSQL inlines a function whose argument is used several times only when that
--- argument is cheap, which a real[] -> float8[] coercion is not.
+-- argument is cheap, which a real[] -> float8[] coercion is not. Dates and times keep their
+-- type; categories are text, but for integer, boolean and enum columns (an enum that no
+-- longer exists: text).
 CREATE OR REPLACE FUNCTION ml_stack._serving_argument_type(col jsonb)
 RETURNS regtype
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE col ->> 'kind' WHEN 'text' THEN 'text'
-                WHEN 'array' THEN CASE WHEN col ->> 'type' IN ('real[]', 'double precision[]') THEN col ->> 'type' ELSE 'float8[]' END
-                WHEN 'boolean' THEN 'boolean'
-                ELSE 'float8' END::regtype
+    SELECT CASE col ->> 'kind' WHEN 'text' THEN 'text'::regtype
+                WHEN 'array' THEN CASE WHEN col ->> 'type' IN ('real[]', 'double precision[]') THEN col ->> 'type' ELSE 'float8[]' END::regtype
+                WHEN 'boolean' THEN 'boolean'::regtype
+                WHEN 'temporal' THEN (col ->> 'type')::regtype
+                WHEN 'category' THEN CASE WHEN col ->> 'type' IN ('smallint', 'integer', 'bigint', 'boolean') THEN (col ->> 'type')::regtype
+                                          ELSE coalesce((SELECT t.oid::regtype FROM pg_catalog.pg_type AS t
+                                                         WHERE t.oid = to_regtype(col ->> 'type') AND t.typtype = 'e'), 'text'::regtype) END
+                ELSE 'float8'::regtype END
+$$;
+
+-- A layout column's serving argument as SQL text (categories compare as text).
+CREATE OR REPLACE FUNCTION ml_stack._serving_text_argument(col jsonb)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN ml_stack._serving_argument_type(col) = 'text'::regtype THEN quote_ident(col ->> 'name')
+                ELSE format('%I::pg_catalog.text', col ->> 'name') END
 $$;
 
 -- The serving function's arguments, as pg_get_function_identity_arguments() prints them.
 CREATE OR REPLACE FUNCTION ml_stack._serving_arguments(layout jsonb)
 RETURNS text
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT string_agg(format('%s %s', quote_ident(c.value ->> 'name'), format_type(ml_stack._serving_argument_type(c.value), NULL)),
@@ -4519,7 +5022,7 @@ $$;
 -- The feature array of a row of serving arguments (the fallback of the inlined form).
 CREATE OR REPLACE FUNCTION ml_stack._serving_features_sql(layout jsonb)
 RETURNS text
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT string_agg(CASE c.value ->> 'kind'
@@ -4528,6 +5031,8 @@ AS $$
                           WHEN 'array' THEN format('ml_stack._array_features(%L, %s, %I)', c.value ->> 'name',
                                                    (c.value ->> 'width')::integer, c.value ->> 'name')
                           WHEN 'boolean' THEN format('ARRAY[%I::pg_catalog.int4::pg_catalog.float8]', c.value ->> 'name')
+                          WHEN 'temporal' THEN format('ARRAY[pg_catalog.date_part(''epoch''::pg_catalog.text, %I)]', c.value ->> 'name')
+                          WHEN 'category' THEN ml_stack._category_features_sql(c.value -> 'encoding', ml_stack._serving_text_argument(c.value))
                           ELSE format('ARRAY[%I]', c.value ->> 'name') END,
                       ' OPERATOR(pg_catalog.||) ' ORDER BY c.ordinality)
     FROM jsonb_array_elements(layout) WITH ORDINALITY AS c
@@ -4538,7 +5043,7 @@ $$;
 -- compiled one (serving/expressions.sql) with each feature j written as its argument.
 CREATE OR REPLACE FUNCTION ml_stack._serving_inline_sql(artifact jsonb, classes float8[], num_features integer, layout jsonb)
 RETURNS text[]
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -4565,6 +5070,12 @@ BEGIN
                                        col ->> 'name', (col ->> 'width')::integer, col ->> 'name');
         WHEN 'boolean' THEN
             refs := refs || format('%I::pg_catalog.int4::pg_catalog.float8', col ->> 'name');
+        WHEN 'temporal' THEN
+            refs := refs || format('pg_catalog.date_part(''epoch''::pg_catalog.text, %I)', col ->> 'name');
+        WHEN 'category' THEN
+            FOR k IN 1 .. (col ->> 'width')::integer LOOP
+                refs := refs || ml_stack._category_feature_sql(col -> 'encoding', ml_stack._serving_text_argument(col), k);
+            END LOOP;
         ELSE
             refs := refs || format('%I', col ->> 'name');
         END CASE;
@@ -4818,8 +5329,9 @@ COMMENT ON FUNCTION ml_stack.predict_proba(bigint, float8[]) IS
 -- source: sql/serving/predict_row.sql
 -- Predictions from a row given by column names (to_jsonb(t) of a table row, or a
 -- JSON object from an application): the deployed model's feature array is built
--- from the row following the snapshot's column layout (numbers, booleans, arrays,
--- text through the model's own transformer), then served as predict() serves it.
+-- from the row following the snapshot's column layout (numbers, booleans, arrays, dates
+-- and times, categories by their encoding, text through the model's own transformer),
+-- then served as predict() serves it.
 -- Extra keys are ignored; a missing key is a NULL feature (NULL text: no words).
 
 -- A JSON value as a feature: numbers, booleans (1/0), numeric strings (PostgREST's
@@ -4850,6 +5362,34 @@ BEGIN
 END
 $$;
 
+-- A JSON value for a date or time column: its text as the column's type reads it (to_jsonb
+-- of a row writes them so), as seconds (date_part('epoch', ...), as at training); a number
+-- is taken as those seconds.
+CREATE OR REPLACE FUNCTION ml_stack._json_time_feature(v jsonb, column_name text, type_name text)
+RETURNS float8
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF v IS NULL OR jsonb_typeof(v) IN ('null', 'number') THEN
+        RETURN ml_stack._json_feature(v, column_name);
+    ELSIF jsonb_typeof(v) = 'string' THEN
+        BEGIN
+            RETURN CASE type_name
+                WHEN 'date' THEN date_part('epoch', (v #>> '{}')::date)
+                WHEN 'timestamp without time zone' THEN date_part('epoch', (v #>> '{}')::timestamp)
+                WHEN 'timestamp with time zone' THEN date_part('epoch', (v #>> '{}')::timestamptz)
+                WHEN 'interval' THEN date_part('epoch', (v #>> '{}')::interval)
+                WHEN 'time without time zone' THEN date_part('epoch', (v #>> '{}')::time) END;
+        EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR invalid_text_representation THEN
+            NULL;  -- reported below
+        END;
+    END IF;
+    RAISE EXCEPTION 'column "%" needs a value of type %, got %', column_name, type_name, left(v::text, 100)
+        USING ERRCODE = 'invalid_datetime_format', HINT = 'e.g. "2024-05-01" for a date, or the seconds as a number.';
+END
+$$;
+
 CREATE OR REPLACE FUNCTION ml_stack._row_features(layout jsonb, input jsonb)
 RETURNS float8[]
 LANGUAGE plpgsql STABLE
@@ -4875,6 +5415,11 @@ BEGIN
         WHEN 'text' THEN
             features := features || ml_stack._text_features(col -> 'transformer', width,
                                                             CASE jsonb_typeof(v) WHEN 'null' THEN NULL WHEN 'string' THEN v #>> '{}' ELSE v::text END);
+        WHEN 'category' THEN
+            features := features || ml_stack._category_features(col -> 'encoding',
+                                                                CASE jsonb_typeof(v) WHEN 'null' THEN NULL WHEN 'string' THEN v #>> '{}' ELSE v::text END);
+        WHEN 'temporal' THEN
+            features := features || ml_stack._json_time_feature(v, col ->> 'name', col ->> 'type');
         WHEN 'array' THEN
             IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
                 features := features || array_fill(NULL::float8, ARRAY[width]);
@@ -4938,6 +5483,77 @@ END
 $$;
 COMMENT ON FUNCTION ml_stack.predict_proba_row(text, jsonb) IS
     'ml_stack: class probabilities (classes ascending) of the project''s deployed classifier for a row given by column names.';
+
+-- source: sql/serving/labels.sql
+-- Classes by name (0.5.0): a classifier trained on a text, enum or boolean label predicts the
+-- class's position among its sorted classes (predict, from 0) or the class itself
+-- (predict_label); predict_proba's probabilities follow the order of class_labels.
+
+-- The classes of the model a name serves (a project's deployed model, or '<project>@<alias>'),
+-- as text, in predict_proba's order; for models trained before 0.5.0, the class numbers.
+-- SECURITY DEFINER: row security hides a confidential project's models from its predictors.
+CREATE OR REPLACE FUNCTION ml_stack._served_class_labels(project_name text, OUT model_id bigint, OUT classes float8[],
+                                                         OUT labels text[])
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    task text;
+BEGIN
+    SELECT d.model_id INTO model_id FROM ml_stack.deployed_models AS d WHERE d.project_name = _served_class_labels.project_name;
+    IF NOT FOUND THEN
+        SELECT a.model_id INTO model_id FROM ml_stack.model_aliases AS a JOIN ml_stack.projects AS p ON p.id = a.project_id
+        WHERE p.name || '@' || a.alias = _served_class_labels.project_name;
+    END IF;
+    IF model_id IS NULL THEN
+        PERFORM ml_stack._no_deployed_model(project_name, NULL::float8[]);
+    END IF;
+    SELECT m.task, m.classes, CASE WHEN jsonb_typeof(s.label -> 'class_labels') = 'array'
+                                   THEN ARRAY(SELECT jsonb_array_elements_text(s.label -> 'class_labels'))
+                                   ELSE m.classes::text[] END
+    INTO task, classes, labels
+    FROM ml_stack.models AS m LEFT JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
+    WHERE m.id = _served_class_labels.model_id;
+    IF task <> 'classification' THEN
+        RAISE EXCEPTION 'project "%" is a % project: it has no classes', project_name, task
+            USING ERRCODE = 'wrong_object_type', HINT = 'Use ml_stack.predict() for a regression.';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml_stack.class_labels(project_name text)
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT c.labels FROM ml_stack._served_class_labels(project_name) AS c $$;
+COMMENT ON FUNCTION ml_stack.class_labels(text) IS
+    'ml_stack: the classes of the project''s deployed classifier, as text, in the order of predict_proba''s probabilities.';
+
+-- The class a prediction names (predict() gives the class's number for a numeric label, its
+-- position from 0 for a label by name).
+CREATE OR REPLACE FUNCTION ml_stack._class_label(project_name text, prediction float8)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.labels[array_position(c.classes, prediction)] FROM ml_stack._served_class_labels(project_name) AS c
+$$;
+
+CREATE OR REPLACE FUNCTION ml_stack.predict_label(project_name text, features float8[])
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ml_stack._class_label(project_name, ml_stack.predict(project_name, features)) $$;
+COMMENT ON FUNCTION ml_stack.predict_label(text, float8[]) IS
+    'ml_stack: the class the project''s deployed classifier predicts, as trained (the text of a text or enum label, ''true''/''false'' for a boolean one).';
+
+CREATE OR REPLACE FUNCTION ml_stack.predict_label_row(project_name text, "row" jsonb)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ml_stack._class_label(project_name, ml_stack.predict_row(project_name, "row")) $$;
+COMMENT ON FUNCTION ml_stack.predict_label_row(text, jsonb) IS
+    'ml_stack: the class the project''s deployed classifier predicts for a row given by column names, as trained.';
 
 -- source: sql/registry/deploy.sql
 -- The key metric that deploy decisions compare: higher is better.
@@ -5216,6 +5832,7 @@ DECLARE
     parts text[] := '{}';
     xi integer := 0;
     ti integer := 0;
+    gi integer := 0;
     col jsonb;
     old jsonb;
     w integer;
@@ -5234,11 +5851,19 @@ BEGIN
         col := new_layout -> k;
         old := old_layout -> k;
         w := coalesce((col ->> 'width')::integer, 1);
-        IF col ->> 'name' <> old ->> 'name' OR (col ->> 'kind' = 'text') <> (old ->> 'kind' = 'text')
-           OR (col ->> 'kind' <> 'text' AND w <> coalesce((old ->> 'width')::integer, 1)) THEN
+        IF col ->> 'name' <> old ->> 'name' OR (col ->> 'kind' IN ('text', 'category')) <> (old ->> 'kind' IN ('text', 'category'))
+           OR (col ->> 'kind' NOT IN ('text', 'category') AND w <> coalesce((old ->> 'width')::integer, 1)) THEN
             RETURN jsonb_build_object('skipped', format('column "%s" differs', col ->> 'name'));
         END IF;
-        IF col ->> 'kind' = 'text' THEN
+        IF col ->> 'kind' = 'category' THEN
+            -- its own encoding of the split's categories (which may have other categories now)
+            gi := gi + 1;
+            IF old ->> 'kind' <> 'category' THEN
+                RETURN jsonb_build_object('skipped', format('column "%s" differs', col ->> 'name'));
+            END IF;
+            parts := parts || ml_stack._category_features_sql(old -> 'encoding', format('g%s', gi));
+            xi := xi + w;
+        ELSIF col ->> 'kind' = 'text' THEN
             ti := ti + 1;
             parts := parts || format('ml_stack._text_features(%L::pg_catalog.jsonb, %s, t%s)', old -> 'transformer',
                                      (old ->> 'width')::integer, ti);
@@ -5249,6 +5874,12 @@ BEGIN
         END IF;
     END LOOP;
     SELECT m.classes INTO classes FROM ml_stack.models AS m WHERE m.id = _score_on_split.model_id;
+    IF (SELECT s.label -> 'class_labels' FROM ml_stack.models AS m JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
+        WHERE m.id = _score_on_split.model_id) IS DISTINCT FROM dataset -> 'label' -> 'class_labels'
+       AND jsonb_typeof(dataset -> 'label' -> 'class_labels') = 'array' AND dataset -> 'label' ->> 'type' NOT IN
+           ('smallint', 'integer', 'bigint', 'real', 'double precision', 'numeric', 'boolean') THEN
+        RETURN jsonb_build_object('skipped', 'its classes differ');
+    END IF;
     IF to_regclass('pg_temp._ml_stack_deployed_predictions') IS NOT NULL THEN
         DROP TABLE pg_temp._ml_stack_deployed_predictions;
     END IF;
@@ -5347,7 +5978,7 @@ $$;
 CREATE OR REPLACE FUNCTION ml_stack._train_unguarded(
     project_name text, task text, relation_name text, y_column_name text, algorithm text,
     hyperparams jsonb, search text, search_params jsonb, search_args jsonb, test_size real,
-    test_sampling text, preprocess jsonb, automatic_deploy boolean, engine text, caller_search_path text,
+    test_sampling text, preprocess jsonb, automatic_deploy boolean, engine text, exclude text[], caller_search_path text,
     OUT trained_model_id bigint, OUT was_deployed boolean, OUT project_task text, OUT model_algorithm text, OUT model_engine text,
     OUT model_metrics jsonb)
 LANGUAGE plpgsql VOLATILE
@@ -5402,6 +6033,14 @@ BEGIN
                       HINT = 'Pass relation_name and y_column_name.';
         END IF;
         seed := proj.split_seed;
+        IF exclude IS NULL THEN
+            -- the columns left out before, as the relation and the label (the deployed model's, else the last one's)
+            SELECT s.exclude INTO exclude
+            FROM ml_stack.models AS m JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
+            WHERE m.project_id = proj.id
+            ORDER BY m.id = (SELECT d.model_id FROM ml_stack.deployed_models AS d WHERE d.project_id = proj.id) DESC NULLS LAST, m.id DESC
+            LIMIT 1;
+        END IF;
     ELSE
         IF task IS NULL OR relation_name IS NULL OR y_column_name IS NULL THEN
             RAISE EXCEPTION 'project "%" does not exist yet: task, relation_name and y_column_name are required', project_name
@@ -5440,8 +6079,15 @@ BEGIN
     END IF;
 
     rel := ml_stack._resolve_relation(relation_name, caller_search_path);
+    -- categories without an encode rule: one-hot for models of weighted sums, the label's mean
+    -- per category for trees (as PostgresML's default for text); unpenalized least squares
+    -- leaves out each column's first category (its coefficients would not be unique)
     dataset := ml_stack._prepare_dataset(rel, y_column_name, task, test_size, test_sampling, seed,
-                                         coalesce(preprocess, '{}'), project_name);
+                                         coalesce(preprocess, '{}'), project_name, exclude,
+                                         jsonb_build_object(
+                                             'encode', CASE WHEN algorithm IN ('linear', 'ridge', 'lasso', 'elastic_net', 'svm', 'knn', 'naive_bayes')
+                                                            THEN 'one_hot' ELSE 'target' END,
+                                             'drop', CASE WHEN algorithm = 'linear' AND task = 'regression' THEN 'first' ELSE 'none' END));
     -- the python engine reads vectorized text itself (as dense features); of the sql engine's, naive_bayes does
     IF jsonb_array_length(dataset -> 'blocks') > 0 AND chosen_engine = 'sql' AND algorithm <> 'naive_bayes'
        AND NOT (algorithm = 'linear' AND task = 'classification') THEN  -- logistic: the sparse solver
@@ -5512,10 +6158,10 @@ BEGIN
         WHERE p.id = proj.id;
     END IF;
     INSERT INTO ml_stack.snapshots (project_id, relation_name, y_column_name, features, label, rows, skipped_rows,
-                                    train_rows, test_rows, test_size, test_sampling, seed, columns)
+                                    train_rows, test_rows, test_size, test_sampling, seed, columns, exclude)
     VALUES (proj.id, rel::text, y_column_name, dataset -> 'features', dataset -> 'label' || jsonb_build_object('classes', to_jsonb(classes)),
             (dataset ->> 'n')::bigint, (dataset ->> 'skipped')::bigint, (dataset ->> 'train_rows')::bigint,
-            (dataset ->> 'test_rows')::bigint, test_size, test_sampling, seed, dataset -> 'columns')
+            (dataset ->> 'test_rows')::bigint, test_size, test_sampling, seed, dataset -> 'columns', exclude)
     RETURNING id INTO snap_id;
     -- automatic deploy: only a model that beats the deployed one on the key metric, on the same
     -- test rows when the deployed model can be scored on them, and over the same feature columns
@@ -5571,7 +6217,7 @@ $$;
 CREATE OR REPLACE FUNCTION ml_stack._train(
     project_name text, task text, relation_name text, y_column_name text, algorithm text,
     hyperparams jsonb, search text, search_params jsonb, search_args jsonb, test_size real,
-    test_sampling text, preprocess jsonb, automatic_deploy boolean, engine text, caller_search_path text,
+    test_sampling text, preprocess jsonb, automatic_deploy boolean, engine text, exclude text[], caller_search_path text,
     OUT trained_model_id bigint, OUT was_deployed boolean, OUT project_task text, OUT model_algorithm text, OUT model_engine text,
     OUT model_metrics jsonb)
 LANGUAGE plpgsql VOLATILE
@@ -5583,7 +6229,7 @@ BEGIN
     SELECT * INTO trained_model_id, was_deployed, project_task, model_algorithm, model_engine, model_metrics
     FROM ml_stack._train_unguarded(project_name, task, relation_name, y_column_name, algorithm, hyperparams, search,
                                    search_params, search_args, test_size, test_sampling, preprocess, automatic_deploy,
-                                   engine, caller_search_path);
+                                   engine, exclude, caller_search_path);
 EXCEPTION WHEN OTHERS OR query_canceled THEN
     GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
                             hint = PG_EXCEPTION_HINT;
@@ -5618,7 +6264,8 @@ CREATE OR REPLACE FUNCTION ml_stack.train(
     test_sampling    text    DEFAULT 'random',
     preprocess       jsonb   DEFAULT '{}',
     automatic_deploy boolean DEFAULT true,
-    engine           text    DEFAULT NULL)
+    engine           text    DEFAULT NULL,
+    exclude          text[]  DEFAULT NULL)      -- columns that are not features; NULL: those the project left out before
 RETURNS TABLE (project text, task text, algorithm text, engine text, model_id bigint, deployed boolean, metrics jsonb)
 LANGUAGE sql VOLATILE
 AS $$
@@ -5627,11 +6274,11 @@ AS $$
            r.trained_model_id, r.was_deployed, r.model_metrics
     FROM ml_stack._train(train.project_name, train.task, train.relation_name, train.y_column_name, train.algorithm,
                          train.hyperparams, train.search, train.search_params, train.search_args, train.test_size,
-                         train.test_sampling, train.preprocess, train.automatic_deploy, train.engine,
+                         train.test_sampling, train.preprocess, train.automatic_deploy, train.engine, train.exclude,
                          pg_catalog.current_setting('search_path')) AS r
 $$;
-COMMENT ON FUNCTION ml_stack.train(text, text, text, text, text, jsonb, text, jsonb, jsonb, real, text, jsonb, boolean, text) IS
-    'ml_stack: train a model on a table or view (features: every column but the label, in table order), score it on a test split, register it, and deploy it if it beats the deployed model. Retrain with only the project name to reuse its relation, label and task.';
+COMMENT ON FUNCTION ml_stack.train(text, text, text, text, text, jsonb, text, jsonb, jsonb, real, text, jsonb, boolean, text, text[]) IS
+    'ml_stack: train a model on a table or view (features: every column but the label and those in exclude, in table order; text and enums as categories), score it on a test split, register it, and deploy it if it beats the deployed model. Retrain with only the project name to reuse its relation, label, task and excluded columns.';
 
 -- source: sql/portability/export_import.sql
 -- Models as portable JSON documents: everything needed to serve the model in
@@ -6768,6 +7415,7 @@ COMMENT ON FUNCTION ml_stack.postgrest_config(text, text, text, text, text, inte
 REVOKE EXECUTE ON FUNCTION ml_stack.expose(text, text, text[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION ml_stack.unexpose(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION ml_stack._model_layout(bigint) FROM PUBLIC;   -- SECURITY DEFINER (serving/typed.sql)
+REVOKE EXECUTE ON FUNCTION ml_stack._served_class_labels(text) FROM PUBLIC;   -- SECURITY DEFINER (serving/labels.sql)
 
 DO $$
 DECLARE
@@ -6787,7 +7435,8 @@ BEGIN
         EXECUTE 'GRANT EXECUTE ON FUNCTION ml_stack._confidential_scores(bigint, float8[]), '
                 'ml_stack._confidential_margins(bigint, float8[]), '
                 'ml_stack._confidential_python_predict(bigint, bigint, float8[]), '
-                'ml_stack._confidential_python_proba(bigint, bigint, float8[]), ml_stack._model_layout(bigint) TO ml_stack_predictor';
+                'ml_stack._confidential_python_proba(bigint, bigint, float8[]), ml_stack._model_layout(bigint), '
+                'ml_stack._served_class_labels(text) TO ml_stack_predictor';
     END IF;
     IF to_regrole('ml_stack_trainer') IS NOT NULL THEN
         -- train (it reads the training relation with the trainer's own rights), deploy, schedule

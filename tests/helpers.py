@@ -40,7 +40,7 @@ TRAIN_PARAM_TYPES = {
     "task": "text", "relation_name": "text", "y_column_name": "text", "algorithm": "text",
     "hyperparams": "jsonb", "search": "text", "search_params": "jsonb", "search_args": "jsonb",
     "test_size": "real", "test_sampling": "text", "preprocess": "jsonb", "automatic_deploy": "boolean",
-    "engine": "text",
+    "engine": "text", "exclude": "text[]",
 }
 
 
@@ -56,6 +56,10 @@ def train_query(*args, **kwargs):
     for name, value in kwargs.items():
         if name not in TRAIN_PARAM_TYPES:
             raise TypeError(f"train() has no parameter {name!r}")
+        if TRAIN_PARAM_TYPES[name] == "text[]" and value is not None:
+            parts.append(sql.SQL("{} => ARRAY[{}]::text[]").format(
+                sql.Identifier(name), sql.SQL(", ").join(sql.Literal(v) for v in value)))
+            continue
         if isinstance(value, (dict, list)):
             value = json.dumps(value)
         parts.append(sql.SQL("{} => {}::{}").format(

@@ -85,7 +85,8 @@ def _prepare(conn):
         CREATE TABLE one_class AS SELECT age, bmi, 1 AS target FROM diabetes;
         CREATE TABLE with_nulls AS SELECT * FROM diabetes;
         UPDATE with_nulls SET bmi = NULL WHERE ctid IN (SELECT ctid FROM with_nulls LIMIT 7);
-        CREATE TABLE text_feature AS SELECT age, 'x'::text AS note, target FROM diabetes;
+        CREATE TABLE text_feature AS SELECT age, to_tsvector('simple', 'x') AS note, target FROM diabetes;
+        CREATE TABLE constant_category AS SELECT age, 'x'::text AS note, target FROM diabetes;
         CREATE TABLE text_label AS SELECT age, bmi, target::text AS target FROM diabetes;
         CREATE VIEW iris2 AS SELECT * FROM iris WHERE target < 2;
     """)
@@ -189,8 +190,10 @@ TRAIN_CASES = [
      DATA, r'unknown hyperparameter "penalty"', r"\bC\b.*max_iter"),
     ("hyperparams not an object", train_query("p", "regression", "diabetes", "target", hyperparams=[1, 2]),
      DATA, r"hyperparams must be a JSON object", None),
-    ("text feature column", train_query("p", "regression", "text_feature", "target"),
-     UNDEFINED, r'feature column "note" has type text', None),
+    ("unusable feature column", train_query("p", "regression", "text_feature", "target"),
+     UNDEFINED, r'feature column "note" \(tsvector\) cannot be used', r"exclude => ARRAY\['note'\]"),
+    ("one-hot of a single category", train_query("p", "regression", "constant_category", "target"),
+     DATA, r'column "note" has a single value in the training rows', r"exclude => ARRAY\['note'\]"),
     ("text label", train_query("p", "regression", "text_label", "target"),
      UNDEFINED, r'label column "target" has type text', None),
     ("changing the task of a project", train_query("diab", "classification"),

@@ -286,7 +286,7 @@ TRAIN = "SELECT * FROM ml_stack.train('bad', 'classification', %s, 'label', algo
 
 
 @pytest.mark.parametrize("relation,algorithm,preprocess,sqlstate,message,hint", [
-    ("docs", "naive_bayes", {}, "42804", 'feature column "description" has type text', '"vectorize": "hashing"'),
+    ("docs", "naive_bayes", {}, "42804", 'feature column "description" (text with', '"vectorize": "hashing"'),
     ("docs", "naive_bayes", {"description": {"vectorize": "hashing"}, "installed_size": {"impute": "zero"}},
      "22023", "signed hashing", '"signed": false'),
     ("docs", "naive_bayes", {"description": {"vectorize": "nope"}}, "22023", 'unknown transformer "nope"', "hashing"),

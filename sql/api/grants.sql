@@ -10,6 +10,7 @@
 REVOKE EXECUTE ON FUNCTION ml_stack.expose(text, text, text[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION ml_stack.unexpose(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION ml_stack._model_layout(bigint) FROM PUBLIC;   -- SECURITY DEFINER (serving/typed.sql)
+REVOKE EXECUTE ON FUNCTION ml_stack._served_class_labels(text) FROM PUBLIC;   -- SECURITY DEFINER (serving/labels.sql)
 
 DO $$
 DECLARE
@@ -29,7 +30,8 @@ BEGIN
         EXECUTE 'GRANT EXECUTE ON FUNCTION ml_stack._confidential_scores(bigint, float8[]), '
                 'ml_stack._confidential_margins(bigint, float8[]), '
                 'ml_stack._confidential_python_predict(bigint, bigint, float8[]), '
-                'ml_stack._confidential_python_proba(bigint, bigint, float8[]), ml_stack._model_layout(bigint) TO ml_stack_predictor';
+                'ml_stack._confidential_python_proba(bigint, bigint, float8[]), ml_stack._model_layout(bigint), '
+                'ml_stack._served_class_labels(text) TO ml_stack_predictor';
     END IF;
     IF to_regrole('ml_stack_trainer') IS NOT NULL THEN
         -- train (it reads the training relation with the trainer's own rights), deploy, schedule

@@ -1,7 +1,8 @@
 -- Predictions from a row given by column names (to_jsonb(t) of a table row, or a
 -- JSON object from an application): the deployed model's feature array is built
--- from the row following the snapshot's column layout (numbers, booleans, arrays,
--- text through the model's own transformer), then served as predict() serves it.
+-- from the row following the snapshot's column layout (numbers, booleans, arrays, dates
+-- and times, categories by their encoding, text through the model's own transformer),
+-- then served as predict() serves it.
 -- Extra keys are ignored; a missing key is a NULL feature (NULL text: no words).
 
 -- A JSON value as a feature: numbers, booleans (1/0), numeric strings (PostgREST's
@@ -32,6 +33,34 @@ BEGIN
 END
 $$;
 
+-- A JSON value for a date or time column: its text as the column's type reads it (to_jsonb
+-- of a row writes them so), as seconds (date_part('epoch', ...), as at training); a number
+-- is taken as those seconds.
+CREATE OR REPLACE FUNCTION ml_stack._json_time_feature(v jsonb, column_name text, type_name text)
+RETURNS float8
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF v IS NULL OR jsonb_typeof(v) IN ('null', 'number') THEN
+        RETURN ml_stack._json_feature(v, column_name);
+    ELSIF jsonb_typeof(v) = 'string' THEN
+        BEGIN
+            RETURN CASE type_name
+                WHEN 'date' THEN date_part('epoch', (v #>> '{}')::date)
+                WHEN 'timestamp without time zone' THEN date_part('epoch', (v #>> '{}')::timestamp)
+                WHEN 'timestamp with time zone' THEN date_part('epoch', (v #>> '{}')::timestamptz)
+                WHEN 'interval' THEN date_part('epoch', (v #>> '{}')::interval)
+                WHEN 'time without time zone' THEN date_part('epoch', (v #>> '{}')::time) END;
+        EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR invalid_text_representation THEN
+            NULL;  -- reported below
+        END;
+    END IF;
+    RAISE EXCEPTION 'column "%" needs a value of type %, got %', column_name, type_name, left(v::text, 100)
+        USING ERRCODE = 'invalid_datetime_format', HINT = 'e.g. "2024-05-01" for a date, or the seconds as a number.';
+END
+$$;
+
 CREATE OR REPLACE FUNCTION ml_stack._row_features(layout jsonb, input jsonb)
 RETURNS float8[]
 LANGUAGE plpgsql STABLE
@@ -57,6 +86,11 @@ BEGIN
         WHEN 'text' THEN
             features := features || ml_stack._text_features(col -> 'transformer', width,
                                                             CASE jsonb_typeof(v) WHEN 'null' THEN NULL WHEN 'string' THEN v #>> '{}' ELSE v::text END);
+        WHEN 'category' THEN
+            features := features || ml_stack._category_features(col -> 'encoding',
+                                                                CASE jsonb_typeof(v) WHEN 'null' THEN NULL WHEN 'string' THEN v #>> '{}' ELSE v::text END);
+        WHEN 'temporal' THEN
+            features := features || ml_stack._json_time_feature(v, col ->> 'name', col ->> 'type');
         WHEN 'array' THEN
             IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
                 features := features || array_fill(NULL::float8, ARRAY[width]);

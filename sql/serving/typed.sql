@@ -1,6 +1,7 @@
 -- Typed serving (0.4.0): every deployed project has a serving function with one
 -- named, typed argument per feature column of its deployed model, named as the
--- column (numbers float8, booleans boolean, arrays float8[], vectorized text text):
+-- column (numbers float8, booleans boolean, arrays float8[], vectorized text text, dates
+-- and times their type, categories text or their own integer, boolean or enum type):
 --   ml_stack._project_<project id>_predict(<columns>) -> float8
 --   ml_stack._project_<project id>_proba(<columns>)   -> float8[]   (classifiers)
 -- found in ml_stack.deployed_models.serving_function. A linear model of at most
@@ -35,22 +36,38 @@ $$;
 -- The SQL type of a layout column's serving argument. An array keeps its column's type
 -- when it is real[] (embeddings) or float8[]: the inlined body reads it once per element,
 -- and PostgreSQL inlines a function whose argument is used several times only when that
--- argument is cheap, which a real[] -> float8[] coercion is not.
+-- argument is cheap, which a real[] -> float8[] coercion is not. Dates and times keep their
+-- type; categories are text, but for integer, boolean and enum columns (an enum that no
+-- longer exists: text).
 CREATE OR REPLACE FUNCTION ml_stack._serving_argument_type(col jsonb)
 RETURNS regtype
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE col ->> 'kind' WHEN 'text' THEN 'text'
-                WHEN 'array' THEN CASE WHEN col ->> 'type' IN ('real[]', 'double precision[]') THEN col ->> 'type' ELSE 'float8[]' END
-                WHEN 'boolean' THEN 'boolean'
-                ELSE 'float8' END::regtype
+    SELECT CASE col ->> 'kind' WHEN 'text' THEN 'text'::regtype
+                WHEN 'array' THEN CASE WHEN col ->> 'type' IN ('real[]', 'double precision[]') THEN col ->> 'type' ELSE 'float8[]' END::regtype
+                WHEN 'boolean' THEN 'boolean'::regtype
+                WHEN 'temporal' THEN (col ->> 'type')::regtype
+                WHEN 'category' THEN CASE WHEN col ->> 'type' IN ('smallint', 'integer', 'bigint', 'boolean') THEN (col ->> 'type')::regtype
+                                          ELSE coalesce((SELECT t.oid::regtype FROM pg_catalog.pg_type AS t
+                                                         WHERE t.oid = to_regtype(col ->> 'type') AND t.typtype = 'e'), 'text'::regtype) END
+                ELSE 'float8'::regtype END
+$$;
+
+-- A layout column's serving argument as SQL text (categories compare as text).
+CREATE OR REPLACE FUNCTION ml_stack._serving_text_argument(col jsonb)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN ml_stack._serving_argument_type(col) = 'text'::regtype THEN quote_ident(col ->> 'name')
+                ELSE format('%I::pg_catalog.text', col ->> 'name') END
 $$;
 
 -- The serving function's arguments, as pg_get_function_identity_arguments() prints them.
 CREATE OR REPLACE FUNCTION ml_stack._serving_arguments(layout jsonb)
 RETURNS text
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT string_agg(format('%s %s', quote_ident(c.value ->> 'name'), format_type(ml_stack._serving_argument_type(c.value), NULL)),
@@ -88,7 +105,7 @@ $$;
 -- The feature array of a row of serving arguments (the fallback of the inlined form).
 CREATE OR REPLACE FUNCTION ml_stack._serving_features_sql(layout jsonb)
 RETURNS text
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT string_agg(CASE c.value ->> 'kind'
@@ -97,6 +114,8 @@ AS $$
                           WHEN 'array' THEN format('ml_stack._array_features(%L, %s, %I)', c.value ->> 'name',
                                                    (c.value ->> 'width')::integer, c.value ->> 'name')
                           WHEN 'boolean' THEN format('ARRAY[%I::pg_catalog.int4::pg_catalog.float8]', c.value ->> 'name')
+                          WHEN 'temporal' THEN format('ARRAY[pg_catalog.date_part(''epoch''::pg_catalog.text, %I)]', c.value ->> 'name')
+                          WHEN 'category' THEN ml_stack._category_features_sql(c.value -> 'encoding', ml_stack._serving_text_argument(c.value))
                           ELSE format('ARRAY[%I]', c.value ->> 'name') END,
                       ' OPERATOR(pg_catalog.||) ' ORDER BY c.ordinality)
     FROM jsonb_array_elements(layout) WITH ORDINALITY AS c
@@ -107,7 +126,7 @@ $$;
 -- compiled one (serving/expressions.sql) with each feature j written as its argument.
 CREATE OR REPLACE FUNCTION ml_stack._serving_inline_sql(artifact jsonb, classes float8[], num_features integer, layout jsonb)
 RETURNS text[]
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -134,6 +153,12 @@ BEGIN
                                        col ->> 'name', (col ->> 'width')::integer, col ->> 'name');
         WHEN 'boolean' THEN
             refs := refs || format('%I::pg_catalog.int4::pg_catalog.float8', col ->> 'name');
+        WHEN 'temporal' THEN
+            refs := refs || format('pg_catalog.date_part(''epoch''::pg_catalog.text, %I)', col ->> 'name');
+        WHEN 'category' THEN
+            FOR k IN 1 .. (col ->> 'width')::integer LOOP
+                refs := refs || ml_stack._category_feature_sql(col -> 'encoding', ml_stack._serving_text_argument(col), k);
+            END LOOP;
         ELSE
             refs := refs || format('%I', col ->> 'name');
         END CASE;

@@ -18,6 +18,7 @@ DECLARE
     parts text[] := '{}';
     xi integer := 0;
     ti integer := 0;
+    gi integer := 0;
     col jsonb;
     old jsonb;
     w integer;
@@ -36,11 +37,19 @@ BEGIN
         col := new_layout -> k;
         old := old_layout -> k;
         w := coalesce((col ->> 'width')::integer, 1);
-        IF col ->> 'name' <> old ->> 'name' OR (col ->> 'kind' = 'text') <> (old ->> 'kind' = 'text')
-           OR (col ->> 'kind' <> 'text' AND w <> coalesce((old ->> 'width')::integer, 1)) THEN
+        IF col ->> 'name' <> old ->> 'name' OR (col ->> 'kind' IN ('text', 'category')) <> (old ->> 'kind' IN ('text', 'category'))
+           OR (col ->> 'kind' NOT IN ('text', 'category') AND w <> coalesce((old ->> 'width')::integer, 1)) THEN
             RETURN jsonb_build_object('skipped', format('column "%s" differs', col ->> 'name'));
         END IF;
-        IF col ->> 'kind' = 'text' THEN
+        IF col ->> 'kind' = 'category' THEN
+            -- its own encoding of the split's categories (which may have other categories now)
+            gi := gi + 1;
+            IF old ->> 'kind' <> 'category' THEN
+                RETURN jsonb_build_object('skipped', format('column "%s" differs', col ->> 'name'));
+            END IF;
+            parts := parts || ml_stack._category_features_sql(old -> 'encoding', format('g%s', gi));
+            xi := xi + w;
+        ELSIF col ->> 'kind' = 'text' THEN
             ti := ti + 1;
             parts := parts || format('ml_stack._text_features(%L::pg_catalog.jsonb, %s, t%s)', old -> 'transformer',
                                      (old ->> 'width')::integer, ti);
@@ -51,6 +60,12 @@ BEGIN
         END IF;
     END LOOP;
     SELECT m.classes INTO classes FROM ml_stack.models AS m WHERE m.id = _score_on_split.model_id;
+    IF (SELECT s.label -> 'class_labels' FROM ml_stack.models AS m JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
+        WHERE m.id = _score_on_split.model_id) IS DISTINCT FROM dataset -> 'label' -> 'class_labels'
+       AND jsonb_typeof(dataset -> 'label' -> 'class_labels') = 'array' AND dataset -> 'label' ->> 'type' NOT IN
+           ('smallint', 'integer', 'bigint', 'real', 'double precision', 'numeric', 'boolean') THEN
+        RETURN jsonb_build_object('skipped', 'its classes differ');
+    END IF;
     IF to_regclass('pg_temp._ml_stack_deployed_predictions') IS NOT NULL THEN
         DROP TABLE pg_temp._ml_stack_deployed_predictions;
     END IF;

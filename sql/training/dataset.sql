@@ -1,11 +1,14 @@
 -- Read the training relation once into a temporary table, check it, split it and
 -- describe it. Everything after this works on that one consistent read.
 --
--- pg_temp._ml_stack_rows(r, y, k, x1 .. xp, t1 .. tq): r is the row's position in
--- the relation's own order, k a seeded hash of r that orders the random split;
--- x are the numeric features (an array column of fixed length L gives L of them,
--- its elements in order), t the text columns that a "vectorize" rule turns into a
--- block of features (a "block": sparse, never stored dense).
+-- pg_temp._ml_stack_rows(r, y, k, x1 .. xp, g1 .. gc, t1 .. tq): r is the row's
+-- position in the relation's own order, k a seeded hash of r that orders the random
+-- split; x are the numeric features (booleans 0/1, dates and times as seconds, an
+-- array column of fixed length L gives L of them, its elements in order), g the
+-- categorical columns as text (encoded by SQL expressions fitted on the training rows:
+-- training/categories.sql), t the text columns that a "vectorize" rule turns into a
+-- block of features (a "block": sparse, never stored dense). A text label of a
+-- classification is y = its position among the sorted labels, from 0.
 -- The features a model takes, in table order, are x and the blocks' dimensions
 -- interleaved as their columns are; "columns" describes that layout, which
 -- predict_row() follows to build the feature array from a row.
@@ -14,13 +17,37 @@
 --   train_filter / test_filter  (SQL predicates over the temporary table),
 --   features [{name, type, count, nulls, mean, std, min, max}]  (train rows),
 --   label {name, type, mean, std, min, max}, classes [..] (classification),
+--   label.class_labels (classification: each class as text, as the label column holds it),
 --   x [SQL expression of each preprocessed feature], x_mean, x_std (train rows),
 --   transform [{impute, shift, scale}]  (what preprocessing does to raw feature j),
 --   blocks [{column, t, spec, dims, offset}], columns [{name, type, kind, width, offset, ..}],
 --   x_positions [position of x_j among the model's features], num_features.
+-- The error for the feature columns a model cannot use (each described as '"name" (why)'),
+-- all of them in one message.
+CREATE OR REPLACE FUNCTION ml_stack._unusable_columns(descriptions text[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    names text[] := ARRAY(SELECT substring(d FROM '^"(.*)" \(') FROM unnest(descriptions) AS d);
+    free_text text := (SELECT substring(d FROM '^"(.*)" \(') FROM unnest(descriptions) AS d WHERE d LIKE '%free text?)' LIMIT 1);
+BEGIN
+    RAISE EXCEPTION '%', CASE WHEN cardinality(descriptions) = 1 THEN format('feature column %s cannot be used', descriptions[1])
+                              ELSE format('feature columns the model cannot use: %s', array_to_string(descriptions, ', ')) END
+        USING ERRCODE = 'datatype_mismatch',
+              HINT = format('Leave them out with exclude => ARRAY[%s]%s; or cast or encode them in a view.',
+                            (SELECT string_agg(quote_literal(n), ', ') FROM unnest(names) AS n),
+                            CASE WHEN free_text IS NOT NULL
+                                 THEN format('; vectorize free text with preprocess => ''{"%s": {"vectorize": "hashing"}}'' (or "tfidf", "counts"), '
+                                             'or encode it by the label''s mean with {"encode": "target"}', free_text) ELSE '' END);
+END
+$$;
+
+-- exclude: columns left out; category_defaults: {"encode", "drop"} of categorical columns whose rule has none.
 CREATE OR REPLACE FUNCTION ml_stack._prepare_dataset(
     rel regclass, y_column_name text, task text, test_size real, test_sampling text,
-    seed bigint, preprocess jsonb, project_name text)
+    seed bigint, preprocess jsonb, project_name text, exclude text[], category_defaults jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -63,7 +90,6 @@ DECLARE
     layout  jsonb := '[]';      -- per feature column: {name, type, kind, ci, ...}
     raw_cols text[] := '{}';
     unusable text[] := '{}';
-    text_hint text;
     ci integer := 0;
     col jsonb;
     width bigint; width_max bigint; ndims integer; nonnull bigint;
@@ -76,10 +102,26 @@ DECLARE
     x_positions integer[] := '{}';
     columns jsonb := '[]';
     b integer;
+    text_label boolean := false;
+    class_labels text[];
+    label_order text;
+    g_sel  text[] := '{}';      -- the category columns' reads
+    auto_g text[] := '{}';      -- category columns without an encode rule: checked for free text
+    auto_names text[] := '{}';
+    auto_gi integer[] := '{}';
+    auto_types text[] := '{}';
+    free_text text[];
+    fitted jsonb;
+    p_num  integer;             -- the numeric x columns (the raw features before the categories')
+    raw    text[] := '{}';      -- each feature before preprocessing, as SQL over the rows (final order)
+    rules  jsonb := '[]';       -- each feature's preprocess rule
+    f_names text[] := '{}'; f_types text[] := '{}';
+    xi integer; gi integer := 0;
 BEGIN
     -- label column: must exist and be numeric
-    SELECT a.attname, a.atttypid::regtype AS typ INTO y_att
-    FROM pg_catalog.pg_attribute AS a
+    SELECT a.attname, a.atttypid::regtype AS typ, t.typtype = 'e' AS is_enum, ml_stack._is_text_type(a.atttypid) AS is_text
+    INTO y_att
+    FROM pg_catalog.pg_attribute AS a JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
     WHERE a.attrelid = rel AND a.attname = y_column_name AND a.attnum > 0 AND NOT a.attisdropped;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'column "%" does not exist in relation %', y_column_name, rel
@@ -87,10 +129,30 @@ BEGIN
                   HINT = format('The columns are: %s.', (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
                       FROM pg_catalog.pg_attribute AS a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped));
     END IF;
-    IF NOT y_att.typ = ANY (numeric_types) THEN
-        RAISE EXCEPTION 'label column "%" has type %, which is not numeric', y_column_name, y_att.typ
+    IF (y_att.is_text OR y_att.is_enum) AND task = 'classification' THEN
+        text_label := true;   -- classes by name: y is the class's position among the sorted labels
+    ELSIF NOT y_att.typ = ANY (numeric_types) THEN
+        RAISE EXCEPTION 'label column "%" has type %, which is not %', y_column_name, y_att.typ,
+                        CASE WHEN task = 'classification' THEN 'numeric, boolean, text or an enum' ELSE 'numeric' END
             USING ERRCODE = 'datatype_mismatch',
-                  HINT = 'Encode the label as numbers (e.g. class ids) in a view, and train on the view.';
+                  HINT = CASE WHEN y_att.is_text OR y_att.is_enum
+                              THEN 'A regression needs a numeric label; for classes by name use task => ''classification''.'
+                              ELSE 'Cast the label to a number or to text in a view, and train on the view.' END;
+    END IF;
+    IF exclude IS NOT NULL THEN
+        SELECT array_agg(e ORDER BY o) INTO missing FROM unnest(exclude) WITH ORDINALITY AS u(e, o)
+        WHERE e IS NULL OR e = y_column_name
+           OR NOT EXISTS (SELECT FROM pg_catalog.pg_attribute AS a
+                          WHERE a.attrelid = rel AND a.attname = e AND a.attnum > 0 AND NOT a.attisdropped);
+        IF cardinality(missing) > 0 THEN
+            RAISE EXCEPTION 'exclude names %, which is not a feature column of %',
+                            CASE WHEN missing[1] IS NULL THEN 'NULL' ELSE format('"%s"', missing[1]) END, rel
+                USING ERRCODE = 'undefined_column',
+                      HINT = CASE WHEN missing[1] = y_column_name THEN 'The label is never a feature: leave it out of exclude.'
+                                  ELSE format('The columns are: %s.', (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                                      FROM pg_catalog.pg_attribute AS a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped)) END;
+        END IF;
+        missing := '{}';
     END IF;
 
     IF preprocess IS NULL OR jsonb_typeof(preprocess) <> 'object' THEN
@@ -99,45 +161,60 @@ BEGIN
                   HINT = 'e.g. preprocess => ''{"age": {"impute": "mean", "scale": "standard"}}''';
     END IF;
 
-    -- features: every other column, in table order: numbers (booleans as 0/1), arrays of
-    -- numbers (of one length), and text with a vectorize rule; all the others in one error
+    -- features: every other column (but those excluded), in table order: numbers (booleans
+    -- as 0/1, dates and times as seconds), arrays of numbers (of one length), text with a
+    -- vectorize rule, categories (text and enums; integers and booleans with an encode rule);
+    -- all the others in one error
     FOR cols IN
         SELECT a.attname, a.atttypid::regtype AS typ, t.typelem::regtype AS elem,
-               t.typcategory = 'A' AND t.typelem <> 0 AS is_array, ml_stack._is_text_type(a.atttypid) AS is_text
+               t.typcategory = 'A' AND t.typelem <> 0 AS is_array, ml_stack._is_text_type(a.atttypid) AS is_text,
+               t.typtype = 'e' AS is_enum,
+               CASE WHEN t.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum AS e
+                                                    WHERE e.enumtypid = a.atttypid ORDER BY e.enumsortorder) END AS enum_labels
         FROM pg_catalog.pg_attribute AS a JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
         WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> y_column_name
+          AND NOT a.attname = ANY (coalesce(exclude, '{}'))
         ORDER BY a.attnum
     LOOP
         ci := ci + 1;
         colnames := colnames || cols.attname::text;
-        IF cols.typ = ANY (numeric_types) THEN
+        rule := preprocess -> cols.attname::text;
+        IF (cols.is_text OR cols.is_enum) AND NOT coalesce(rule ? 'vectorize', false)
+           OR (rule ? 'encode' AND cols.typ IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'boolean'::regtype)) THEN
+            gi := gi + 1;
+            layout := layout || jsonb_build_object('name', cols.attname, 'type', cols.typ::text, 'kind', 'category', 'ci', ci,
+                                                   'enum_labels', to_jsonb(cols.enum_labels),
+                                                   'numeric_order', cols.typ <> 'boolean'::regtype AND NOT (cols.is_text OR cols.is_enum));
+            raw_cols := raw_cols || format('%I::text AS c%s', cols.attname, ci);
+            IF NOT coalesce(rule ? 'encode', false) THEN
+                auto_g := auto_g || format('%I::text', cols.attname);
+                auto_gi := auto_gi || gi;
+                auto_names := auto_names || cols.attname::text;
+                auto_types := auto_types || cols.typ::text;
+            END IF;
+        ELSIF rule ? 'encode' AND NOT cols.is_text THEN
+            unusable := unusable || format('"%s" (%s: "encode" takes text, enum, integer and boolean columns)', cols.attname, cols.typ);
+        ELSIF cols.typ = ANY (numeric_types) OR ml_stack._is_temporal_type(cols.typ) THEN
             layout := layout || jsonb_build_object('name', cols.attname, 'type', cols.typ::text, 'kind',
-                                                   CASE WHEN cols.typ = 'boolean'::regtype THEN 'boolean' ELSE 'number' END, 'ci', ci);
-            raw_cols := raw_cols || format('%s AS c%s', CASE WHEN cols.typ = 'boolean'::regtype
-                                                             THEN format('%I::integer::float8', cols.attname)
+                                                   CASE WHEN cols.typ = 'boolean'::regtype THEN 'boolean'
+                                                        WHEN ml_stack._is_temporal_type(cols.typ) THEN 'temporal' ELSE 'number' END, 'ci', ci);
+            raw_cols := raw_cols || format('%s AS c%s', CASE WHEN cols.typ = 'boolean'::regtype THEN format('%I::integer::float8', cols.attname)
+                                                             WHEN ml_stack._is_temporal_type(cols.typ) THEN format('date_part(''epoch'', %I)', cols.attname)
                                                              ELSE format('%I::float8', cols.attname) END, ci);
         ELSIF cols.is_array AND cols.elem = ANY (numeric_types) AND cols.elem <> 'boolean'::regtype THEN
             layout := layout || jsonb_build_object('name', cols.attname, 'type', cols.typ::text, 'kind', 'array', 'ci', ci);
             raw_cols := raw_cols || format('%I::float8[] AS c%s', cols.attname, ci);
-        ELSIF cols.is_text AND preprocess -> cols.attname ? 'vectorize' THEN
+        ELSIF cols.is_text AND rule ? 'vectorize' THEN
             layout := layout || jsonb_build_object('name', cols.attname, 'type', cols.typ::text, 'kind', 'text', 'ci', ci);
             raw_cols := raw_cols || format('%I::text AS c%s', cols.attname, ci);
         ELSE
             unusable := unusable || format('"%s" (%s)', cols.attname, cols.typ);
-            IF cols.is_text THEN
-                text_hint := coalesce(text_hint, cols.attname::text);
-            END IF;
         END IF;
     END LOOP;
     IF cardinality(unusable) > 0 THEN
-        RAISE EXCEPTION '%', CASE WHEN cardinality(unusable) = 1
-                                  THEN format('feature column %s, which is not numeric', regexp_replace(unusable[1], ' \((.*)\)$', ' has type \1'))
-                                  ELSE format('feature columns that are not numeric: %s', array_to_string(unusable, ', ')) END
-            USING ERRCODE = 'datatype_mismatch',
-                  HINT = CASE WHEN text_hint IS NOT NULL
-                              THEN format('Vectorize text: preprocess => ''{"%s": {"vectorize": "hashing"}}'' (or "tfidf", "counts"); '
-                                          'train on a view that leaves the other columns out or encodes them as numbers.', text_hint)
-                              ELSE 'Train on a view that leaves the column out or encodes it as numbers; arrays must hold numbers.' END;
+        -- one error for every column: free text among the categories too (one scan of the relation)
+        unusable := unusable || ml_stack._free_text_columns(rel::text, auto_g, auto_names, auto_types);
+        PERFORM ml_stack._unusable_columns(unusable);
     END IF;
     IF ci = 0 THEN
         RAISE EXCEPTION 'relation % has no feature columns besides the label "%"', rel, y_column_name
@@ -160,11 +237,20 @@ BEGIN
     -- the read, into c1 .. cm (one per feature column); then the numeric features x in
     -- table order (arrays: one x per element, so their length must be known first)
     EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_raw ON COMMIT DROP AS '
-                   'SELECT row_number() OVER () AS r, %s AS y, %s FROM %s',
-                   CASE WHEN y_att.typ = 'boolean'::regtype THEN format('%I::integer::float8', y_column_name)
+                   'SELECT row_number() OVER () AS r, %s AS y%s FROM %s',
+                   CASE WHEN text_label THEN format('%I', y_column_name)
+                        WHEN y_att.typ = 'boolean'::regtype THEN format('%I::integer::float8', y_column_name)
                         ELSE format('%I::float8', y_column_name) END,
-                   array_to_string(raw_cols, ', '), rel);
+                   (SELECT string_agg(', ' || e, '') FROM unnest(raw_cols) AS e), rel);
     GET DIAGNOSTICS total = ROW_COUNT;
+    IF text_label THEN
+        -- the classes by name, sorted as text in the C collation (an enum: in its own order);
+        -- y becomes the position among them, from 0
+        EXECUTE format('SELECT array_agg(v::text ORDER BY v%s) FROM (SELECT DISTINCT y AS v FROM pg_temp._ml_stack_raw '
+                       'WHERE y IS NOT NULL) AS d', CASE WHEN y_att.is_enum THEN '' ELSE ' COLLATE "C"' END)
+            INTO class_labels;
+        label_order := format('(pg_catalog.array_position(%L::text[], y::text) - 1)::float8', class_labels);
+    END IF;
     b := 0;
     FOR col IN SELECT value FROM jsonb_array_elements(layout) LOOP
         ci := (col ->> 'ci')::integer;
@@ -191,6 +277,8 @@ BEGIN
             layout := jsonb_set(layout, ARRAY[b::text], col || jsonb_build_object('width', width));
         WHEN 'text' THEN
             t_sel := t_sel || format('c%s AS t%s', ci, cardinality(t_sel) + 1);
+        WHEN 'category' THEN
+            g_sel := g_sel || format('c%s AS g%s', ci, cardinality(g_sel) + 1);
         ELSE
             names := names || (col ->> 'name');
             types := types || (col ->> 'type');
@@ -199,14 +287,20 @@ BEGIN
         END CASE;
         b := b + 1;
     END LOOP;
-    p := cardinality(names);
+    p_num := cardinality(names);
     EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_rows ON COMMIT DROP AS '
-                   'SELECT r, y, md5(%L || '':'' || r) COLLATE "C" AS k%s FROM pg_temp._ml_stack_raw',
-                   seed, (SELECT string_agg(', ' || e, '') FROM unnest(x_sel || t_sel) AS e));
+                   'SELECT r, %s AS y, md5(%L || '':'' || r) COLLATE "C" AS k%s FROM pg_temp._ml_stack_raw',
+                   coalesce(label_order, 'y'), seed, (SELECT string_agg(', ' || e, '') FROM unnest(x_sel || g_sel || t_sel) AS e));
     DROP TABLE pg_temp._ml_stack_raw;
     DELETE FROM pg_temp._ml_stack_rows WHERE y IS NULL;
     GET DIAGNOSTICS n = ROW_COUNT;
     n := total - n;
+    -- categories without an encode rule that look like free text: refused, with what to do
+    free_text := ml_stack._free_text_columns('pg_temp._ml_stack_rows', ARRAY(SELECT format('g%s', i) FROM unnest(auto_gi) AS i),
+        auto_names, auto_types);
+    IF cardinality(free_text) > 0 THEN
+        PERFORM ml_stack._unusable_columns(free_text);
+    END IF;
     RAISE NOTICE 'ml_stack: read % rows from % in % s', total, rel,
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 3);
     IF total > n THEN
@@ -220,12 +314,12 @@ BEGIN
     END IF;
 
     -- NULL features need an impute rule
-    IF p > 0 THEN
+    IF p_num > 0 THEN
         EXECUTE format('SELECT ARRAY[%s] FROM pg_temp._ml_stack_rows',
-                       (SELECT string_agg(format('count(x%s)::float8', i), ', ') FROM generate_series(1, p) AS i))
+                       (SELECT string_agg(format('count(x%s)::float8', i), ', ') FROM generate_series(1, p_num) AS i))
             INTO counts;
     END IF;
-    FOR j IN 1 .. p LOOP
+    FOR j IN 1 .. p_num LOOP
         IF counts[j] < n AND (preprocess -> src[j] ->> 'impute') IS NULL THEN
             missing := missing || format('%s (%s NULLs)', names[j], n - counts[j]::bigint);
         END IF;
@@ -243,10 +337,19 @@ BEGIN
         INTO classes, class_counts
         FROM (SELECT y, count(*) AS c FROM pg_temp._ml_stack_rows GROUP BY y) AS g;
         IF cardinality(classes) < 2 THEN
-            RAISE EXCEPTION 'label "%" has a single class (%): classification needs at least two', y_column_name, classes[1]
+            RAISE EXCEPTION 'label "%" has a single class (%): classification needs at least two', y_column_name,
+                            coalesce(class_labels[1], classes[1]::text)
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Check the data or the label column; for a continuous target use task => ''regression''.';
         END IF;
+        IF NOT text_label AND cardinality(classes) > 10 AND EXISTS (SELECT FROM unnest(classes) AS c WHERE c <> trunc(c)) THEN
+            RAISE EXCEPTION 'label "%" has % distinct values, not all whole numbers (e.g. %): is this a regression?', y_column_name,
+                            cardinality(classes), (SELECT c FROM unnest(classes) AS c WHERE c <> trunc(c) LIMIT 1)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'For a continuous target use task => ''regression''; for classes, label them with whole numbers or names.';
+        END IF;
+        class_labels := coalesce(class_labels, ARRAY(SELECT CASE WHEN y_att.typ = 'boolean'::regtype THEN (c = 1)::text ELSE c::text END
+                                                     FROM unnest(classes) AS c));
     END IF;
 
     -- split
@@ -306,13 +409,6 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''random'', ''last'' or ''stratified''.';
     END CASE;
 
-    -- statistics of the raw features and the label on the training rows
-    EXECUTE format(
-        'SELECT ARRAY[count(*)::float8, avg(y), stddev_pop(y), min(y), max(y)%s] FROM pg_temp._ml_stack_rows WHERE NOT (%s)',
-        (SELECT string_agg(format(', count(x%1$s), avg(x%1$s), stddev_pop(x%1$s), min(x%1$s), max(x%1$s)', i), '')
-         FROM generate_series(1, p) AS i),
-        test_filter)
-    INTO stats;
     IF task = 'classification' THEN
         EXECUTE format('SELECT count(DISTINCT y) FROM pg_temp._ml_stack_rows WHERE NOT (%s)', test_filter) INTO m;
         IF m < 2 THEN
@@ -322,12 +418,73 @@ BEGIN
         END IF;
     END IF;
 
+    -- the features before preprocessing, in table order: the numeric x, and each category's
+    -- encoding fitted on the training rows (as SQL over its g column)
+    xi := 0; gi := 0; b := 0;
+    FOR col IN SELECT value FROM jsonb_array_elements(layout) LOOP
+        IF col ->> 'kind' = 'category' THEN
+            gi := gi + 1;
+            fitted := ml_stack._fit_category_encoding(col ->> 'name', gi, (col ->> 'numeric_order')::boolean,
+                CASE WHEN jsonb_typeof(col -> 'enum_labels') = 'array' THEN ARRAY(SELECT jsonb_array_elements_text(col -> 'enum_labels')) END,
+                coalesce(preprocess -> (col ->> 'name'), '{}'), category_defaults, task, classes, class_labels,
+                format('NOT (%s)', test_filter));
+            width := jsonb_array_length(fitted -> 'names');
+            IF width = 0 THEN
+                RAISE EXCEPTION 'column "%" has a single value in the training rows: one-hot, it is no feature', col ->> 'name'
+                    USING ERRCODE = 'invalid_parameter_value', HINT = format('Leave it out with exclude => ARRAY[%L].', col ->> 'name');
+            END IF;
+            FOR j IN 1 .. width LOOP
+                raw := raw || ml_stack._category_feature_sql(fitted -> 'encoding', format('g%s', gi), j);
+            END LOOP;
+            f_names := f_names || ARRAY(SELECT jsonb_array_elements_text(fitted -> 'names'));
+            f_types := f_types || array_fill(col ->> 'type', ARRAY[width::integer]);
+            rules := rules || (fitted -> 'rules');
+            layout := jsonb_set(layout, ARRAY[b::text], (col - 'enum_labels' - 'numeric_order')
+                                || jsonb_build_object('width', width, 'encoding', fitted -> 'encoding'));
+        ELSIF col ->> 'kind' <> 'text' THEN
+            FOR j IN 1 .. coalesce((col ->> 'width')::integer, 1) LOOP
+                xi := xi + 1;
+                raw := raw || format('x%s', xi);
+                f_names := f_names || names[xi];
+                f_types := f_types || types[xi];
+                rules := rules || jsonb_build_array(coalesce(preprocess -> src[xi], '{}'));
+            END LOOP;
+        END IF;
+        b := b + 1;
+    END LOOP;
+    names := f_names; types := f_types;
+    p := cardinality(raw);
+    IF gi > 0 THEN
+        -- the rows again, with x1 .. xp the features in table order, the encoded ones computed:
+        -- the engines, the metrics and the comparison read raw feature j as column xj
+        IF p + cardinality(g_sel) + cardinality(t_sel) > 1500 THEN
+            RAISE EXCEPTION 'the encoded categories make % features, more than a table of the training rows holds', p
+                USING ERRCODE = 'program_limit_exceeded',
+                      HINT = 'Encode the widest categorical columns with {"encode": "target"} (one feature each) instead of one-hot.';
+        END IF;
+        EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_encoded ON COMMIT DROP AS SELECT r, y, k%s%s%s FROM pg_temp._ml_stack_rows',
+                       (SELECT string_agg(format(', %s AS x%s', raw[e.q], e.q), '' ORDER BY e.q) FROM generate_series(1, p) AS e(q)),
+                       (SELECT string_agg(format(', g%s', e.q), '' ORDER BY e.q) FROM generate_series(1, cardinality(g_sel)) AS e(q)),
+                       (SELECT string_agg(format(', t%s', e.q), '' ORDER BY e.q) FROM generate_series(1, cardinality(t_sel)) AS e(q)));
+        DROP TABLE pg_temp._ml_stack_rows;
+        ALTER TABLE pg_temp._ml_stack_encoded RENAME TO _ml_stack_rows;
+        raw := ARRAY(SELECT format('x%s', e.q) FROM generate_series(1, p) AS e(q));
+    END IF;
+
+    -- statistics of the raw features and the label on the training rows
+    EXECUTE format(
+        'SELECT ARRAY[count(*)::float8, avg(y), stddev_pop(y), min(y), max(y)%s] FROM pg_temp._ml_stack_rows WHERE NOT (%s)',
+        (SELECT string_agg(format(', count(%1$s), avg(%1$s), stddev_pop(%1$s), min(%1$s), max(%1$s)', raw[i]), '')
+         FROM generate_series(1, p) AS i),
+        test_filter)
+    INTO stats;
+
     -- preprocessing of each feature: x' = (coalesce(x, impute) - shift) / scale
     FOR j IN 1 .. p LOOP
         nn := stats[6 + (j - 1) * 5]; m := stats[7 + (j - 1) * 5]; sd := stats[8 + (j - 1) * 5];
         mn := stats[9 + (j - 1) * 5]; mx := stats[10 + (j - 1) * 5];
         nnull := stats[1] - nn;
-        rule := coalesce(preprocess -> src[j], '{}');
+        rule := rules -> (j - 1);
         IF jsonb_typeof(rule) <> 'object' THEN
             RAISE EXCEPTION 'preprocess rule for "%" must be an object', names[j]
                 USING ERRCODE = 'invalid_parameter_value', HINT = '{"impute": "mean", "scale": "standard"}';
@@ -352,8 +509,8 @@ BEGIN
                   WHEN 'median' THEN NULL
                   ELSE NULL END;
         IF impute = 'median' THEN
-            EXECUTE format('SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x%s) FROM pg_temp._ml_stack_rows WHERE NOT (%s)',
-                           j, test_filter) INTO iv;
+            EXECUTE format('SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY %s) FROM pg_temp._ml_stack_rows WHERE NOT (%s)',
+                           raw[j], test_filter) INTO iv;
         ELSIF impute IS NOT NULL AND impute NOT IN ('mean', 'min', 'max', 'zero') THEN
             RAISE EXCEPTION 'unknown impute rule "%" for column "%"', impute, names[j]
                 USING ERRCODE = 'invalid_parameter_value', HINT = 'Use "mean", "median", "min", "max" or "zero".';
@@ -379,8 +536,8 @@ BEGIN
         END CASE;
         transform := transform || jsonb_build_object('impute', iv, 'shift', shift, 'scale', spread);
         x_expr := x_expr || format('((%s - %s::float8) / %s::float8)',
-                                   CASE WHEN iv IS NULL THEN format('x%s', j)
-                                        ELSE format('coalesce(x%s, %s::float8)', j, iv) END,
+                                   CASE WHEN iv IS NULL THEN raw[j]
+                                        ELSE format('coalesce(%s, %s::float8)', raw[j], iv) END,
                                    shift, spread);
         x_mean := x_mean || ((m - shift) / spread);
         x_std := x_std || (coalesce(sd, 0) / spread);
@@ -450,7 +607,7 @@ BEGIN
         'test_size', test_size, 'test_sampling', test_sampling, 'seed', seed,
         'test_filter', test_filter, 'train_filter', format('NOT (%s)', test_filter),
         'features', features,
-        'label', jsonb_build_object('name', y_column_name, 'type', y_att.typ::text,
+        'label', jsonb_build_object('name', y_column_name, 'type', y_att.typ::text, 'class_labels', to_jsonb(class_labels),
                                     'mean', stats[2], 'std', stats[3], 'min', stats[4], 'max', stats[5],
                                     'class_counts', class_counts),
         'classes', to_jsonb(classes),

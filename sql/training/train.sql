@@ -50,7 +50,7 @@ $$;
 CREATE OR REPLACE FUNCTION ml_stack._train_unguarded(
     project_name text, task text, relation_name text, y_column_name text, algorithm text,
     hyperparams jsonb, search text, search_params jsonb, search_args jsonb, test_size real,
-    test_sampling text, preprocess jsonb, automatic_deploy boolean, engine text, caller_search_path text,
+    test_sampling text, preprocess jsonb, automatic_deploy boolean, engine text, exclude text[], caller_search_path text,
     OUT trained_model_id bigint, OUT was_deployed boolean, OUT project_task text, OUT model_algorithm text, OUT model_engine text,
     OUT model_metrics jsonb)
 LANGUAGE plpgsql VOLATILE
@@ -105,6 +105,14 @@ BEGIN
                       HINT = 'Pass relation_name and y_column_name.';
         END IF;
         seed := proj.split_seed;
+        IF exclude IS NULL THEN
+            -- the columns left out before, as the relation and the label (the deployed model's, else the last one's)
+            SELECT s.exclude INTO exclude
+            FROM ml_stack.models AS m JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
+            WHERE m.project_id = proj.id
+            ORDER BY m.id = (SELECT d.model_id FROM ml_stack.deployed_models AS d WHERE d.project_id = proj.id) DESC NULLS LAST, m.id DESC
+            LIMIT 1;
+        END IF;
     ELSE
         IF task IS NULL OR relation_name IS NULL OR y_column_name IS NULL THEN
             RAISE EXCEPTION 'project "%" does not exist yet: task, relation_name and y_column_name are required', project_name
@@ -143,8 +151,15 @@ BEGIN
     END IF;
 
     rel := ml_stack._resolve_relation(relation_name, caller_search_path);
+    -- categories without an encode rule: one-hot for models of weighted sums, the label's mean
+    -- per category for trees (as PostgresML's default for text); unpenalized least squares
+    -- leaves out each column's first category (its coefficients would not be unique)
     dataset := ml_stack._prepare_dataset(rel, y_column_name, task, test_size, test_sampling, seed,
-                                         coalesce(preprocess, '{}'), project_name);
+                                         coalesce(preprocess, '{}'), project_name, exclude,
+                                         jsonb_build_object(
+                                             'encode', CASE WHEN algorithm IN ('linear', 'ridge', 'lasso', 'elastic_net', 'svm', 'knn', 'naive_bayes')
+                                                            THEN 'one_hot' ELSE 'target' END,
+                                             'drop', CASE WHEN algorithm = 'linear' AND task = 'regression' THEN 'first' ELSE 'none' END));
     -- the python engine reads vectorized text itself (as dense features); of the sql engine's, naive_bayes does
     IF jsonb_array_length(dataset -> 'blocks') > 0 AND chosen_engine = 'sql' AND algorithm <> 'naive_bayes'
        AND NOT (algorithm = 'linear' AND task = 'classification') THEN  -- logistic: the sparse solver
@@ -215,10 +230,10 @@ BEGIN
         WHERE p.id = proj.id;
     END IF;
     INSERT INTO ml_stack.snapshots (project_id, relation_name, y_column_name, features, label, rows, skipped_rows,
-                                    train_rows, test_rows, test_size, test_sampling, seed, columns)
+                                    train_rows, test_rows, test_size, test_sampling, seed, columns, exclude)
     VALUES (proj.id, rel::text, y_column_name, dataset -> 'features', dataset -> 'label' || jsonb_build_object('classes', to_jsonb(classes)),
             (dataset ->> 'n')::bigint, (dataset ->> 'skipped')::bigint, (dataset ->> 'train_rows')::bigint,
-            (dataset ->> 'test_rows')::bigint, test_size, test_sampling, seed, dataset -> 'columns')
+            (dataset ->> 'test_rows')::bigint, test_size, test_sampling, seed, dataset -> 'columns', exclude)
     RETURNING id INTO snap_id;
     -- automatic deploy: only a model that beats the deployed one on the key metric, on the same
     -- test rows when the deployed model can be scored on them, and over the same feature columns
@@ -274,7 +289,7 @@ $$;
 CREATE OR REPLACE FUNCTION ml_stack._train(
     project_name text, task text, relation_name text, y_column_name text, algorithm text,
     hyperparams jsonb, search text, search_params jsonb, search_args jsonb, test_size real,
-    test_sampling text, preprocess jsonb, automatic_deploy boolean, engine text, caller_search_path text,
+    test_sampling text, preprocess jsonb, automatic_deploy boolean, engine text, exclude text[], caller_search_path text,
     OUT trained_model_id bigint, OUT was_deployed boolean, OUT project_task text, OUT model_algorithm text, OUT model_engine text,
     OUT model_metrics jsonb)
 LANGUAGE plpgsql VOLATILE
@@ -286,7 +301,7 @@ BEGIN
     SELECT * INTO trained_model_id, was_deployed, project_task, model_algorithm, model_engine, model_metrics
     FROM ml_stack._train_unguarded(project_name, task, relation_name, y_column_name, algorithm, hyperparams, search,
                                    search_params, search_args, test_size, test_sampling, preprocess, automatic_deploy,
-                                   engine, caller_search_path);
+                                   engine, exclude, caller_search_path);
 EXCEPTION WHEN OTHERS OR query_canceled THEN
     GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
                             hint = PG_EXCEPTION_HINT;
@@ -321,7 +336,8 @@ CREATE OR REPLACE FUNCTION ml_stack.train(
     test_sampling    text    DEFAULT 'random',
     preprocess       jsonb   DEFAULT '{}',
     automatic_deploy boolean DEFAULT true,
-    engine           text    DEFAULT NULL)
+    engine           text    DEFAULT NULL,
+    exclude          text[]  DEFAULT NULL)      -- columns that are not features; NULL: those the project left out before
 RETURNS TABLE (project text, task text, algorithm text, engine text, model_id bigint, deployed boolean, metrics jsonb)
 LANGUAGE sql VOLATILE
 AS $$
@@ -330,8 +346,8 @@ AS $$
            r.trained_model_id, r.was_deployed, r.model_metrics
     FROM ml_stack._train(train.project_name, train.task, train.relation_name, train.y_column_name, train.algorithm,
                          train.hyperparams, train.search, train.search_params, train.search_args, train.test_size,
-                         train.test_sampling, train.preprocess, train.automatic_deploy, train.engine,
+                         train.test_sampling, train.preprocess, train.automatic_deploy, train.engine, train.exclude,
                          pg_catalog.current_setting('search_path')) AS r
 $$;
-COMMENT ON FUNCTION ml_stack.train(text, text, text, text, text, jsonb, text, jsonb, jsonb, real, text, jsonb, boolean, text) IS
-    'ml_stack: train a model on a table or view (features: every column but the label, in table order), score it on a test split, register it, and deploy it if it beats the deployed model. Retrain with only the project name to reuse its relation, label and task.';
+COMMENT ON FUNCTION ml_stack.train(text, text, text, text, text, jsonb, text, jsonb, jsonb, real, text, jsonb, boolean, text, text[]) IS
+    'ml_stack: train a model on a table or view (features: every column but the label and those in exclude, in table order; text and enums as categories), score it on a test split, register it, and deploy it if it beats the deployed model. Retrain with only the project name to reuse its relation, label, task and excluded columns.';
