@@ -1,0 +1,152 @@
+"""Evaluation (0.5.0): evaluate, confusion_matrix, roc_curve, precision_recall_curve and feature_importance, each
+checked against scikit-learn on the predictions the database serves (and the linear importances against the
+library's own coefficients)."""
+
+import math
+
+import numpy as np
+import pytest
+from psycopg import errors
+from sklearn import metrics as skm
+from sklearn.linear_model import LinearRegression
+
+from datasets import load_sklearn_dataset
+from helpers import registry_rows, train
+
+
+def served(conn, model_id, table, X, proba=True):
+    """The model's predictions (and probabilities) of every row of X, as the database serves them."""
+    yhat = [conn.execute("SELECT ml_stack.predict(%s::bigint, %s::float8[])", (model_id, list(map(float, x)))).fetchone()[0]
+            for x in X]
+    p = [conn.execute("SELECT ml_stack.predict_proba(%s::bigint, %s::float8[])", (model_id, list(map(float, x)))).fetchone()[0]
+         for x in X] if proba else None
+    return np.array(yhat), (np.array(p) if proba else None)
+
+
+@pytest.fixture
+def cancer(conn):
+    X, y = load_sklearn_dataset(conn, "breast_cancer")
+    model = train(conn, "cancer", "classification", "breast_cancer", "target", test_sampling="last")
+    return conn, model, X, y
+
+
+def test_evaluate_gives_the_metrics_of_scikit_learn(cancer):
+    conn, model, X, y = cancer
+    yhat, p = served(conn, model["model_id"], "breast_cancer", X)
+    got = conn.execute("SELECT ml_stack.evaluate(%s, 'breast_cancer')", (model["model_id"],)).fetchone()[0]
+    assert got["rows"] == len(y) and got["no_prediction"] == 0
+    assert math.isclose(got["accuracy"], skm.accuracy_score(y, yhat), rel_tol=1e-12)
+    assert math.isclose(got["f1"], skm.f1_score(y, yhat, average="macro"), rel_tol=1e-12)
+    assert math.isclose(got["precision"], skm.precision_score(y, yhat, average="macro"), rel_tol=1e-12)
+    assert math.isclose(got["recall"], skm.recall_score(y, yhat, average="macro"), rel_tol=1e-12)
+    assert math.isclose(got["roc_auc"], skm.roc_auc_score(y, p[:, 1]), rel_tol=1e-12)
+    assert math.isclose(got["log_loss"], skm.log_loss(y, p), rel_tol=1e-9)
+    # on the test rows alone, the metrics stored at training
+    n_test = math.ceil(len(y) * 0.25)
+    conn.execute(f"CREATE VIEW test_rows AS SELECT * FROM (SELECT *, row_number() OVER () AS n FROM breast_cancer) AS t "
+                 f"WHERE n > {len(y) - n_test}")
+    on_test = conn.execute("SELECT ml_stack.evaluate(%s, 'test_rows')", (model["model_id"],)).fetchone()[0]
+    for key in ("accuracy", "f1", "precision", "recall", "roc_auc", "log_loss"):
+        assert math.isclose(on_test[key], model["metrics"][key], rel_tol=1e-12), key
+
+
+def test_evaluate_a_regression(conn):
+    X, y = load_sklearn_dataset(conn, "diabetes")
+    model = train(conn, "diabetes", "regression", "diabetes", "target")
+    yhat, _ = served(conn, model["model_id"], "diabetes", X, proba=False)
+    got = conn.execute("SELECT ml_stack.evaluate(%s, 'diabetes')", (model["model_id"],)).fetchone()[0]
+    assert math.isclose(got["r2"], skm.r2_score(y, yhat), rel_tol=1e-12)
+    assert math.isclose(got["mean_squared_error"], skm.mean_squared_error(y, yhat), rel_tol=1e-12)
+    assert math.isclose(got["mean_absolute_error"], skm.mean_absolute_error(y, yhat), rel_tol=1e-12)
+
+
+def test_confusion_matrix_and_curves_match_scikit_learn(cancer):
+    conn, model, X, y = cancer
+    yhat, p = served(conn, model["model_id"], "breast_cancer", X)
+    cm = conn.execute("SELECT actual, predicted, count FROM ml_stack.confusion_matrix(%s, 'breast_cancer')",
+                      (model["model_id"],)).fetchall()
+    expected = skm.confusion_matrix(y, yhat, labels=[0, 1])
+    assert cm == [(str(a), str(b), int(expected[a, b])) for a in (0, 1) for b in (0, 1)]
+
+    roc = np.array(conn.execute("SELECT threshold, fpr, tpr FROM ml_stack.roc_curve(%s, 'breast_cancer')",
+                                (model["model_id"],)).fetchall(), dtype=float)
+    fpr, tpr, thresholds = skm.roc_curve(y, p[:, 1], drop_intermediate=False)
+    np.testing.assert_allclose(roc[:, 1], fpr, rtol=1e-12)
+    np.testing.assert_allclose(roc[:, 2], tpr, rtol=1e-12)
+    assert roc[0, 0] == math.inf   # scikit-learn 1.2 writes max + 1 there, 1.3 and later inf
+    np.testing.assert_array_equal(roc[1:, 0], thresholds[1:])
+
+    pr = np.array(conn.execute('SELECT threshold, "precision", recall FROM ml_stack.precision_recall_curve(%s, '
+                               "'breast_cancer')", (model["model_id"],)).fetchall(), dtype=float)
+    precision, recall, thresholds = skm.precision_recall_curve(y, p[:, 1])
+    np.testing.assert_array_equal(pr[:, 0], thresholds)
+    np.testing.assert_allclose(pr[:, 1], precision[:-1], rtol=1e-12)
+    np.testing.assert_allclose(pr[:, 2], recall[:-1], rtol=1e-12)
+
+
+def test_a_confusion_matrix_by_class_name_with_a_class_the_model_never_saw(conn):
+    conn.execute("""CREATE TABLE fruit AS SELECT i::float8 AS weight, (i % 7)::float8 AS colour,
+                    CASE WHEN i % 3 = 0 THEN 'apple' WHEN i % 3 = 1 THEN 'pear' ELSE 'plum' END AS kind
+                    FROM generate_series(1, 300) AS i""")
+    model = train(conn, "fruit", "classification", "fruit", "kind")
+    conn.execute("CREATE TABLE later AS SELECT * FROM fruit UNION ALL SELECT 5, 1, 'kiwi'")
+    cm = conn.execute("SELECT actual, predicted, count FROM ml_stack.confusion_matrix(%s, 'later')",
+                      (model["model_id"],)).fetchall()
+    labels = ["apple", "pear", "plum"]
+    assert [(a, b) for a, b, _ in cm] == [(a, b) for a in labels + ["(unseen)"] for b in labels]
+    rows = conn.execute("SELECT kind, ml_stack.predict_label_row('fruit', to_jsonb(l)) FROM later AS l").fetchall()
+    expected = skm.confusion_matrix([r[0] for r in rows], [r[1] for r in rows], labels=labels + ["kiwi"])
+    assert [c for _, _, c in cm] == [int(expected[i, j]) for i in range(4) for j in range(3)]
+
+
+def test_feature_importance_of_linear_models(conn):
+    X, y = load_sklearn_dataset(conn, "diabetes")
+    model = train(conn, "diabetes", "regression", "diabetes", "target", test_sampling="last")
+    n_train = len(y) - math.ceil(len(y) * 0.25)
+    ols = LinearRegression().fit(X[:n_train], y[:n_train])
+    got = conn.execute("SELECT feature, importance, class FROM ml_stack.feature_importance(%s)",
+                       (model["model_id"],)).fetchall()
+    names = [r[0] for r in conn.execute("SELECT jsonb_array_elements(features) ->> 'name' FROM ml_stack.snapshots")]
+    assert [g[0] for g in got] == names and all(g[2] is None for g in got)
+    np.testing.assert_allclose([g[1] for g in got], ols.coef_ * X[:n_train].std(axis=0), rtol=1e-6)
+
+    load_sklearn_dataset(conn, "iris")
+    model = train(conn, "iris", "classification", "iris", "target")
+    got = conn.execute("SELECT class, count(*) FROM ml_stack.feature_importance(%s) GROUP BY class ORDER BY class",
+                       (model["model_id"],)).fetchall()
+    assert got == [("0", 4), ("1", 4), ("2", 4)]
+
+
+def test_feature_importance_of_trees_counts_the_splits_as_xgboost(conn):
+    xgboost = pytest.importorskip("xgboost")
+    conn.execute("CREATE EXTENSION IF NOT EXISTS ml_stack_python CASCADE")
+    X, y = load_sklearn_dataset(conn, "diabetes")
+    model = train(conn, "xgb", "regression", "diabetes", "target", algorithm="xgboost", test_sampling="last",
+                  hyperparams={"n_estimators": 15, "max_depth": 3})
+    n_train = len(y) - math.ceil(len(y) * 0.25)
+    lib = xgboost.XGBRegressor(n_estimators=15, max_depth=3).fit(X[:n_train], y[:n_train])
+    weight = lib.get_booster().get_score(importance_type="weight")
+    got = conn.execute("SELECT importance FROM ml_stack.feature_importance(%s)", (model["model_id"],)).fetchall()
+    assert [g[0] for g in got] == [weight.get(f"f{j}", 0.0) for j in range(X.shape[1])]
+
+
+def test_evaluation_refuses_what_it_cannot_do(conn):
+    load_sklearn_dataset(conn, "diabetes")
+    load_sklearn_dataset(conn, "iris")
+    reg = train(conn, "diabetes", "regression", "diabetes", "target")["model_id"]
+    multi = train(conn, "iris", "classification", "iris", "target")["model_id"]
+    conn.execute("CREATE TABLE partial AS SELECT age, sex, target FROM diabetes")
+    before = registry_rows(conn)
+    cases = [
+        ("SELECT ml_stack.evaluate(%s, 'partial')" % reg, errors.UndefinedColumn, 'lacks columns of model 1: "bmi"'),
+        ("SELECT ml_stack.evaluate(%s, 'nope')" % reg, errors.UndefinedTable, "nope"),
+        ("SELECT ml_stack.evaluate(999, 'diabetes')", errors.UndefinedObject, "model 999 does not exist"),
+        ("SELECT * FROM ml_stack.confusion_matrix(%s, 'diabetes')" % reg, errors.WrongObjectType, "regression"),
+        ("SELECT * FROM ml_stack.roc_curve(%s, 'iris')" % multi, errors.WrongObjectType, "not a binary classifier"),
+        ("SELECT * FROM ml_stack.feature_importance(999)", errors.UndefinedObject, "does not exist"),
+    ]
+    for query, error, message in cases:
+        with pytest.raises(error, match=message) as e:
+            conn.execute(query)
+        assert e.value.diag.message_hint, query
+    assert registry_rows(conn) == before
