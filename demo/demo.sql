@@ -106,6 +106,9 @@ SELECT target AS truth,
         FROM unnest(ml_stack.predict_proba('breast_cancer', ARRAY[:features])) AS p) AS "probabilities (class 0, 1)"
 FROM breast_cancer
 LIMIT 6 OFFSET 17;
+\echo 'SELECT * FROM ml_stack.confusion_matrix(<model>, ''breast_cancer'');   -- on every row, as a table'
+SELECT * FROM ml_stack.confusion_matrix((SELECT model_id FROM ml_stack.deployed_models WHERE project_name = 'breast_cancer'),
+                                        'breast_cancer');
 
 \echo
 \echo '== 10. The python engine: XGBoost against the linear baseline'
@@ -203,7 +206,7 @@ SELECT job_name, schedule, project, active, to_char(last_run_start, 'HH24:MI:SS.
 FROM ml_stack.training_jobs;
 \echo '-- the history (ml_stack.training_runs): the manual train, then the pg_cron run, on the new rows'
 SELECT r.id, r.trigger, r.job_name, r.status, r.model_id, r.deployed, s.rows AS rows_trained_on,
-       round((m.metrics ->> 'r2')::numeric, 4) AS r2
+       round((m.metrics ->> 'r2')::numeric, 4) AS r2, m.deploy_decision
 FROM ml_stack.training_runs AS r
 JOIN ml_stack.models AS m ON m.id = r.model_id
 JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id

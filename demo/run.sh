@@ -52,7 +52,7 @@ echo
 "$PY" demo/load_packages.py | sed 's/^/demo: /'
 "$psql" -X -q -v ON_ERROR_STOP=1 -v venv="$(pwd -P)/.venv" -f demo/text.sql
 echo
-echo "== 19. Share the classifier over HTTP (PostgREST): POST /rpc/classify_sections {\"description\": ...}"
+echo "== 20. Share the classifier over HTTP (PostgREST): POST /rpc/classify_sections {\"description\": ...}"
 "$PY" demo/serve_over_http.py
 echo
 echo "demo: done"

@@ -77,7 +77,43 @@ FROM (VALUES ('Python 3 bindings for the GTK graphical toolkit'), ('documentatio
 JOIN sections AS s ON s.id = ml_stack.predict_row('sections', jsonb_build_object('description', t.description));
 
 \echo
-\echo '== 18. Search the descriptions: a vector job keeps their vectors in sync with the table'
+\echo '== 18. The package list as it is: text categories, an ordinal, NULLs, free text (how big is a package?)'
+CREATE VIEW package_sizes AS
+    SELECT package, section, priority, description, ln(1 + installed_size) AS log_size FROM packages;
+\echo 'SELECT * FROM ml_stack.train(''sizes'', ''regression'', ''package_sizes'', ''log_size'');   -- as it is'
+DO $$
+BEGIN
+    PERFORM ml_stack.train('sizes', 'regression', 'package_sizes', 'log_size');
+EXCEPTION WHEN datatype_mismatch THEN
+    DECLARE message text; hint text;
+    BEGIN
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
+        RAISE WARNING '%', message USING HINT = hint;   -- shown as psql shows an error
+    END;
+END
+$$;
+\echo '-- so: leave out the name and the description, give priority its order; section is one-hot by default'
+\timing on
+SELECT project, model_id, deployed, (metrics -> 'r2')::numeric(5, 3) AS r2
+FROM ml_stack.train('sizes', 'regression', 'package_sizes', 'log_size', exclude => ARRAY['package', 'description'],
+                    preprocess => '{"priority": {"encode": {"ordinal": ["required", "important", "standard", "optional", "extra"]}}}');
+\timing off
+SELECT s.rows, s.skipped_rows AS "NULL labels left out", s.exclude,
+       (SELECT string_agg(format('%s (%s, %s wide)', c ->> 'name', c -> 'encoding' ->> 'method', c ->> 'width'), ', ')
+        FROM jsonb_array_elements(s.columns) AS c WHERE c ->> 'kind' = 'category') AS categories
+FROM ml_stack.snapshots AS s JOIN ml_stack.projects AS p ON p.id = s.project_id WHERE p.name = 'sizes';
+\echo '-- the features that weigh most (coefficient x the feature''s standard deviation)'
+SELECT feature, round(importance::numeric, 3) AS importance,
+       repeat('#', (30 * abs(importance) / max(abs(importance)) OVER ())::integer) AS " "
+FROM ml_stack.feature_importance((SELECT model_id FROM ml_stack.deployed_models WHERE project_name = 'sizes'))
+ORDER BY abs(importance) DESC LIMIT 8;
+\echo '-- a row by column names; a section never seen at training is the first section''s answer'
+SELECT r.row ->> 'section' AS section, round(exp(ml_stack.predict_row('sizes', r.row)) - 1) AS predicted_kb
+FROM (VALUES ('{"section": "games", "priority": "optional"}'::jsonb), ('{"section": "doc", "priority": "optional"}'),
+             ('{"section": "brand-new", "priority": "optional"}')) AS r(row);
+
+\echo
+\echo '== 19. Search the descriptions: a vector job keeps their vectors in sync with the table'
 \timing on
 SELECT ml_stack.create_vector_job('packages_search', 'described', 'id', ARRAY['description'], 'hashing');
 \timing off

@@ -3361,6 +3361,62 @@ BEGIN
 END
 $$;
 
+-- The encoding of the training rows by a join (a CASE of k arms per row and feature would cost
+-- k comparisons; the join looks each row's category up once): the LEFT JOIN clause of category
+-- column g<gi> of the rows t, and output feature q over it. NULL reads the NULL category.
+CREATE OR REPLACE FUNCTION ml_stack._category_join_sql(encoding jsonb, gi integer)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3
+AS $$
+    SELECT CASE WHEN jsonb_array_length(encoding -> 'categories') = 0 THEN ''
+                ELSE format(' LEFT JOIN (VALUES %s) AS e%s(c, i, v) ON e%s.c = t.g%s',
+                            (SELECT string_agg(format('(%L::text, %s, %L::float8[])', c.value, c.ordinality,
+                                                      ARRAY(SELECT x::float8 FROM jsonb_array_elements_text(
+                                                                coalesce(encoding -> 'values' -> (c.ordinality::integer - 1), '[]'))
+                                                                WITH ORDINALITY AS u(x, o) ORDER BY o)::text),
+                                               ', ' ORDER BY c.ordinality)
+                             FROM jsonb_array_elements_text(encoding -> 'categories') WITH ORDINALITY AS c),
+                            gi, gi, gi) END
+$$;
+
+CREATE OR REPLACE FUNCTION ml_stack._category_joined_feature_sql(encoding jsonb, gi integer, q integer)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3
+AS $$
+DECLARE
+    k integer := jsonb_array_length(encoding -> 'categories');
+    dropped integer := CASE WHEN encoding ->> 'drop' = 'first' THEN 1 ELSE 0 END;
+BEGIN
+    IF encoding ->> 'method' = 'one_hot' THEN
+        IF q > k - dropped THEN
+            RETURN format('(t.g%s IS NULL)::integer::float8', gi);
+        END IF;
+        RETURN format('coalesce(e%s.i = %s, false)::integer::float8', gi, q + dropped);
+    END IF;
+    RETURN format('CASE WHEN t.g%1$s IS NULL THEN %2$s::float8 ELSE %3$s END', gi,
+                  coalesce(((encoding -> 'null' ->> (q - 1))::float8)::text, ((encoding -> 'unknown' ->> (q - 1))::float8)::text, 'NULL'),
+                  CASE WHEN k = 0 THEN coalesce(((encoding -> 'unknown' ->> (q - 1))::float8)::text || '::float8', 'NULL::float8')
+                       ELSE format('coalesce(e%s.v[%s], %s::float8)', gi, q,
+                                   coalesce(((encoding -> 'unknown' ->> (q - 1))::float8)::text, 'NULL')) END);
+END
+$$;
+
+-- Whether serving should look a category up by a call rather than inline its SQL: an
+-- inlined CASE of hundreds of arms per feature makes huge serving functions (planned per
+-- query, and compiled by JIT: 136 s for 8k rows of a 1064-category, 6-class target encoding).
+CREATE OR REPLACE FUNCTION ml_stack._category_is_large(encoding jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_array_length(encoding -> 'categories')
+           * CASE WHEN encoding ->> 'method' = 'one_hot' THEN 1 ELSE jsonb_array_length(encoding -> 'unknown') END > 100
+$$;
+
 -- source: sql/training/dataset.sql
 -- Read the training relation once into a temporary table, check it, split it and
 -- describe it. Everything after this works on that one consistent read.
@@ -3481,6 +3537,7 @@ DECLARE
     rules  jsonb := '[]';       -- each feature's preprocess rule
     f_names text[] := '{}'; f_types text[] := '{}';
     xi integer; gi integer := 0;
+    joins  text := '';          -- the lookups of the encoded categories (training/categories.sql)
 BEGIN
     -- label column: must exist and be numeric
     SELECT a.attname, a.atttypid::regtype AS typ, t.typtype = 'e' AS is_enum, ml_stack._is_text_type(a.atttypid) AS is_text
@@ -3580,6 +3637,28 @@ BEGIN
         unusable := unusable || ml_stack._free_text_columns(rel::text, auto_g, auto_names, auto_types);
         PERFORM ml_stack._unusable_columns(unusable);
     END IF;
+    -- the rules of numeric and categorical columns, checked before the read (a misspelled impute
+    -- must not read as none, nor fail after minutes of reading)
+    FOR col IN SELECT value FROM jsonb_array_elements(layout) WHERE value ->> 'kind' <> 'text' LOOP
+        rule := preprocess -> (col ->> 'name');
+        IF rule IS NOT NULL AND jsonb_typeof(rule) <> 'object' THEN
+            RAISE EXCEPTION 'preprocess rule for "%" must be an object, got %', col ->> 'name', rule
+                USING ERRCODE = 'invalid_parameter_value', HINT = '{"impute": "mean", "scale": "standard"}';
+        END IF;
+        SELECT k INTO key FROM jsonb_object_keys(coalesce(rule, '{}')) AS k
+        WHERE NOT k = ANY (CASE WHEN col ->> 'kind' = 'category' THEN ARRAY['encode', 'scale', 'impute', 'smooth', 'drop']
+                                ELSE ARRAY['impute', 'scale'] END) LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'unknown preprocess rule "%" for column "%"', key, col ->> 'name'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = CASE WHEN col ->> 'kind' = 'category'
+                                  THEN 'A categorical column takes "encode" ("one_hot", "target", "ordinal"), with "drop" (one_hot), '
+                                       '"smooth" (target), "scale" (target, ordinal), "impute" (ordinal); text takes "vectorize" instead.'
+                                  ELSE format('A %s column takes "impute" and "scale"%s.', col ->> 'type',
+                                              CASE WHEN col ->> 'type' IN ('smallint', 'integer', 'bigint', 'boolean')
+                                                   THEN ', or "encode" to be a category' ELSE '' END) END;
+        END IF;
+    END LOOP;
     IF ci = 0 THEN
         RAISE EXCEPTION 'relation % has no feature columns besides the label "%"', rel, y_column_name
             USING ERRCODE = 'invalid_parameter_value',
@@ -3600,8 +3679,16 @@ BEGIN
     END IF;
     -- the read, into c1 .. cm (one per feature column); then the numeric features x in
     -- table order (arrays: one x per element, so their length must be known first)
+    -- the random split hashes the primary key when the relation has one: a row keeps its side
+    -- of the split however the table changes (an UPDATE moves rows, and so their positions)
+    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY k.o) INTO key
+    FROM pg_catalog.pg_index AS i, unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, o)
+         JOIN pg_catalog.pg_attribute AS a ON a.attrelid = rel AND a.attnum = k.attnum
+    WHERE i.indrelid = rel AND i.indisprimary;
     EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_raw ON COMMIT DROP AS '
-                   'SELECT row_number() OVER () AS r, %s AS y%s FROM %s',
+                   'SELECT row_number() OVER () AS r, %s AS split_key, %s AS y%s FROM %s',
+                   CASE WHEN key IS NULL THEN 'NULL::text' WHEN key LIKE '%,%' THEN format('ROW(%s)::text', key)
+                        ELSE format('%s::text', key) END,
                    CASE WHEN text_label THEN format('%I', y_column_name)
                         WHEN y_att.typ = 'boolean'::regtype THEN format('%I::integer::float8', y_column_name)
                         ELSE format('%I::float8', y_column_name) END,
@@ -3653,7 +3740,7 @@ BEGIN
     END LOOP;
     p_num := cardinality(names);
     EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_rows ON COMMIT DROP AS '
-                   'SELECT r, %s AS y, md5(%L || '':'' || r) COLLATE "C" AS k%s FROM pg_temp._ml_stack_raw',
+                   'SELECT r, %s AS y, md5(%L || '':'' || coalesce(split_key, r::text)) COLLATE "C" AS k%s FROM pg_temp._ml_stack_raw',
                    coalesce(label_order, 'y'), seed, (SELECT string_agg(', ' || e, '') FROM unnest(x_sel || g_sel || t_sel) AS e));
     DROP TABLE pg_temp._ml_stack_raw;
     DELETE FROM pg_temp._ml_stack_rows WHERE y IS NULL;
@@ -3706,9 +3793,10 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Check the data or the label column; for a continuous target use task => ''regression''.';
         END IF;
-        IF NOT text_label AND cardinality(classes) > 10 AND EXISTS (SELECT FROM unnest(classes) AS c WHERE c <> trunc(c)) THEN
-            RAISE EXCEPTION 'label "%" has % distinct values, not all whole numbers (e.g. %): is this a regression?', y_column_name,
-                            cardinality(classes), (SELECT c FROM unnest(classes) AS c WHERE c <> trunc(c) LIMIT 1)
+        IF NOT text_label AND cardinality(classes) > 10 AND (EXISTS (SELECT FROM unnest(classes) AS c WHERE c <> trunc(c))
+                                                             OR (cardinality(classes) > 100 AND cardinality(classes) * 20 > n)) THEN
+            RAISE EXCEPTION 'label "%" has % distinct values (e.g. %) in % rows: is this a regression?', y_column_name,
+                            cardinality(classes), coalesce((SELECT c FROM unnest(classes) AS c WHERE c <> trunc(c) LIMIT 1), classes[cardinality(classes)]), n
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'For a continuous target use task => ''regression''; for classes, label them with whole numbers or names.';
         END IF;
@@ -3798,8 +3886,9 @@ BEGIN
                     USING ERRCODE = 'invalid_parameter_value', HINT = format('Leave it out with exclude => ARRAY[%L].', col ->> 'name');
             END IF;
             FOR j IN 1 .. width LOOP
-                raw := raw || ml_stack._category_feature_sql(fitted -> 'encoding', format('g%s', gi), j);
+                raw := raw || ml_stack._category_joined_feature_sql(fitted -> 'encoding', gi, j);
             END LOOP;
+            joins := joins || ml_stack._category_join_sql(fitted -> 'encoding', gi);
             f_names := f_names || ARRAY(SELECT jsonb_array_elements_text(fitted -> 'names'));
             f_types := f_types || array_fill(col ->> 'type', ARRAY[width::integer]);
             rules := rules || (fitted -> 'rules');
@@ -3826,10 +3915,13 @@ BEGIN
                 USING ERRCODE = 'program_limit_exceeded',
                       HINT = 'Encode the widest categorical columns with {"encode": "target"} (one feature each) instead of one-hot.';
         END IF;
-        EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_encoded ON COMMIT DROP AS SELECT r, y, k%s%s%s FROM pg_temp._ml_stack_rows',
-                       (SELECT string_agg(format(', %s AS x%s', raw[e.q], e.q), '' ORDER BY e.q) FROM generate_series(1, p) AS e(q)),
-                       (SELECT string_agg(format(', g%s', e.q), '' ORDER BY e.q) FROM generate_series(1, cardinality(g_sel)) AS e(q)),
-                       (SELECT string_agg(format(', t%s', e.q), '' ORDER BY e.q) FROM generate_series(1, cardinality(t_sel)) AS e(q)));
+        EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_encoded ON COMMIT DROP AS SELECT t.r, t.y, t.k%s%s%s '
+                       'FROM pg_temp._ml_stack_rows AS t%s',
+                       (SELECT string_agg(format(', %s AS x%s', CASE WHEN raw[e.q] ~ '^x\d+$' THEN 't.' || raw[e.q] ELSE raw[e.q] END, e.q),
+                                          '' ORDER BY e.q) FROM generate_series(1, p) AS e(q)),
+                       (SELECT string_agg(format(', t.g%s', e.q), '' ORDER BY e.q) FROM generate_series(1, cardinality(g_sel)) AS e(q)),
+                       (SELECT string_agg(format(', t.t%s', e.q), '' ORDER BY e.q) FROM generate_series(1, cardinality(t_sel)) AS e(q)),
+                       joins);
         DROP TABLE pg_temp._ml_stack_rows;
         ALTER TABLE pg_temp._ml_stack_encoded RENAME TO _ml_stack_rows;
         raw := ARRAY(SELECT format('x%s', e.q) FROM generate_series(1, p) AS e(q));
@@ -5280,7 +5372,11 @@ AS $$
                                                    (c.value ->> 'width')::integer, c.value ->> 'name')
                           WHEN 'boolean' THEN format('ARRAY[%I::pg_catalog.int4::pg_catalog.float8]', c.value ->> 'name')
                           WHEN 'temporal' THEN format('ARRAY[pg_catalog.date_part(''epoch''::pg_catalog.text, %I)]', c.value ->> 'name')
-                          WHEN 'category' THEN ml_stack._category_features_sql(c.value -> 'encoding', ml_stack._serving_text_argument(c.value))
+                          WHEN 'category' THEN
+                              CASE WHEN ml_stack._category_is_large(c.value -> 'encoding')
+                                   THEN format('ml_stack._category_features(%L::pg_catalog.jsonb, %s)', c.value -> 'encoding',
+                                               ml_stack._serving_text_argument(c.value))
+                                   ELSE ml_stack._category_features_sql(c.value -> 'encoding', ml_stack._serving_text_argument(c.value)) END
                           ELSE format('ARRAY[%I]', c.value ->> 'name') END,
                       ' OPERATOR(pg_catalog.||) ' ORDER BY c.ordinality)
     FROM jsonb_array_elements(layout) WITH ORDINALITY AS c
@@ -5303,7 +5399,9 @@ DECLARE
     k integer;
 BEGIN
     IF artifact ->> 'format' <> 'linear' OR num_features > ml_stack._wide_model_features()
-       OR EXISTS (SELECT FROM jsonb_array_elements(layout) AS c WHERE c.value ->> 'kind' = 'text') THEN
+       OR EXISTS (SELECT FROM jsonb_array_elements(layout) AS c
+                  WHERE c.value ->> 'kind' = 'text'
+                     OR (c.value ->> 'kind' = 'category' AND ml_stack._category_is_large(c.value -> 'encoding'))) THEN
         RETURN NULL;
     END IF;
     FOR col IN SELECT value FROM jsonb_array_elements(layout) LOOP
@@ -6258,6 +6356,7 @@ DECLARE
     same_rows boolean;
     new_rows text;
     old_rows text;
+    previous  record;
 BEGIN
     IF project_name IS NULL OR btrim(project_name) = '' THEN
         RAISE EXCEPTION 'project_name is required' USING ERRCODE = 'invalid_parameter_value',
@@ -6273,6 +6372,20 @@ BEGIN
                       HINT = 'Leave task out to keep the project''s task, or train under a new project name.';
         END IF;
         task := proj.task;
+        -- a retrain by name (no relation given) without preprocess rules keeps those of the model it
+        -- may replace (the deployed one, else the last one), and the columns it left out, as a
+        -- scheduled retrain does; exclude NULL keeps the columns left out in any case
+        SELECT m.preprocess, s.exclude INTO previous
+        FROM ml_stack.models AS m JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
+        WHERE m.project_id = proj.id
+        ORDER BY m.id = (SELECT d.model_id FROM ml_stack.deployed_models AS d WHERE d.project_id = proj.id) DESC NULLS LAST, m.id DESC
+        LIMIT 1;
+        IF FOUND THEN
+            IF relation_name IS NULL AND coalesce(preprocess, '{}') = '{}' THEN
+                preprocess := previous.preprocess;
+            END IF;
+            exclude := coalesce(exclude, previous.exclude);
+        END IF;
         relation_name := coalesce(relation_name, proj.relation_name);
         y_column_name := coalesce(y_column_name, proj.y_column_name);
         IF relation_name IS NULL OR y_column_name IS NULL THEN
@@ -6281,14 +6394,6 @@ BEGIN
                       HINT = 'Pass relation_name and y_column_name.';
         END IF;
         seed := proj.split_seed;
-        IF exclude IS NULL THEN
-            -- the columns left out before, as the relation and the label (the deployed model's, else the last one's)
-            SELECT s.exclude INTO exclude
-            FROM ml_stack.models AS m JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
-            WHERE m.project_id = proj.id
-            ORDER BY m.id = (SELECT d.model_id FROM ml_stack.deployed_models AS d WHERE d.project_id = proj.id) DESC NULLS LAST, m.id DESC
-            LIMIT 1;
-        END IF;
     ELSE
         IF task IS NULL OR relation_name IS NULL OR y_column_name IS NULL THEN
             RAISE EXCEPTION 'project "%" does not exist yet: task, relation_name and y_column_name are required', project_name

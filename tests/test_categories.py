@@ -347,3 +347,59 @@ def test_a_categorical_model_survives_a_dump_and_restore(pg_server, new_db, tmp_
         assert [r[0] for r in restored.execute(
             "SELECT ml_stack._project_1_predict(region, m, grade, built, pool, rooms) FROM houses ORDER BY id")] == before
         assert restored.execute(sql.SQL("SELECT exclude FROM ml_stack.snapshots")).fetchone()[0] == ["id"]
+
+
+def test_the_split_follows_the_primary_key_when_rows_move(conn):
+    """An UPDATE moves rows on disk; with a primary key the random split keys on it, so a retrain is compared on
+    the deployed model's own test rows (same data: the same score)."""
+    conn.execute("""CREATE TABLE k (id integer PRIMARY KEY, x float8, c text, y float8);
+                    INSERT INTO k SELECT i, i % 17, (ARRAY['a', 'b', 'c'])[1 + i % 3], (i % 17) * 2 + (i % 3) + sin(i)
+                    FROM generate_series(1, 600) AS i""")
+    first = train(conn, "k", "regression", "k", "y", exclude=["id"])
+    conn.execute("UPDATE k SET x = x WHERE id % 2 = 0")   # half the rows to the end of the table
+    second = train(conn, "k")
+    decision = one_row(conn, "SELECT deploy_decision FROM ml_stack.models WHERE id = %s", (second["model_id"],))["deploy_decision"]
+    assert math.isclose(second["metrics"]["r2"], first["metrics"]["r2"], rel_tol=1e-9), decision
+    assert decision.startswith("not deployed: r2") and "on this split" in decision, decision
+
+
+def test_a_large_encoding_is_looked_up_not_inlined(conn):
+    conn.execute("""CREATE TABLE big AS SELECT 'm' || (i * 7919 % 300) AS maker, (i % 11)::float8 AS x,
+                    (ARRAY['low', 'mid', 'high'])[1 + (i * 7919 % 300) % 3] AS band FROM generate_series(1, 3000) AS i""")
+    model = train(conn, "big", "classification", "big", "band", preprocess={"maker": {"encode": "target"}})
+    assert encoding_of(conn, model["model_id"], "maker")["width"] == 3
+    body = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = '_project_1_predict'").fetchone()[0]
+    assert len(body) < 20000 and "_category_features(" in body, len(body)
+    got = conn.execute("SELECT count(*) FILTER (WHERE ml_stack._project_1_predict(maker, x) = ml_stack.predict_row('big', to_jsonb(b))), "
+                       "count(*) FILTER (WHERE ml_stack.predict_label_row('big', to_jsonb(b)) = band) FROM big AS b").fetchone()
+    assert got[0] == 3000 and got[1] > 2900, got
+
+
+def test_a_retrain_by_name_keeps_the_preprocess_rules(houses):
+    rules = {"region": {"encode": "target"}, "rooms": {"scale": "standard"}}
+    first = train(houses, "houses", "regression", "houses", "price", exclude=["id"], preprocess=rules)
+    second = train(houses, "houses", algorithm="ridge")
+    assert houses.execute("SELECT preprocess FROM ml_stack.models WHERE id = %s", (second["model_id"],)).fetchone()[0] == rules
+    assert encoding_of(houses, second["model_id"], "region")["encoding"]["method"] == "target"
+    # rules given, or a relation given, are taken as they are
+    third = train(houses, "houses", "regression", "houses", "price")
+    assert houses.execute("SELECT preprocess FROM ml_stack.models WHERE id = %s", (third["model_id"],)).fetchone()[0] == {}
+    assert first["model_id"] < second["model_id"] < third["model_id"]
+
+
+@pytest.mark.parametrize("preprocess,message,hint", [
+    ({"rooms": {"imput": "mean"}}, 'unknown preprocess rule "imput" for column "rooms"', '"impute" and "scale"'),
+    ({"rooms": "median"}, 'preprocess rule for "rooms" must be an object', '"impute"'),
+    ({"region": {"encoding": "one_hot"}}, 'unknown preprocess rule "encoding" for column "region"', '"encode"'),
+])
+def test_misspelled_rules_are_named(houses, preprocess, message, hint):
+    houses.execute("UPDATE houses SET rooms = NULL WHERE id = 3")   # the NULL error must not come first
+    with pytest.raises(errors.InvalidParameterValue) as e:
+        train(houses, "bad", "regression", "houses", "price", exclude=["id"], preprocess=preprocess)
+    assert message in e.value.diag.message_primary and hint in e.value.diag.message_hint
+
+
+def test_many_whole_number_classes_ask_whether_this_is_a_regression(conn):
+    conn.execute("CREATE TABLE sizes AS SELECT i::float8 AS x, (i * 37 % 3000) AS kb FROM generate_series(1, 8000) AS i")
+    with pytest.raises(errors.InvalidParameterValue, match="3000 distinct values .* is this a regression"):
+        train(conn, "s", "classification", "sizes", "kb")

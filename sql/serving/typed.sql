@@ -115,7 +115,11 @@ AS $$
                                                    (c.value ->> 'width')::integer, c.value ->> 'name')
                           WHEN 'boolean' THEN format('ARRAY[%I::pg_catalog.int4::pg_catalog.float8]', c.value ->> 'name')
                           WHEN 'temporal' THEN format('ARRAY[pg_catalog.date_part(''epoch''::pg_catalog.text, %I)]', c.value ->> 'name')
-                          WHEN 'category' THEN ml_stack._category_features_sql(c.value -> 'encoding', ml_stack._serving_text_argument(c.value))
+                          WHEN 'category' THEN
+                              CASE WHEN ml_stack._category_is_large(c.value -> 'encoding')
+                                   THEN format('ml_stack._category_features(%L::pg_catalog.jsonb, %s)', c.value -> 'encoding',
+                                               ml_stack._serving_text_argument(c.value))
+                                   ELSE ml_stack._category_features_sql(c.value -> 'encoding', ml_stack._serving_text_argument(c.value)) END
                           ELSE format('ARRAY[%I]', c.value ->> 'name') END,
                       ' OPERATOR(pg_catalog.||) ' ORDER BY c.ordinality)
     FROM jsonb_array_elements(layout) WITH ORDINALITY AS c
@@ -138,7 +142,9 @@ DECLARE
     k integer;
 BEGIN
     IF artifact ->> 'format' <> 'linear' OR num_features > ml_stack._wide_model_features()
-       OR EXISTS (SELECT FROM jsonb_array_elements(layout) AS c WHERE c.value ->> 'kind' = 'text') THEN
+       OR EXISTS (SELECT FROM jsonb_array_elements(layout) AS c
+                  WHERE c.value ->> 'kind' = 'text'
+                     OR (c.value ->> 'kind' = 'category' AND ml_stack._category_is_large(c.value -> 'encoding'))) THEN
         RETURN NULL;
     END IF;
     FOR col IN SELECT value FROM jsonb_array_elements(layout) LOOP

@@ -117,6 +117,7 @@ DECLARE
     rules  jsonb := '[]';       -- each feature's preprocess rule
     f_names text[] := '{}'; f_types text[] := '{}';
     xi integer; gi integer := 0;
+    joins  text := '';          -- the lookups of the encoded categories (training/categories.sql)
 BEGIN
     -- label column: must exist and be numeric
     SELECT a.attname, a.atttypid::regtype AS typ, t.typtype = 'e' AS is_enum, ml_stack._is_text_type(a.atttypid) AS is_text
@@ -216,6 +217,28 @@ BEGIN
         unusable := unusable || ml_stack._free_text_columns(rel::text, auto_g, auto_names, auto_types);
         PERFORM ml_stack._unusable_columns(unusable);
     END IF;
+    -- the rules of numeric and categorical columns, checked before the read (a misspelled impute
+    -- must not read as none, nor fail after minutes of reading)
+    FOR col IN SELECT value FROM jsonb_array_elements(layout) WHERE value ->> 'kind' <> 'text' LOOP
+        rule := preprocess -> (col ->> 'name');
+        IF rule IS NOT NULL AND jsonb_typeof(rule) <> 'object' THEN
+            RAISE EXCEPTION 'preprocess rule for "%" must be an object, got %', col ->> 'name', rule
+                USING ERRCODE = 'invalid_parameter_value', HINT = '{"impute": "mean", "scale": "standard"}';
+        END IF;
+        SELECT k INTO key FROM jsonb_object_keys(coalesce(rule, '{}')) AS k
+        WHERE NOT k = ANY (CASE WHEN col ->> 'kind' = 'category' THEN ARRAY['encode', 'scale', 'impute', 'smooth', 'drop']
+                                ELSE ARRAY['impute', 'scale'] END) LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'unknown preprocess rule "%" for column "%"', key, col ->> 'name'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = CASE WHEN col ->> 'kind' = 'category'
+                                  THEN 'A categorical column takes "encode" ("one_hot", "target", "ordinal"), with "drop" (one_hot), '
+                                       '"smooth" (target), "scale" (target, ordinal), "impute" (ordinal); text takes "vectorize" instead.'
+                                  ELSE format('A %s column takes "impute" and "scale"%s.', col ->> 'type',
+                                              CASE WHEN col ->> 'type' IN ('smallint', 'integer', 'bigint', 'boolean')
+                                                   THEN ', or "encode" to be a category' ELSE '' END) END;
+        END IF;
+    END LOOP;
     IF ci = 0 THEN
         RAISE EXCEPTION 'relation % has no feature columns besides the label "%"', rel, y_column_name
             USING ERRCODE = 'invalid_parameter_value',
@@ -236,8 +259,16 @@ BEGIN
     END IF;
     -- the read, into c1 .. cm (one per feature column); then the numeric features x in
     -- table order (arrays: one x per element, so their length must be known first)
+    -- the random split hashes the primary key when the relation has one: a row keeps its side
+    -- of the split however the table changes (an UPDATE moves rows, and so their positions)
+    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY k.o) INTO key
+    FROM pg_catalog.pg_index AS i, unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, o)
+         JOIN pg_catalog.pg_attribute AS a ON a.attrelid = rel AND a.attnum = k.attnum
+    WHERE i.indrelid = rel AND i.indisprimary;
     EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_raw ON COMMIT DROP AS '
-                   'SELECT row_number() OVER () AS r, %s AS y%s FROM %s',
+                   'SELECT row_number() OVER () AS r, %s AS split_key, %s AS y%s FROM %s',
+                   CASE WHEN key IS NULL THEN 'NULL::text' WHEN key LIKE '%,%' THEN format('ROW(%s)::text', key)
+                        ELSE format('%s::text', key) END,
                    CASE WHEN text_label THEN format('%I', y_column_name)
                         WHEN y_att.typ = 'boolean'::regtype THEN format('%I::integer::float8', y_column_name)
                         ELSE format('%I::float8', y_column_name) END,
@@ -289,7 +320,7 @@ BEGIN
     END LOOP;
     p_num := cardinality(names);
     EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_rows ON COMMIT DROP AS '
-                   'SELECT r, %s AS y, md5(%L || '':'' || r) COLLATE "C" AS k%s FROM pg_temp._ml_stack_raw',
+                   'SELECT r, %s AS y, md5(%L || '':'' || coalesce(split_key, r::text)) COLLATE "C" AS k%s FROM pg_temp._ml_stack_raw',
                    coalesce(label_order, 'y'), seed, (SELECT string_agg(', ' || e, '') FROM unnest(x_sel || g_sel || t_sel) AS e));
     DROP TABLE pg_temp._ml_stack_raw;
     DELETE FROM pg_temp._ml_stack_rows WHERE y IS NULL;
@@ -342,9 +373,10 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Check the data or the label column; for a continuous target use task => ''regression''.';
         END IF;
-        IF NOT text_label AND cardinality(classes) > 10 AND EXISTS (SELECT FROM unnest(classes) AS c WHERE c <> trunc(c)) THEN
-            RAISE EXCEPTION 'label "%" has % distinct values, not all whole numbers (e.g. %): is this a regression?', y_column_name,
-                            cardinality(classes), (SELECT c FROM unnest(classes) AS c WHERE c <> trunc(c) LIMIT 1)
+        IF NOT text_label AND cardinality(classes) > 10 AND (EXISTS (SELECT FROM unnest(classes) AS c WHERE c <> trunc(c))
+                                                             OR (cardinality(classes) > 100 AND cardinality(classes) * 20 > n)) THEN
+            RAISE EXCEPTION 'label "%" has % distinct values (e.g. %) in % rows: is this a regression?', y_column_name,
+                            cardinality(classes), coalesce((SELECT c FROM unnest(classes) AS c WHERE c <> trunc(c) LIMIT 1), classes[cardinality(classes)]), n
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'For a continuous target use task => ''regression''; for classes, label them with whole numbers or names.';
         END IF;
@@ -434,8 +466,9 @@ BEGIN
                     USING ERRCODE = 'invalid_parameter_value', HINT = format('Leave it out with exclude => ARRAY[%L].', col ->> 'name');
             END IF;
             FOR j IN 1 .. width LOOP
-                raw := raw || ml_stack._category_feature_sql(fitted -> 'encoding', format('g%s', gi), j);
+                raw := raw || ml_stack._category_joined_feature_sql(fitted -> 'encoding', gi, j);
             END LOOP;
+            joins := joins || ml_stack._category_join_sql(fitted -> 'encoding', gi);
             f_names := f_names || ARRAY(SELECT jsonb_array_elements_text(fitted -> 'names'));
             f_types := f_types || array_fill(col ->> 'type', ARRAY[width::integer]);
             rules := rules || (fitted -> 'rules');
@@ -462,10 +495,13 @@ BEGIN
                 USING ERRCODE = 'program_limit_exceeded',
                       HINT = 'Encode the widest categorical columns with {"encode": "target"} (one feature each) instead of one-hot.';
         END IF;
-        EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_encoded ON COMMIT DROP AS SELECT r, y, k%s%s%s FROM pg_temp._ml_stack_rows',
-                       (SELECT string_agg(format(', %s AS x%s', raw[e.q], e.q), '' ORDER BY e.q) FROM generate_series(1, p) AS e(q)),
-                       (SELECT string_agg(format(', g%s', e.q), '' ORDER BY e.q) FROM generate_series(1, cardinality(g_sel)) AS e(q)),
-                       (SELECT string_agg(format(', t%s', e.q), '' ORDER BY e.q) FROM generate_series(1, cardinality(t_sel)) AS e(q)));
+        EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_encoded ON COMMIT DROP AS SELECT t.r, t.y, t.k%s%s%s '
+                       'FROM pg_temp._ml_stack_rows AS t%s',
+                       (SELECT string_agg(format(', %s AS x%s', CASE WHEN raw[e.q] ~ '^x\d+$' THEN 't.' || raw[e.q] ELSE raw[e.q] END, e.q),
+                                          '' ORDER BY e.q) FROM generate_series(1, p) AS e(q)),
+                       (SELECT string_agg(format(', t.g%s', e.q), '' ORDER BY e.q) FROM generate_series(1, cardinality(g_sel)) AS e(q)),
+                       (SELECT string_agg(format(', t.t%s', e.q), '' ORDER BY e.q) FROM generate_series(1, cardinality(t_sel)) AS e(q)),
+                       joins);
         DROP TABLE pg_temp._ml_stack_rows;
         ALTER TABLE pg_temp._ml_stack_encoded RENAME TO _ml_stack_rows;
         raw := ARRAY(SELECT format('x%s', e.q) FROM generate_series(1, p) AS e(q));

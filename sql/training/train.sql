@@ -82,6 +82,7 @@ DECLARE
     same_rows boolean;
     new_rows text;
     old_rows text;
+    previous  record;
 BEGIN
     IF project_name IS NULL OR btrim(project_name) = '' THEN
         RAISE EXCEPTION 'project_name is required' USING ERRCODE = 'invalid_parameter_value',
@@ -97,6 +98,20 @@ BEGIN
                       HINT = 'Leave task out to keep the project''s task, or train under a new project name.';
         END IF;
         task := proj.task;
+        -- a retrain by name (no relation given) without preprocess rules keeps those of the model it
+        -- may replace (the deployed one, else the last one), and the columns it left out, as a
+        -- scheduled retrain does; exclude NULL keeps the columns left out in any case
+        SELECT m.preprocess, s.exclude INTO previous
+        FROM ml_stack.models AS m JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
+        WHERE m.project_id = proj.id
+        ORDER BY m.id = (SELECT d.model_id FROM ml_stack.deployed_models AS d WHERE d.project_id = proj.id) DESC NULLS LAST, m.id DESC
+        LIMIT 1;
+        IF FOUND THEN
+            IF relation_name IS NULL AND coalesce(preprocess, '{}') = '{}' THEN
+                preprocess := previous.preprocess;
+            END IF;
+            exclude := coalesce(exclude, previous.exclude);
+        END IF;
         relation_name := coalesce(relation_name, proj.relation_name);
         y_column_name := coalesce(y_column_name, proj.y_column_name);
         IF relation_name IS NULL OR y_column_name IS NULL THEN
@@ -105,14 +120,6 @@ BEGIN
                       HINT = 'Pass relation_name and y_column_name.';
         END IF;
         seed := proj.split_seed;
-        IF exclude IS NULL THEN
-            -- the columns left out before, as the relation and the label (the deployed model's, else the last one's)
-            SELECT s.exclude INTO exclude
-            FROM ml_stack.models AS m JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
-            WHERE m.project_id = proj.id
-            ORDER BY m.id = (SELECT d.model_id FROM ml_stack.deployed_models AS d WHERE d.project_id = proj.id) DESC NULLS LAST, m.id DESC
-            LIMIT 1;
-        END IF;
     ELSE
         IF task IS NULL OR relation_name IS NULL OR y_column_name IS NULL THEN
             RAISE EXCEPTION 'project "%" does not exist yet: task, relation_name and y_column_name are required', project_name
