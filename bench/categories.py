@@ -39,7 +39,7 @@ SELECT 'c' || (i * 7919 % 50) AS region, (ARRAY['sad', 'ok', 'happy'])[1 + i % 3
        CASE WHEN i % 7 = 0 THEN NULL ELSE (ARRAY['a', 'b'])[1 + (i / 2) % 2] END AS grade,
        date '2020-01-01' + (i % 365) AS built, (i % 5 = 0) AS pool, (i % 13)::float8 AS rooms,
        (i * 7919 % 50) + 5 * (i % 3) + 2 * (i % 13) + (i % 5 = 0)::int * 7 + sin(i) AS y
-FROM generate_series(1, %(rows)s) AS i;
+FROM generate_series(1, ROWS) AS i;
 """
 
 
@@ -81,7 +81,7 @@ def main():
     args = parser.parse_args()
     terminate_on_signals()
     with ml_stack_database(SETTINGS, prefix="ml_stack_bench_", dbname="ml_stack_bench") as conn:
-        conn.execute(TABLE % {"rows": args.rows})
+        conn.execute(TABLE.replace("ROWS", str(args.rows)))
         started = time.perf_counter()
         model_id = conn.execute("SELECT model_id FROM ml_stack.train('bench', 'regression', 't', 'y')").fetchone()[0]
         train_categories = time.perf_counter() - started

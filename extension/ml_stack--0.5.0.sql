@@ -3111,12 +3111,12 @@ BEGIN
                       arg, encoding -> 'categories' ->> (q - 1 + dropped));
     END IF;
     -- the numbers go through float8 (the layout is a registry row: only numbers reach the SQL)
-    SELECT string_agg(format(' WHEN %s OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN %s::pg_catalog.float8', arg, c.value,
+    SELECT string_agg(format(' WHEN %s OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN (%s)::pg_catalog.float8', arg, c.value,
                              coalesce(((encoding -> 'values' -> (c.ordinality::integer - 1) ->> (q - 1))::float8)::text, 'NULL')),
                       '' ORDER BY c.ordinality)
     INTO arms FROM jsonb_array_elements_text(encoding -> 'categories') WITH ORDINALITY AS c;
     num := coalesce(((encoding -> 'unknown' ->> (q - 1))::float8)::text, 'NULL');
-    RETURN format('(CASE WHEN %s IS NULL THEN %s::pg_catalog.float8%s ELSE %s::pg_catalog.float8 END)', arg,
+    RETURN format('(CASE WHEN %s IS NULL THEN (%s)::pg_catalog.float8%s ELSE (%s)::pg_catalog.float8 END)', arg,
                   coalesce(((encoding -> 'null' ->> (q - 1))::float8)::text, num), coalesce(arms, ''), num);
 END
 $$;
@@ -3538,6 +3538,7 @@ DECLARE
     f_names text[] := '{}'; f_types text[] := '{}';
     xi integer; gi integer := 0;
     joins  text := '';          -- the lookups of the encoded categories (training/categories.sql)
+    unseen jsonb := '[]';       -- ordinal features without impute: {x, name}
 BEGIN
     -- label column: must exist and be numeric
     SELECT a.attname, a.atttypid::regtype AS typ, t.typtype = 'e' AS is_enum, ml_stack._is_text_type(a.atttypid) AS is_text
@@ -3888,6 +3889,9 @@ BEGIN
             FOR j IN 1 .. width LOOP
                 raw := raw || ml_stack._category_joined_feature_sql(fitted -> 'encoding', gi, j);
             END LOOP;
+            IF fitted -> 'encoding' ->> 'method' = 'ordinal' AND (fitted -> 'rules' -> 0 ->> 'impute') IS NULL THEN
+                unseen := unseen || jsonb_build_object('x', cardinality(raw), 'name', col ->> 'name');
+            END IF;
             joins := joins || ml_stack._category_join_sql(fitted -> 'encoding', gi);
             f_names := f_names || ARRAY(SELECT jsonb_array_elements_text(fitted -> 'names'));
             f_types := f_types || array_fill(col ->> 'type', ARRAY[width::integer]);
@@ -3925,6 +3929,18 @@ BEGIN
         DROP TABLE pg_temp._ml_stack_rows;
         ALTER TABLE pg_temp._ml_stack_encoded RENAME TO _ml_stack_rows;
         raw := ARRAY(SELECT format('x%s', e.q) FROM generate_series(1, p) AS e(q));
+        -- an ordinal category of the test rows that the training rows lack has no value: no
+        -- prediction, so a test row the metrics would silently leave out
+        FOR col IN SELECT value FROM jsonb_array_elements(unseen) LOOP
+            EXECUTE format('SELECT count(*) FROM pg_temp._ml_stack_rows WHERE (%s) AND x%s IS NULL', test_filter, col ->> 'x') INTO nonnull;
+            IF nonnull > 0 THEN
+                RAISE EXCEPTION 'ordinal column "%" has % test rows whose category the training rows lack: they would have no value',
+                                col ->> 'name', nonnull
+                    USING ERRCODE = 'null_value_not_allowed',
+                          HINT = format('Add an impute rule for unseen categories, e.g. {"%s": {"encode": "ordinal", "impute": "median"}}, '
+                                        'or give the whole order: {"encode": {"ordinal": [...]}}.', col ->> 'name');
+            END IF;
+        END LOOP;
     END IF;
 
     -- statistics of the raw features and the label on the training rows
@@ -4081,6 +4097,8 @@ $$;
 -- an inlined serving function is parsed with the caller's search_path, and one that puts
 -- another schema before pg_catalog (search_path = public, pg_catalog) would otherwise bind an
 -- operator of that schema. OPERATOR() has the precedence of any operator, hence the parentheses.
+-- A number is written (-0.5)::pg_catalog.float8: the parser folds a parenthesised negative
+-- constant, where -0.5::float8 would apply the operator - that the search_path finds.
 
 -- Probabilities of the two classes from a logistic score; the clamp keeps exp() finite.
 CREATE OR REPLACE FUNCTION ml_stack._binary_proba(score float8)
@@ -4163,15 +4181,15 @@ DECLARE
     expr text;
 BEGIN
     FOR wk IN SELECT value FROM jsonb_array_elements(artifact -> 'coefficients') LOOP
-        expr := format('%s::pg_catalog.float8', (artifact -> 'intercepts' ->> k)::float8);
+        expr := format('(%s)::pg_catalog.float8', (artifact -> 'intercepts' ->> k)::float8);
         FOR j IN 1 .. jsonb_array_length(wk) LOOP
             iv := (artifact -> 'impute' ->> (j - 1))::float8;
             term := format(accessor, j);
             IF iv IS NOT NULL THEN
-                term := format('coalesce(%s, %s::pg_catalog.float8)', term, iv);
+                term := format('coalesce(%s, (%s)::pg_catalog.float8)', term, iv);
             END IF;
             -- every number goes through float8, so nothing but a number reaches the SQL text
-            expr := expr || format(' OPERATOR(pg_catalog.+) (%s OPERATOR(pg_catalog.*) %s::pg_catalog.float8)', term, (wk ->> (j - 1))::float8);
+            expr := expr || format(' OPERATOR(pg_catalog.+) (%s OPERATOR(pg_catalog.*) (%s)::pg_catalog.float8)', term, (wk ->> (j - 1))::float8);
         END LOOP;
         scores := scores || format('(%s)', expr);
         k := k + 1;
@@ -5258,7 +5276,7 @@ CREATE OR REPLACE TRIGGER compile_updated AFTER UPDATE ON ml_stack.models
 -- Typed serving (0.4.0): every deployed project has a serving function with one
 -- named, typed argument per feature column of its deployed model, named as the
 -- column (numbers float8, booleans boolean, arrays float8[], vectorized text text, dates
--- and times their type, categories text or their own integer, boolean or enum type):
+-- and times their type, categories text, bigint, boolean or their enum type):
 --   ml_stack._project_<project id>_predict(<columns>) -> float8
 --   ml_stack._project_<project id>_proba(<columns>)   -> float8[]   (classifiers)
 -- found in ml_stack.deployed_models.serving_function. A linear model of at most
@@ -5294,8 +5312,8 @@ $$;
 -- when it is real[] (embeddings) or float8[]: the inlined body reads it once per element,
 -- and PostgreSQL inlines a function whose argument is used several times only when that
 -- argument is cheap, which a real[] -> float8[] coercion is not. Dates and times keep their
--- type; categories are text, but for integer, boolean and enum columns (an enum that no
--- longer exists: text).
+-- type; categories are text, but for integer columns (bigint: any integer argument reaches
+-- it), boolean and enum columns (an enum that no longer exists: text).
 CREATE OR REPLACE FUNCTION ml_stack._serving_argument_type(col jsonb)
 RETURNS regtype
 LANGUAGE sql STABLE
@@ -5305,7 +5323,8 @@ AS $$
                 WHEN 'array' THEN CASE WHEN col ->> 'type' IN ('real[]', 'double precision[]') THEN col ->> 'type' ELSE 'float8[]' END::regtype
                 WHEN 'boolean' THEN 'boolean'::regtype
                 WHEN 'temporal' THEN (col ->> 'type')::regtype
-                WHEN 'category' THEN CASE WHEN col ->> 'type' IN ('smallint', 'integer', 'bigint', 'boolean') THEN (col ->> 'type')::regtype
+                WHEN 'category' THEN CASE WHEN col ->> 'type' IN ('smallint', 'integer', 'bigint') THEN 'bigint'::regtype
+                                          WHEN col ->> 'type' = 'boolean' THEN 'boolean'::regtype
                                           ELSE coalesce((SELECT t.oid::regtype FROM pg_catalog.pg_type AS t
                                                          WHERE t.oid = to_regtype(col ->> 'type') AND t.typtype = 'e'), 'text'::regtype) END
                 ELSE 'float8'::regtype END
@@ -5762,8 +5781,12 @@ BEGIN
             features := features || ml_stack._text_features(col -> 'transformer', width,
                                                             CASE jsonb_typeof(v) WHEN 'null' THEN NULL WHEN 'string' THEN v #>> '{}' ELSE v::text END);
         WHEN 'category' THEN
+            -- as text, the way training read the column (char(n): without its padding, as ::text drops it)
             features := features || ml_stack._category_features(col -> 'encoding',
-                                                                CASE jsonb_typeof(v) WHEN 'null' THEN NULL WHEN 'string' THEN v #>> '{}' ELSE v::text END);
+                                                                CASE jsonb_typeof(v) WHEN 'null' THEN NULL
+                                                                     WHEN 'string' THEN CASE WHEN col ->> 'type' = 'character'
+                                                                                             THEN (v #>> '{}')::bpchar::text ELSE v #>> '{}' END
+                                                                     ELSE v::text END);
         WHEN 'temporal' THEN
             features := features || ml_stack._json_time_feature(v, col ->> 'name', col ->> 'type');
         WHEN 'array' THEN
@@ -6197,16 +6220,14 @@ BEGIN
         col := new_layout -> k;
         old := old_layout -> k;
         w := coalesce((col ->> 'width')::integer, 1);
-        IF col ->> 'name' <> old ->> 'name' OR (col ->> 'kind' IN ('text', 'category')) <> (old ->> 'kind' IN ('text', 'category'))
+        IF col ->> 'name' <> old ->> 'name' OR (col ->> 'kind' IN ('text', 'category', 'temporal') OR old ->> 'kind' IN ('text', 'category', 'temporal'))
+                                                 AND col ->> 'kind' IS DISTINCT FROM old ->> 'kind'
            OR (col ->> 'kind' NOT IN ('text', 'category') AND w <> coalesce((old ->> 'width')::integer, 1)) THEN
             RETURN jsonb_build_object('skipped', format('column "%s" differs', col ->> 'name'));
         END IF;
         IF col ->> 'kind' = 'category' THEN
             -- its own encoding of the split's categories (which may have other categories now)
             gi := gi + 1;
-            IF old ->> 'kind' <> 'category' THEN
-                RETURN jsonb_build_object('skipped', format('column "%s" differs', col ->> 'name'));
-            END IF;
             parts := parts || ml_stack._category_features_sql(old -> 'encoding', format('g%s', gi));
             xi := xi + w;
         ELSIF col ->> 'kind' = 'text' THEN
@@ -6373,8 +6394,8 @@ BEGIN
         END IF;
         task := proj.task;
         -- a retrain by name (no relation given) without preprocess rules keeps those of the model it
-        -- may replace (the deployed one, else the last one), and the columns it left out, as a
-        -- scheduled retrain does; exclude NULL keeps the columns left out in any case
+        -- may replace (the deployed one, else the last one), as a scheduled retrain does, and
+        -- (exclude NULL) the columns it left out
         SELECT m.preprocess, s.exclude INTO previous
         FROM ml_stack.models AS m JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
         WHERE m.project_id = proj.id
@@ -6384,7 +6405,9 @@ BEGIN
             IF relation_name IS NULL AND coalesce(preprocess, '{}') = '{}' THEN
                 preprocess := previous.preprocess;
             END IF;
-            exclude := coalesce(exclude, previous.exclude);
+            IF relation_name IS NULL THEN
+                exclude := coalesce(exclude, previous.exclude);
+            END IF;
         END IF;
         relation_name := coalesce(relation_name, proj.relation_name);
         y_column_name := coalesce(y_column_name, proj.y_column_name);
@@ -6618,7 +6641,7 @@ CREATE OR REPLACE FUNCTION ml_stack.train(
     preprocess       jsonb   DEFAULT '{}',
     automatic_deploy boolean DEFAULT true,
     engine           text    DEFAULT NULL,
-    exclude          text[]  DEFAULT NULL)      -- columns that are not features; NULL: those the project left out before
+    exclude          text[]  DEFAULT NULL)      -- columns that are not features; NULL: a retrain by name leaves out those left out before
 RETURNS TABLE (project text, task text, algorithm text, engine text, model_id bigint, deployed boolean, metrics jsonb)
 LANGUAGE sql VOLATILE
 AS $$
@@ -6663,6 +6686,7 @@ DECLARE
     features text;
     n bigint;
     scored bigint;
+    by_name boolean;
 BEGIN
     SELECT mo.task, mo.classes, s.y_column_name, s.label ->> 'type' AS label_type,
            CASE WHEN jsonb_typeof(s.label -> 'class_labels') = 'array' THEN ARRAY(SELECT jsonb_array_elements_text(s.label -> 'class_labels')) END AS labels
@@ -6692,8 +6716,9 @@ BEGIN
     SELECT string_agg(format('%I::%s AS %I', c.value ->> 'name', ml_stack._serving_argument_type(c.value), c.value ->> 'name'), ', ')
     INTO casts FROM jsonb_array_elements(layout) AS c;
     features := ml_stack._serving_features_sql(layout);
-    y_sql := CASE WHEN m.task = 'classification' AND label_type NOT IN ('smallint', 'integer', 'bigint', 'real', 'double precision',
-                                                                        'numeric', 'boolean')
+    by_name := m.task = 'classification' AND label_type NOT IN ('smallint', 'integer', 'bigint', 'real', 'double precision',
+                                                                'numeric', 'boolean');
+    y_sql := CASE WHEN by_name
                   THEN format('coalesce(pg_catalog.array_position(%L::text[], %I::text) - 1, -1)::float8', labels, label_name)
                   WHEN label_type = 'boolean' THEN format('%I::integer::float8', label_name)
                   ELSE format('%I::float8', label_name) END;
@@ -6703,12 +6728,23 @@ BEGIN
     IF to_regclass('pg_temp._ml_stack_predictions') IS NOT NULL THEN
         DROP TABLE pg_temp._ml_stack_predictions;
     END IF;
-    EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_scored ON COMMIT DROP AS '
-                   'SELECT row_number() OVER () AS r, %s AS y, ml_stack.predict(%s::bigint, _ml_stack_features) AS yhat, %s AS proba '
-                   'FROM (SELECT %s AS _ml_stack_features, %s FROM (SELECT %s, %I FROM %s) AS c OFFSET 0) AS t WHERE %I IS NOT NULL',
-                   y_sql, model_id, CASE WHEN m.task = 'classification' THEN format('ml_stack.predict_proba(%s::bigint, _ml_stack_features)', model_id)
-                                         ELSE 'NULL::float8[]' END,
-                   features, quote_ident(label_name), casts, label_name, rel, label_name);
+    -- with probabilities when the model has them (one without fails on the first row: then without)
+    FOR attempt IN 1 .. 2 LOOP
+        BEGIN
+            EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_scored ON COMMIT DROP AS '
+                           'SELECT row_number() OVER () AS r, %s AS y, ml_stack.predict(%s::bigint, _ml_stack_features) AS yhat, %s AS proba '
+                           'FROM (SELECT %s AS _ml_stack_features, %s FROM (SELECT %s, %I FROM %s) AS c OFFSET 0) AS t WHERE %I IS NOT NULL',
+                           y_sql, model_id, CASE WHEN m.task = 'classification' AND attempt = 1
+                                                 THEN format('ml_stack.predict_proba(%s::bigint, _ml_stack_features)', model_id)
+                                                 ELSE 'NULL::float8[]' END,
+                           features, quote_ident(label_name), casts, label_name, rel, label_name);
+            EXIT;
+        EXCEPTION WHEN feature_not_supported THEN
+            IF attempt = 2 OR m.task <> 'classification' THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
     GET DIAGNOSTICS n = ROW_COUNT;
     CREATE TEMPORARY TABLE _ml_stack_rows ON COMMIT DROP AS SELECT r, y FROM pg_temp._ml_stack_scored WHERE yhat IS NOT NULL;
     GET DIAGNOSTICS scored = ROW_COUNT;
@@ -6721,7 +6757,7 @@ BEGIN
                   HINT = CASE WHEN n = 0 THEN format('Every row has a NULL "%s", or the relation is empty.', label_name)
                               ELSE 'Its features are NULL where the model has no impute rule.' END;
     END IF;
-    RETURN jsonb_build_object('task', m.task, 'classes', to_jsonb(m.classes),
+    RETURN jsonb_build_object('task', m.task, 'classes', to_jsonb(m.classes), 'by_name', by_name,
                               'labels', to_jsonb(coalesce(labels, m.classes::text[])), 'rows', scored, 'no_prediction', n - scored);
 END
 $$;
@@ -6767,7 +6803,7 @@ BEGIN
     classes := ARRAY(SELECT jsonb_array_elements_text(info -> 'classes')::float8);
     labels := ARRAY(SELECT jsonb_array_elements_text(info -> 'labels'));
     -- every pair of the model's classes (zeros included, as scikit-learn's matrix), then
-    -- labels of the relation that the model never saw (classes by name: "(unseen)")
+    -- labels of the relation that the model never saw (classes by name: all of them as "(unseen)")
     RETURN QUERY
         WITH pairs AS (
             SELECT t.y, p.yhat FROM pg_temp._ml_stack_rows AS t JOIN pg_temp._ml_stack_predictions AS p USING (r)
@@ -6775,7 +6811,7 @@ BEGIN
             SELECT c.v, c.i FROM unnest(classes) WITH ORDINALITY AS c(v, i)
             UNION ALL SELECT DISTINCT y, NULL::bigint FROM pairs WHERE NOT y = ANY (classes)
         )
-        SELECT coalesce(labels[a.i], CASE WHEN a.v = -1 AND labels <> classes::text[] THEN '(unseen)' ELSE a.v::text END),
+        SELECT coalesce(labels[a.i], CASE WHEN (info ->> 'by_name')::boolean THEN '(unseen)' ELSE a.v::text END),
                labels[b.i], (SELECT count(*) FROM pairs AS q WHERE q.y = a.v AND q.yhat = b.v)
         FROM known AS a CROSS JOIN known AS b
         WHERE b.i IS NOT NULL
@@ -6810,6 +6846,10 @@ BEGIN
     CREATE TEMPORARY TABLE _ml_stack_curve ON COMMIT DROP AS
         SELECT p.proba[2] AS score, t.y = (info -> 'classes' ->> 1)::float8 AS positive
         FROM pg_temp._ml_stack_rows AS t JOIN pg_temp._ml_stack_predictions AS p USING (r);
+    IF EXISTS (SELECT FROM pg_temp._ml_stack_rows AS t WHERE NOT t.y = ANY (ARRAY[(info -> 'classes' ->> 0)::float8, (info -> 'classes' ->> 1)::float8])) THEN
+        RAISE EXCEPTION 'the rows of % hold classes model % never saw', relation_name, model_id
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The curves are of the model''s two classes: filter the rows in a view.';
+    END IF;
     IF (SELECT count(DISTINCT positive) FROM pg_temp._ml_stack_curve) < 2 THEN
         RAISE EXCEPTION 'the rows of % hold one class only: the curves need both', relation_name
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Evaluate on rows of both classes.';
@@ -6883,7 +6923,7 @@ COMMENT ON FUNCTION ml_stack.precision_recall_curve(bigint, text) IS
     'ml_stack: the precision-recall curve of a binary classifier on a relation (scikit-learn''s precision_recall_curve, without its last point: precision 1, recall 0).';
 
 -- Feature importance. Linear models: each coefficient times its feature's standard deviation
--- on the training rows (the coefficient of the standardised feature; one row per score: per
+-- on the training rows (a text column's dimensions: the coefficient as it is) (the coefficient of the standardised feature; one row per score: per
 -- class of a multinomial model). Tree ensembles: how often each feature splits a node
 -- (XGBoost's importance_type 'weight'), with no class.
 CREATE OR REPLACE FUNCTION ml_stack.feature_importance(model_id bigint)
@@ -6894,6 +6934,10 @@ AS $$
 #variable_conflict use_column
 DECLARE
     m record;
+    col jsonb;
+    names text[] := '{}';
+    stds float8[] := '{}';
+    xi integer := 0;
 BEGIN
     SELECT mo.artifact, mo.num_features, mo.classes, s.features, s.label INTO m
     FROM ml_stack.models AS mo LEFT JOIN ml_stack.snapshots AS s ON s.id = mo.snapshot_id
@@ -6902,10 +6946,24 @@ BEGIN
         RAISE EXCEPTION 'model % does not exist', feature_importance.model_id
             USING ERRCODE = 'undefined_object', HINT = 'SELECT id, algorithm FROM ml_stack.models lists the models.';
     END IF;
+    -- each model feature's name and training std: the columns' features in order, a text column's
+    -- vector dimensions as <column>[i] (no std: their values are the transformer's)
+    FOR col IN SELECT value FROM jsonb_array_elements(coalesce(ml_stack._model_layout(feature_importance.model_id), '[]')) LOOP
+        FOR q IN 1 .. coalesce((col ->> 'width')::integer, 1) LOOP
+            IF col ->> 'kind' = 'text' THEN
+                names := names || format('%s[%s]', col ->> 'name', q);
+                stds := stds || NULL::float8;
+            ELSE
+                names := names || (m.features -> xi ->> 'name');
+                stds := stds || (m.features -> xi ->> 'std')::float8;
+                xi := xi + 1;
+            END IF;
+        END LOOP;
+    END LOOP;
     IF m.artifact ->> 'format' = 'linear' THEN
         RETURN QUERY
-            SELECT coalesce(m.features -> (j.i::integer - 1) ->> 'name', format('feature %s', j.i)),
-                   j.w::float8 * coalesce((m.features -> (j.i::integer - 1) ->> 'std')::float8, 1),
+            SELECT coalesce(names[j.i], format('feature %s', j.i)),
+                   j.w::float8 * coalesce(stds[j.i], 1),
                    CASE WHEN jsonb_array_length(m.artifact -> 'coefficients') = 1 THEN NULL
                         ELSE coalesce(m.label -> 'class_labels' ->> (k.o::integer - 1), m.classes[k.o]::text) END
             FROM jsonb_array_elements(m.artifact -> 'coefficients') WITH ORDINALITY AS k(ws, o),
@@ -6913,7 +6971,7 @@ BEGIN
             ORDER BY k.o, j.i;
     ELSIF m.artifact ->> 'format' = 'trees' THEN
         RETURN QUERY
-            SELECT coalesce(m.features -> f.i ->> 'name', format('feature %s', f.i + 1)),
+            SELECT coalesce(names[f.i + 1], format('feature %s', f.i + 1)),
                    (SELECT count(*)::float8 FROM jsonb_array_elements(m.artifact -> 'trees') AS t,
                                               jsonb_array_elements_text(t -> 'feature') WITH ORDINALITY AS n(v, o)
                     WHERE (t -> 'left' ->> (n.o::integer - 1))::integer >= 0 AND n.v::integer = f.i),

@@ -403,3 +403,48 @@ def test_many_whole_number_classes_ask_whether_this_is_a_regression(conn):
     conn.execute("CREATE TABLE sizes AS SELECT i::float8 AS x, (i * 37 % 3000) AS kb FROM generate_series(1, 8000) AS i")
     with pytest.raises(errors.InvalidParameterValue, match="3000 distinct values .* is this a regression"):
         train(conn, "s", "classification", "sizes", "kb")
+
+
+def test_char_n_categories_read_alike_everywhere(conn):
+    conn.execute("""CREATE TABLE ch AS SELECT (ARRAY['ab', 'cde', 'f'])[1 + i % 3]::char(4) AS code,
+                    (ARRAY[1, 3, 5])[1 + i % 3]::float8 + i % 2 AS y, (i % 2)::smallint AS half FROM generate_series(1, 90) AS i""")
+    train(conn, "ch", "regression", "ch", "y", preprocess={"half": {"encode": "one_hot"}})
+    got = conn.execute("SELECT count(*) FILTER (WHERE abs(ml_stack.predict_row('ch', to_jsonb(c)) - ml_stack._project_1_predict(code, half)) < 1e-9"
+                       " AND abs(ml_stack._project_1_predict(code, half) - y) < 1e-9) FROM ch AS c").fetchone()[0]
+    assert got == 90
+    # an integer category takes any integer argument
+    assert conn.execute("SELECT ml_stack._project_1_predict('ab', 1)").fetchone()[0] is not None
+
+
+def test_an_ordinal_category_unseen_in_training_rows_is_refused(conn):
+    conn.execute("""CREATE TABLE lv AS SELECT CASE WHEN i > 380 THEN 'new' ELSE (ARRAY['lo', 'hi'])[1 + i % 2] END AS lvl,
+                    i % 2 + 0.0 AS y FROM generate_series(1, 400) AS i""")
+    with pytest.raises(errors.NullValueNotAllowed, match='ordinal column "lvl" has 20 test rows') as e:
+        train(conn, "lv", "regression", "lv", "y", test_sampling="last", preprocess={"lvl": {"encode": "ordinal"}})
+    assert '"impute"' in e.value.diag.message_hint
+    assert train(conn, "lv", "regression", "lv", "y", test_sampling="last",
+                 preprocess={"lvl": {"encode": "ordinal", "impute": "max"}})["model_id"]
+
+
+def test_a_retrain_on_another_relation_does_not_inherit_exclude(houses):
+    train(houses, "houses", "regression", "houses", "price", exclude=["id"])
+    houses.execute("CREATE TABLE houses_noid AS SELECT region, m, grade, built, pool, rooms, price FROM houses")
+    assert train(houses, "houses", relation_name="houses_noid")["model_id"]
+
+
+def test_negative_constants_resist_a_planted_unary_minus(houses):
+    """Numbers in the inlined serving SQL are (-0.5)::pg_catalog.float8: a folded constant, never the operator -
+    that the search_path would find first."""
+    train(houses, "houses", "regression", "houses", "price", exclude=["id"], preprocess={"region": {"encode": "target"}})
+    query = "SELECT ml_stack._project_1_predict('north', 'ok', 'a', '2020-01-01', false, 3)"
+    honest = houses.execute(query).fetchone()[0]
+    houses.execute("CREATE SCHEMA evil")
+    houses.execute("CREATE FUNCTION evil.neg(float8) RETURNS float8 LANGUAGE sql IMMUTABLE AS 'SELECT 1000::float8'")
+    houses.execute("CREATE OPERATOR evil.- (RIGHTARG = float8, FUNCTION = evil.neg)")
+    houses.execute("SET search_path = evil, pg_catalog")
+    try:
+        assert houses.execute(query).fetchone()[0] == honest
+        assert houses.execute("SELECT ml_stack.predict_row('houses', '{\"region\": \"mars\", \"m\": \"ok\", \"grade\": \"a\", "
+                              "\"built\": \"2020-01-01\", \"pool\": false, \"rooms\": 3}')").fetchone()[0] is not None
+    finally:
+        houses.execute("RESET search_path")

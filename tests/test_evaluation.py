@@ -150,3 +150,28 @@ def test_evaluation_refuses_what_it_cannot_do(conn):
             conn.execute(query)
         assert e.value.diag.message_hint, query
     assert registry_rows(conn) == before
+
+
+def test_feature_importance_names_the_dimensions_of_vectorized_text(conn):
+    conn.execute("""CREATE TABLE tx AS SELECT (ARRAY['red apple', 'green pear', 'blue plum'])[1 + i % 3] AS note,
+                    (i % 7)::float8 AS x, (i % 3 = 0 OR i % 7 > 4)::integer AS y FROM generate_series(1, 300) AS i""")
+    model = train(conn, "tx", "classification", "tx", "y", preprocess={"note": {"vectorize": "hashing", "options": {"dims": 4}}})
+    got = conn.execute("SELECT feature, importance FROM ml_stack.feature_importance(%s)", (model["model_id"],)).fetchall()
+    assert [g[0] for g in got] == ["note[1]", "note[2]", "note[3]", "note[4]", "x"]
+    art, x_std = conn.execute("SELECT m.artifact, (s.features -> 0 ->> 'std')::float8 FROM ml_stack.models AS m "
+                              "JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id WHERE m.id = %s",
+                              (model["model_id"],)).fetchone()
+    assert math.isclose(got[4][1], art["coefficients"][0][4] * x_std, rel_tol=1e-12)
+    assert [g[1] for g in got[:4]] == art["coefficients"][0][:4]
+
+
+def test_evaluate_a_classifier_without_probabilities(conn):
+    conn.execute("CREATE EXTENSION IF NOT EXISTS ml_stack_python CASCADE")
+    X, y = load_sklearn_dataset(conn, "breast_cancer")
+    model = train(conn, "rc", "classification", "breast_cancer", "target", algorithm="ridge")
+    yhat, _ = served(conn, model["model_id"], "breast_cancer", X, proba=False)
+    got = conn.execute("SELECT ml_stack.evaluate(%s, 'breast_cancer')", (model["model_id"],)).fetchone()[0]
+    assert math.isclose(got["accuracy"], skm.accuracy_score(y, yhat), rel_tol=1e-12)
+    assert got["roc_auc"] is None and got["log_loss"] is None
+    assert conn.execute("SELECT sum(count) FROM ml_stack.confusion_matrix(%s, 'breast_cancer')",
+                        (model["model_id"],)).fetchone()[0] == len(y)

@@ -27,6 +27,7 @@ DECLARE
     features text;
     n bigint;
     scored bigint;
+    by_name boolean;
 BEGIN
     SELECT mo.task, mo.classes, s.y_column_name, s.label ->> 'type' AS label_type,
            CASE WHEN jsonb_typeof(s.label -> 'class_labels') = 'array' THEN ARRAY(SELECT jsonb_array_elements_text(s.label -> 'class_labels')) END AS labels
@@ -56,8 +57,9 @@ BEGIN
     SELECT string_agg(format('%I::%s AS %I', c.value ->> 'name', ml_stack._serving_argument_type(c.value), c.value ->> 'name'), ', ')
     INTO casts FROM jsonb_array_elements(layout) AS c;
     features := ml_stack._serving_features_sql(layout);
-    y_sql := CASE WHEN m.task = 'classification' AND label_type NOT IN ('smallint', 'integer', 'bigint', 'real', 'double precision',
-                                                                        'numeric', 'boolean')
+    by_name := m.task = 'classification' AND label_type NOT IN ('smallint', 'integer', 'bigint', 'real', 'double precision',
+                                                                'numeric', 'boolean');
+    y_sql := CASE WHEN by_name
                   THEN format('coalesce(pg_catalog.array_position(%L::text[], %I::text) - 1, -1)::float8', labels, label_name)
                   WHEN label_type = 'boolean' THEN format('%I::integer::float8', label_name)
                   ELSE format('%I::float8', label_name) END;
@@ -67,12 +69,23 @@ BEGIN
     IF to_regclass('pg_temp._ml_stack_predictions') IS NOT NULL THEN
         DROP TABLE pg_temp._ml_stack_predictions;
     END IF;
-    EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_scored ON COMMIT DROP AS '
-                   'SELECT row_number() OVER () AS r, %s AS y, ml_stack.predict(%s::bigint, _ml_stack_features) AS yhat, %s AS proba '
-                   'FROM (SELECT %s AS _ml_stack_features, %s FROM (SELECT %s, %I FROM %s) AS c OFFSET 0) AS t WHERE %I IS NOT NULL',
-                   y_sql, model_id, CASE WHEN m.task = 'classification' THEN format('ml_stack.predict_proba(%s::bigint, _ml_stack_features)', model_id)
-                                         ELSE 'NULL::float8[]' END,
-                   features, quote_ident(label_name), casts, label_name, rel, label_name);
+    -- with probabilities when the model has them (one without fails on the first row: then without)
+    FOR attempt IN 1 .. 2 LOOP
+        BEGIN
+            EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_scored ON COMMIT DROP AS '
+                           'SELECT row_number() OVER () AS r, %s AS y, ml_stack.predict(%s::bigint, _ml_stack_features) AS yhat, %s AS proba '
+                           'FROM (SELECT %s AS _ml_stack_features, %s FROM (SELECT %s, %I FROM %s) AS c OFFSET 0) AS t WHERE %I IS NOT NULL',
+                           y_sql, model_id, CASE WHEN m.task = 'classification' AND attempt = 1
+                                                 THEN format('ml_stack.predict_proba(%s::bigint, _ml_stack_features)', model_id)
+                                                 ELSE 'NULL::float8[]' END,
+                           features, quote_ident(label_name), casts, label_name, rel, label_name);
+            EXIT;
+        EXCEPTION WHEN feature_not_supported THEN
+            IF attempt = 2 OR m.task <> 'classification' THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
     GET DIAGNOSTICS n = ROW_COUNT;
     CREATE TEMPORARY TABLE _ml_stack_rows ON COMMIT DROP AS SELECT r, y FROM pg_temp._ml_stack_scored WHERE yhat IS NOT NULL;
     GET DIAGNOSTICS scored = ROW_COUNT;
@@ -85,7 +98,7 @@ BEGIN
                   HINT = CASE WHEN n = 0 THEN format('Every row has a NULL "%s", or the relation is empty.', label_name)
                               ELSE 'Its features are NULL where the model has no impute rule.' END;
     END IF;
-    RETURN jsonb_build_object('task', m.task, 'classes', to_jsonb(m.classes),
+    RETURN jsonb_build_object('task', m.task, 'classes', to_jsonb(m.classes), 'by_name', by_name,
                               'labels', to_jsonb(coalesce(labels, m.classes::text[])), 'rows', scored, 'no_prediction', n - scored);
 END
 $$;
@@ -131,7 +144,7 @@ BEGIN
     classes := ARRAY(SELECT jsonb_array_elements_text(info -> 'classes')::float8);
     labels := ARRAY(SELECT jsonb_array_elements_text(info -> 'labels'));
     -- every pair of the model's classes (zeros included, as scikit-learn's matrix), then
-    -- labels of the relation that the model never saw (classes by name: "(unseen)")
+    -- labels of the relation that the model never saw (classes by name: all of them as "(unseen)")
     RETURN QUERY
         WITH pairs AS (
             SELECT t.y, p.yhat FROM pg_temp._ml_stack_rows AS t JOIN pg_temp._ml_stack_predictions AS p USING (r)
@@ -139,7 +152,7 @@ BEGIN
             SELECT c.v, c.i FROM unnest(classes) WITH ORDINALITY AS c(v, i)
             UNION ALL SELECT DISTINCT y, NULL::bigint FROM pairs WHERE NOT y = ANY (classes)
         )
-        SELECT coalesce(labels[a.i], CASE WHEN a.v = -1 AND labels <> classes::text[] THEN '(unseen)' ELSE a.v::text END),
+        SELECT coalesce(labels[a.i], CASE WHEN (info ->> 'by_name')::boolean THEN '(unseen)' ELSE a.v::text END),
                labels[b.i], (SELECT count(*) FROM pairs AS q WHERE q.y = a.v AND q.yhat = b.v)
         FROM known AS a CROSS JOIN known AS b
         WHERE b.i IS NOT NULL
@@ -174,6 +187,10 @@ BEGIN
     CREATE TEMPORARY TABLE _ml_stack_curve ON COMMIT DROP AS
         SELECT p.proba[2] AS score, t.y = (info -> 'classes' ->> 1)::float8 AS positive
         FROM pg_temp._ml_stack_rows AS t JOIN pg_temp._ml_stack_predictions AS p USING (r);
+    IF EXISTS (SELECT FROM pg_temp._ml_stack_rows AS t WHERE NOT t.y = ANY (ARRAY[(info -> 'classes' ->> 0)::float8, (info -> 'classes' ->> 1)::float8])) THEN
+        RAISE EXCEPTION 'the rows of % hold classes model % never saw', relation_name, model_id
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The curves are of the model''s two classes: filter the rows in a view.';
+    END IF;
     IF (SELECT count(DISTINCT positive) FROM pg_temp._ml_stack_curve) < 2 THEN
         RAISE EXCEPTION 'the rows of % hold one class only: the curves need both', relation_name
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Evaluate on rows of both classes.';
@@ -247,7 +264,7 @@ COMMENT ON FUNCTION ml_stack.precision_recall_curve(bigint, text) IS
     'ml_stack: the precision-recall curve of a binary classifier on a relation (scikit-learn''s precision_recall_curve, without its last point: precision 1, recall 0).';
 
 -- Feature importance. Linear models: each coefficient times its feature's standard deviation
--- on the training rows (the coefficient of the standardised feature; one row per score: per
+-- on the training rows (a text column's dimensions: the coefficient as it is) (the coefficient of the standardised feature; one row per score: per
 -- class of a multinomial model). Tree ensembles: how often each feature splits a node
 -- (XGBoost's importance_type 'weight'), with no class.
 CREATE OR REPLACE FUNCTION ml_stack.feature_importance(model_id bigint)
@@ -258,6 +275,10 @@ AS $$
 #variable_conflict use_column
 DECLARE
     m record;
+    col jsonb;
+    names text[] := '{}';
+    stds float8[] := '{}';
+    xi integer := 0;
 BEGIN
     SELECT mo.artifact, mo.num_features, mo.classes, s.features, s.label INTO m
     FROM ml_stack.models AS mo LEFT JOIN ml_stack.snapshots AS s ON s.id = mo.snapshot_id
@@ -266,10 +287,24 @@ BEGIN
         RAISE EXCEPTION 'model % does not exist', feature_importance.model_id
             USING ERRCODE = 'undefined_object', HINT = 'SELECT id, algorithm FROM ml_stack.models lists the models.';
     END IF;
+    -- each model feature's name and training std: the columns' features in order, a text column's
+    -- vector dimensions as <column>[i] (no std: their values are the transformer's)
+    FOR col IN SELECT value FROM jsonb_array_elements(coalesce(ml_stack._model_layout(feature_importance.model_id), '[]')) LOOP
+        FOR q IN 1 .. coalesce((col ->> 'width')::integer, 1) LOOP
+            IF col ->> 'kind' = 'text' THEN
+                names := names || format('%s[%s]', col ->> 'name', q);
+                stds := stds || NULL::float8;
+            ELSE
+                names := names || (m.features -> xi ->> 'name');
+                stds := stds || (m.features -> xi ->> 'std')::float8;
+                xi := xi + 1;
+            END IF;
+        END LOOP;
+    END LOOP;
     IF m.artifact ->> 'format' = 'linear' THEN
         RETURN QUERY
-            SELECT coalesce(m.features -> (j.i::integer - 1) ->> 'name', format('feature %s', j.i)),
-                   j.w::float8 * coalesce((m.features -> (j.i::integer - 1) ->> 'std')::float8, 1),
+            SELECT coalesce(names[j.i], format('feature %s', j.i)),
+                   j.w::float8 * coalesce(stds[j.i], 1),
                    CASE WHEN jsonb_array_length(m.artifact -> 'coefficients') = 1 THEN NULL
                         ELSE coalesce(m.label -> 'class_labels' ->> (k.o::integer - 1), m.classes[k.o]::text) END
             FROM jsonb_array_elements(m.artifact -> 'coefficients') WITH ORDINALITY AS k(ws, o),
@@ -277,7 +312,7 @@ BEGIN
             ORDER BY k.o, j.i;
     ELSIF m.artifact ->> 'format' = 'trees' THEN
         RETURN QUERY
-            SELECT coalesce(m.features -> f.i ->> 'name', format('feature %s', f.i + 1)),
+            SELECT coalesce(names[f.i + 1], format('feature %s', f.i + 1)),
                    (SELECT count(*)::float8 FROM jsonb_array_elements(m.artifact -> 'trees') AS t,
                                               jsonb_array_elements_text(t -> 'feature') WITH ORDINALITY AS n(v, o)
                     WHERE (t -> 'left' ->> (n.o::integer - 1))::integer >= 0 AND n.v::integer = f.i),

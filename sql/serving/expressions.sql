@@ -5,6 +5,8 @@
 -- an inlined serving function is parsed with the caller's search_path, and one that puts
 -- another schema before pg_catalog (search_path = public, pg_catalog) would otherwise bind an
 -- operator of that schema. OPERATOR() has the precedence of any operator, hence the parentheses.
+-- A number is written (-0.5)::pg_catalog.float8: the parser folds a parenthesised negative
+-- constant, where -0.5::float8 would apply the operator - that the search_path finds.
 
 -- Probabilities of the two classes from a logistic score; the clamp keeps exp() finite.
 CREATE OR REPLACE FUNCTION ml_stack._binary_proba(score float8)
@@ -87,15 +89,15 @@ DECLARE
     expr text;
 BEGIN
     FOR wk IN SELECT value FROM jsonb_array_elements(artifact -> 'coefficients') LOOP
-        expr := format('%s::pg_catalog.float8', (artifact -> 'intercepts' ->> k)::float8);
+        expr := format('(%s)::pg_catalog.float8', (artifact -> 'intercepts' ->> k)::float8);
         FOR j IN 1 .. jsonb_array_length(wk) LOOP
             iv := (artifact -> 'impute' ->> (j - 1))::float8;
             term := format(accessor, j);
             IF iv IS NOT NULL THEN
-                term := format('coalesce(%s, %s::pg_catalog.float8)', term, iv);
+                term := format('coalesce(%s, (%s)::pg_catalog.float8)', term, iv);
             END IF;
             -- every number goes through float8, so nothing but a number reaches the SQL text
-            expr := expr || format(' OPERATOR(pg_catalog.+) (%s OPERATOR(pg_catalog.*) %s::pg_catalog.float8)', term, (wk ->> (j - 1))::float8);
+            expr := expr || format(' OPERATOR(pg_catalog.+) (%s OPERATOR(pg_catalog.*) (%s)::pg_catalog.float8)', term, (wk ->> (j - 1))::float8);
         END LOOP;
         scores := scores || format('(%s)', expr);
         k := k + 1;

@@ -87,8 +87,12 @@ BEGIN
             features := features || ml_stack._text_features(col -> 'transformer', width,
                                                             CASE jsonb_typeof(v) WHEN 'null' THEN NULL WHEN 'string' THEN v #>> '{}' ELSE v::text END);
         WHEN 'category' THEN
+            -- as text, the way training read the column (char(n): without its padding, as ::text drops it)
             features := features || ml_stack._category_features(col -> 'encoding',
-                                                                CASE jsonb_typeof(v) WHEN 'null' THEN NULL WHEN 'string' THEN v #>> '{}' ELSE v::text END);
+                                                                CASE jsonb_typeof(v) WHEN 'null' THEN NULL
+                                                                     WHEN 'string' THEN CASE WHEN col ->> 'type' = 'character'
+                                                                                             THEN (v #>> '{}')::bpchar::text ELSE v #>> '{}' END
+                                                                     ELSE v::text END);
         WHEN 'temporal' THEN
             features := features || ml_stack._json_time_feature(v, col ->> 'name', col ->> 'type');
         WHEN 'array' THEN

@@ -1,7 +1,7 @@
 -- Typed serving (0.4.0): every deployed project has a serving function with one
 -- named, typed argument per feature column of its deployed model, named as the
 -- column (numbers float8, booleans boolean, arrays float8[], vectorized text text, dates
--- and times their type, categories text or their own integer, boolean or enum type):
+-- and times their type, categories text, bigint, boolean or their enum type):
 --   ml_stack._project_<project id>_predict(<columns>) -> float8
 --   ml_stack._project_<project id>_proba(<columns>)   -> float8[]   (classifiers)
 -- found in ml_stack.deployed_models.serving_function. A linear model of at most
@@ -37,8 +37,8 @@ $$;
 -- when it is real[] (embeddings) or float8[]: the inlined body reads it once per element,
 -- and PostgreSQL inlines a function whose argument is used several times only when that
 -- argument is cheap, which a real[] -> float8[] coercion is not. Dates and times keep their
--- type; categories are text, but for integer, boolean and enum columns (an enum that no
--- longer exists: text).
+-- type; categories are text, but for integer columns (bigint: any integer argument reaches
+-- it), boolean and enum columns (an enum that no longer exists: text).
 CREATE OR REPLACE FUNCTION ml_stack._serving_argument_type(col jsonb)
 RETURNS regtype
 LANGUAGE sql STABLE
@@ -48,7 +48,8 @@ AS $$
                 WHEN 'array' THEN CASE WHEN col ->> 'type' IN ('real[]', 'double precision[]') THEN col ->> 'type' ELSE 'float8[]' END::regtype
                 WHEN 'boolean' THEN 'boolean'::regtype
                 WHEN 'temporal' THEN (col ->> 'type')::regtype
-                WHEN 'category' THEN CASE WHEN col ->> 'type' IN ('smallint', 'integer', 'bigint', 'boolean') THEN (col ->> 'type')::regtype
+                WHEN 'category' THEN CASE WHEN col ->> 'type' IN ('smallint', 'integer', 'bigint') THEN 'bigint'::regtype
+                                          WHEN col ->> 'type' = 'boolean' THEN 'boolean'::regtype
                                           ELSE coalesce((SELECT t.oid::regtype FROM pg_catalog.pg_type AS t
                                                          WHERE t.oid = to_regtype(col ->> 'type') AND t.typtype = 'e'), 'text'::regtype) END
                 ELSE 'float8'::regtype END

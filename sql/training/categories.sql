@@ -52,12 +52,12 @@ BEGIN
                       arg, encoding -> 'categories' ->> (q - 1 + dropped));
     END IF;
     -- the numbers go through float8 (the layout is a registry row: only numbers reach the SQL)
-    SELECT string_agg(format(' WHEN %s OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN %s::pg_catalog.float8', arg, c.value,
+    SELECT string_agg(format(' WHEN %s OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN (%s)::pg_catalog.float8', arg, c.value,
                              coalesce(((encoding -> 'values' -> (c.ordinality::integer - 1) ->> (q - 1))::float8)::text, 'NULL')),
                       '' ORDER BY c.ordinality)
     INTO arms FROM jsonb_array_elements_text(encoding -> 'categories') WITH ORDINALITY AS c;
     num := coalesce(((encoding -> 'unknown' ->> (q - 1))::float8)::text, 'NULL');
-    RETURN format('(CASE WHEN %s IS NULL THEN %s::pg_catalog.float8%s ELSE %s::pg_catalog.float8 END)', arg,
+    RETURN format('(CASE WHEN %s IS NULL THEN (%s)::pg_catalog.float8%s ELSE (%s)::pg_catalog.float8 END)', arg,
                   coalesce(((encoding -> 'null' ->> (q - 1))::float8)::text, num), coalesce(arms, ''), num);
 END
 $$;

@@ -37,16 +37,14 @@ BEGIN
         col := new_layout -> k;
         old := old_layout -> k;
         w := coalesce((col ->> 'width')::integer, 1);
-        IF col ->> 'name' <> old ->> 'name' OR (col ->> 'kind' IN ('text', 'category')) <> (old ->> 'kind' IN ('text', 'category'))
+        IF col ->> 'name' <> old ->> 'name' OR (col ->> 'kind' IN ('text', 'category', 'temporal') OR old ->> 'kind' IN ('text', 'category', 'temporal'))
+                                                 AND col ->> 'kind' IS DISTINCT FROM old ->> 'kind'
            OR (col ->> 'kind' NOT IN ('text', 'category') AND w <> coalesce((old ->> 'width')::integer, 1)) THEN
             RETURN jsonb_build_object('skipped', format('column "%s" differs', col ->> 'name'));
         END IF;
         IF col ->> 'kind' = 'category' THEN
             -- its own encoding of the split's categories (which may have other categories now)
             gi := gi + 1;
-            IF old ->> 'kind' <> 'category' THEN
-                RETURN jsonb_build_object('skipped', format('column "%s" differs', col ->> 'name'));
-            END IF;
             parts := parts || ml_stack._category_features_sql(old -> 'encoding', format('g%s', gi));
             xi := xi + w;
         ELSIF col ->> 'kind' = 'text' THEN

@@ -118,6 +118,7 @@ DECLARE
     f_names text[] := '{}'; f_types text[] := '{}';
     xi integer; gi integer := 0;
     joins  text := '';          -- the lookups of the encoded categories (training/categories.sql)
+    unseen jsonb := '[]';       -- ordinal features without impute: {x, name}
 BEGIN
     -- label column: must exist and be numeric
     SELECT a.attname, a.atttypid::regtype AS typ, t.typtype = 'e' AS is_enum, ml_stack._is_text_type(a.atttypid) AS is_text
@@ -468,6 +469,9 @@ BEGIN
             FOR j IN 1 .. width LOOP
                 raw := raw || ml_stack._category_joined_feature_sql(fitted -> 'encoding', gi, j);
             END LOOP;
+            IF fitted -> 'encoding' ->> 'method' = 'ordinal' AND (fitted -> 'rules' -> 0 ->> 'impute') IS NULL THEN
+                unseen := unseen || jsonb_build_object('x', cardinality(raw), 'name', col ->> 'name');
+            END IF;
             joins := joins || ml_stack._category_join_sql(fitted -> 'encoding', gi);
             f_names := f_names || ARRAY(SELECT jsonb_array_elements_text(fitted -> 'names'));
             f_types := f_types || array_fill(col ->> 'type', ARRAY[width::integer]);
@@ -505,6 +509,18 @@ BEGIN
         DROP TABLE pg_temp._ml_stack_rows;
         ALTER TABLE pg_temp._ml_stack_encoded RENAME TO _ml_stack_rows;
         raw := ARRAY(SELECT format('x%s', e.q) FROM generate_series(1, p) AS e(q));
+        -- an ordinal category of the test rows that the training rows lack has no value: no
+        -- prediction, so a test row the metrics would silently leave out
+        FOR col IN SELECT value FROM jsonb_array_elements(unseen) LOOP
+            EXECUTE format('SELECT count(*) FROM pg_temp._ml_stack_rows WHERE (%s) AND x%s IS NULL', test_filter, col ->> 'x') INTO nonnull;
+            IF nonnull > 0 THEN
+                RAISE EXCEPTION 'ordinal column "%" has % test rows whose category the training rows lack: they would have no value',
+                                col ->> 'name', nonnull
+                    USING ERRCODE = 'null_value_not_allowed',
+                          HINT = format('Add an impute rule for unseen categories, e.g. {"%s": {"encode": "ordinal", "impute": "median"}}, '
+                                        'or give the whole order: {"encode": {"ordinal": [...]}}.', col ->> 'name');
+            END IF;
+        END LOOP;
     END IF;
 
     -- statistics of the raw features and the label on the training rows

@@ -99,8 +99,8 @@ BEGIN
         END IF;
         task := proj.task;
         -- a retrain by name (no relation given) without preprocess rules keeps those of the model it
-        -- may replace (the deployed one, else the last one), and the columns it left out, as a
-        -- scheduled retrain does; exclude NULL keeps the columns left out in any case
+        -- may replace (the deployed one, else the last one), as a scheduled retrain does, and
+        -- (exclude NULL) the columns it left out
         SELECT m.preprocess, s.exclude INTO previous
         FROM ml_stack.models AS m JOIN ml_stack.snapshots AS s ON s.id = m.snapshot_id
         WHERE m.project_id = proj.id
@@ -110,7 +110,9 @@ BEGIN
             IF relation_name IS NULL AND coalesce(preprocess, '{}') = '{}' THEN
                 preprocess := previous.preprocess;
             END IF;
-            exclude := coalesce(exclude, previous.exclude);
+            IF relation_name IS NULL THEN
+                exclude := coalesce(exclude, previous.exclude);
+            END IF;
         END IF;
         relation_name := coalesce(relation_name, proj.relation_name);
         y_column_name := coalesce(y_column_name, proj.y_column_name);
@@ -344,7 +346,7 @@ CREATE OR REPLACE FUNCTION ml_stack.train(
     preprocess       jsonb   DEFAULT '{}',
     automatic_deploy boolean DEFAULT true,
     engine           text    DEFAULT NULL,
-    exclude          text[]  DEFAULT NULL)      -- columns that are not features; NULL: those the project left out before
+    exclude          text[]  DEFAULT NULL)      -- columns that are not features; NULL: a retrain by name leaves out those left out before
 RETURNS TABLE (project text, task text, algorithm text, engine text, model_id bigint, deployed boolean, metrics jsonb)
 LANGUAGE sql VOLATILE
 AS $$
