@@ -3121,14 +3121,29 @@ BEGIN
 END
 $$;
 
--- Every output feature of an encoded category, as an SQL float8[] over arg.
+-- Whether serving should look a category up by a call rather than inline its SQL: an
+-- inlined CASE of hundreds of arms per feature makes huge serving functions (planned per
+-- query, and compiled by JIT: 136 s for 8k rows of a 1064-category, 6-class target encoding).
+CREATE OR REPLACE FUNCTION ml_stack._category_is_large(encoding jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_array_length(encoding -> 'categories')
+           * CASE WHEN encoding ->> 'method' = 'one_hot' THEN 1 ELSE jsonb_array_length(encoding -> 'unknown') END > 100
+$$;
+
+-- Every output feature of an encoded category, as an SQL float8[] over arg: its CASEs, or
+-- for a large encoding a call that looks the category up.
 CREATE OR REPLACE FUNCTION ml_stack._category_features_sql(encoding jsonb, arg text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT format('ARRAY[%s]', string_agg(ml_stack._category_feature_sql(encoding, arg, q), ', ' ORDER BY q))
-    FROM generate_series(1, jsonb_array_length(encoding -> 'unknown')) AS q
+    SELECT CASE WHEN ml_stack._category_is_large(encoding)
+                THEN format('ml_stack._category_features(%L::pg_catalog.jsonb, %s)', encoding, arg)
+                ELSE (SELECT format('ARRAY[%s]', string_agg(ml_stack._category_feature_sql(encoding, arg, q), ', ' ORDER BY q))
+                      FROM generate_series(1, jsonb_array_length(encoding -> 'unknown')) AS q) END
 $$;
 
 -- The same, computed for one value (predict_row).
@@ -3403,18 +3418,6 @@ BEGIN
                        ELSE format('coalesce(e%s.v[%s], %s::float8)', gi, q,
                                    coalesce(((encoding -> 'unknown' ->> (q - 1))::float8)::text, 'NULL')) END);
 END
-$$;
-
--- Whether serving should look a category up by a call rather than inline its SQL: an
--- inlined CASE of hundreds of arms per feature makes huge serving functions (planned per
--- query, and compiled by JIT: 136 s for 8k rows of a 1064-category, 6-class target encoding).
-CREATE OR REPLACE FUNCTION ml_stack._category_is_large(encoding jsonb)
-RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT jsonb_array_length(encoding -> 'categories')
-           * CASE WHEN encoding ->> 'method' = 'one_hot' THEN 1 ELSE jsonb_array_length(encoding -> 'unknown') END > 100
 $$;
 
 -- source: sql/training/dataset.sql
@@ -5391,11 +5394,7 @@ AS $$
                                                    (c.value ->> 'width')::integer, c.value ->> 'name')
                           WHEN 'boolean' THEN format('ARRAY[%I::pg_catalog.int4::pg_catalog.float8]', c.value ->> 'name')
                           WHEN 'temporal' THEN format('ARRAY[pg_catalog.date_part(''epoch''::pg_catalog.text, %I)]', c.value ->> 'name')
-                          WHEN 'category' THEN
-                              CASE WHEN ml_stack._category_is_large(c.value -> 'encoding')
-                                   THEN format('ml_stack._category_features(%L::pg_catalog.jsonb, %s)', c.value -> 'encoding',
-                                               ml_stack._serving_text_argument(c.value))
-                                   ELSE ml_stack._category_features_sql(c.value -> 'encoding', ml_stack._serving_text_argument(c.value)) END
+                          WHEN 'category' THEN ml_stack._category_features_sql(c.value -> 'encoding', ml_stack._serving_text_argument(c.value))
                           ELSE format('ARRAY[%I]', c.value ->> 'name') END,
                       ' OPERATOR(pg_catalog.||) ' ORDER BY c.ordinality)
     FROM jsonb_array_elements(layout) WITH ORDINALITY AS c

@@ -116,11 +116,7 @@ AS $$
                                                    (c.value ->> 'width')::integer, c.value ->> 'name')
                           WHEN 'boolean' THEN format('ARRAY[%I::pg_catalog.int4::pg_catalog.float8]', c.value ->> 'name')
                           WHEN 'temporal' THEN format('ARRAY[pg_catalog.date_part(''epoch''::pg_catalog.text, %I)]', c.value ->> 'name')
-                          WHEN 'category' THEN
-                              CASE WHEN ml_stack._category_is_large(c.value -> 'encoding')
-                                   THEN format('ml_stack._category_features(%L::pg_catalog.jsonb, %s)', c.value -> 'encoding',
-                                               ml_stack._serving_text_argument(c.value))
-                                   ELSE ml_stack._category_features_sql(c.value -> 'encoding', ml_stack._serving_text_argument(c.value)) END
+                          WHEN 'category' THEN ml_stack._category_features_sql(c.value -> 'encoding', ml_stack._serving_text_argument(c.value))
                           ELSE format('ARRAY[%I]', c.value ->> 'name') END,
                       ' OPERATOR(pg_catalog.||) ' ORDER BY c.ordinality)
     FROM jsonb_array_elements(layout) WITH ORDINALITY AS c
