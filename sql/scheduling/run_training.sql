@@ -82,10 +82,7 @@ BEGIN
         RAISE EXCEPTION 'preprocess must be a JSON object' USING ERRCODE = 'invalid_parameter_value',
             HINT = 'e.g. preprocess => ''{"bmi": {"impute": "median"}}'', or NULL for the reference model''s.';
     END IF;
-    IF r_test_sampling NOT IN ('random', 'last', 'stratified') THEN
-        RAISE EXCEPTION 'unknown test_sampling "%"', r_test_sampling
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''random'', ''last'' or ''stratified''.';
-    END IF;
+    PERFORM ml_stack._check_test_sampling(r_test_sampling);
     IF NOT r_test_size > 0 THEN
         RAISE EXCEPTION 'test_size must be a fraction in (0, 1) or a row count >= 1, got %', r_test_size
             USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. test_size => 0.25, or NULL for the reference model''s.';

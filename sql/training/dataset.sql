@@ -22,6 +22,21 @@
 --   transform [{impute, shift, scale}]  (what preprocessing does to raw feature j),
 --   blocks [{column, t, spec, dims, offset}], columns [{name, type, kind, width, offset, ..}],
 --   x_positions [position of x_j among the model's features], num_features.
+-- The splits train() knows (PostgresML's names): 'first' / 'last' take the test rows from the start / end of
+-- the relation in its own order, 'random' by a seeded hash, 'stratified' by class.
+CREATE OR REPLACE FUNCTION ml_stack._check_test_sampling(test_sampling text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF test_sampling IS NULL OR test_sampling NOT IN ('random', 'first', 'last', 'stratified') THEN
+        RAISE EXCEPTION 'unknown test_sampling "%"', test_sampling
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''random'', ''first'', ''last'' or ''stratified''.';
+    END IF;
+END
+$$;
+
 -- The error for the feature columns a model cannot use (each described as '"name" (why)'),
 -- all of them in one message.
 CREATE OR REPLACE FUNCTION ml_stack._unusable_columns(descriptions text[])
@@ -406,7 +421,11 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use a smaller test_size (a fraction like 0.25, or fewer rows than the relation has).';
     END IF;
+    PERFORM ml_stack._check_test_sampling(test_sampling);
     CASE test_sampling
+        WHEN 'first' THEN
+            EXECUTE 'SELECT r FROM pg_temp._ml_stack_rows ORDER BY r OFFSET $1 LIMIT 1' INTO m USING ntest - 1;
+            test_filter := format('r <= %s', m::bigint);
         WHEN 'last' THEN
             -- r numbers every row read; rows with a NULL label are gone, so count from the end
             EXECUTE 'SELECT r FROM pg_temp._ml_stack_rows ORDER BY r DESC OFFSET $1 LIMIT 1' INTO m USING ntest - 1;
@@ -437,9 +456,6 @@ BEGIN
             SELECT coalesce(format('CASE y %s ELSE false END',
                                    string_agg(format('WHEN %s THEN k <= %L', y, k), ' ' ORDER BY y)), 'false')
             INTO test_filter FROM thresholds;
-        ELSE
-            RAISE EXCEPTION 'unknown test_sampling "%"', test_sampling
-                USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''random'', ''last'' or ''stratified''.';
     END CASE;
 
     IF task = 'classification' THEN

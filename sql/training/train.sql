@@ -154,10 +154,7 @@ BEGIN
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'CREATE EXTENSION ml_stack_python CASCADE, then train with engine => ''python''.';
     END IF;
-    IF test_sampling IS NULL OR test_sampling NOT IN ('random', 'last', 'stratified') THEN
-        RAISE EXCEPTION 'unknown test_sampling "%"', test_sampling
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''random'', ''last'' or ''stratified''.';
-    END IF;
+    PERFORM ml_stack._check_test_sampling(test_sampling);
 
     rel := ml_stack._resolve_relation(relation_name, caller_search_path);
     -- categories without an encode rule: one-hot for models of weighted sums, the label's mean
