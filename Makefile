@@ -7,7 +7,7 @@
 
 # The bundle's two extensions. Each has its control file, its manifest and its
 # version (read from the control file).
-EXTENSIONS  := ml_stack ml_stack_python
+EXTENSIONS  := ml_stack ml_stack_python ml_stack_pgml ml_stack_vectorize
 version_of   = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" control/$(1).control)
 # The newest released install script older than the current version: the upgrade starts there.
 previous_of  = $(lastword $(shell ls extension/$(1)--*.sql 2>/dev/null | sed -n 's|^extension/$(1)--\([0-9.]*\)\.sql$$|\1|p' \

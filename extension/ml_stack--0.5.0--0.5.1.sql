@@ -2089,6 +2089,7 @@ CREATE OR REPLACE FUNCTION ml_stack._vector_job_remove(job ml_stack.vector_job_d
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning   -- no "drop cascades to ..." NOTICE for views of the embeddings
 AS $$
 DECLARE
     event text;
@@ -2098,7 +2099,8 @@ BEGIN
             EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', ml_stack._vector_job_trigger_name(job.id, event), job.relation);
         END LOOP;
     END IF;
-    EXECUTE format('DROP TABLE IF EXISTS ml_stack.%I', job.vectors_table);
+    -- CASCADE: views of the embeddings (ml_stack_vectorize's vectorize._embeddings_<job>) go with the job
+    EXECUTE format('DROP TABLE IF EXISTS ml_stack.%I CASCADE', job.vectors_table);
     PERFORM ml_stack._vector_job_unschedule(job.id);
     DELETE FROM ml_stack.vector_job_definitions AS d WHERE d.id = job.id;  -- its queue rows cascade
 END
@@ -3716,9 +3718,13 @@ BEGIN
         IF impute = 'median' THEN
             EXECUTE format('SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY %s) FROM pg_temp._ml_stack_rows WHERE NOT (%s)',
                            raw[j], test_filter) INTO iv;
+        ELSIF impute = 'mode' THEN
+            -- the most frequent training value; of tied values, the smallest (scikit-learn's SimpleImputer)
+            EXECUTE format('SELECT mode() WITHIN GROUP (ORDER BY %s) FROM pg_temp._ml_stack_rows WHERE NOT (%s)',
+                           raw[j], test_filter) INTO iv;
         ELSIF impute IS NOT NULL AND impute NOT IN ('mean', 'min', 'max', 'zero') THEN
             RAISE EXCEPTION 'unknown impute rule "%" for column "%"', impute, names[j]
-                USING ERRCODE = 'invalid_parameter_value', HINT = 'Use "mean", "median", "min", "max" or "zero".';
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Use "mean", "median", "mode", "min", "max" or "zero".';
         END IF;
         -- statistics after imputation (what a scaler after an imputer would see)
         IF nnull > 0 AND iv IS NOT NULL THEN
@@ -3734,10 +3740,18 @@ BEGIN
             WHEN 'min_max' THEN shift := mn; spread := CASE WHEN mx > mn THEN mx - mn ELSE 1 END;
             WHEN 'max_abs' THEN shift := 0;
                                spread := CASE WHEN greatest(abs(mn), abs(mx)) > 0 THEN greatest(abs(mn), abs(mx)) ELSE 1 END;
+            WHEN 'robust' THEN
+                -- scikit-learn's RobustScaler: the median and the interquartile range of the training
+                -- values (after imputation, as a scaler after an imputer sees them)
+                EXECUTE format('SELECT q[2], q[3] - q[1] FROM (SELECT percentile_cont(ARRAY[0.25, 0.5, 0.75]) '
+                               'WITHIN GROUP (ORDER BY %s) AS q FROM pg_temp._ml_stack_rows WHERE NOT (%s)) AS s',
+                               CASE WHEN iv IS NULL THEN raw[j] ELSE format('coalesce(%s, %s::float8)', raw[j], iv) END,
+                               test_filter) INTO shift, spread;
+                spread := CASE WHEN spread > 0 THEN spread ELSE 1 END;
             ELSE
                 RAISE EXCEPTION 'unknown scale rule "%" for column "%"', scale, names[j]
                     USING ERRCODE = 'invalid_parameter_value',
-                          HINT = 'Use "standard", "min_max", "max_abs" or "preserve".';
+                          HINT = 'Use "standard", "min_max", "max_abs", "robust" or "preserve".';
         END CASE;
         transform := transform || jsonb_build_object('impute', iv, 'shift', shift, 'scale', spread);
         x_expr := x_expr || format('((%s - %s::float8) / %s::float8)',
@@ -5553,6 +5567,29 @@ END
 $$;
 COMMENT ON FUNCTION ml_stack.predict_row(text, jsonb) IS
     'ml_stack: prediction of the project''s deployed model for a row given by column names (to_jsonb(t) works; extra keys are ignored); text columns go through the model''s own transformer.';
+
+-- A model of the registry, deployed or not, by id (PostgresML's predict(model_id, row)).
+CREATE OR REPLACE FUNCTION ml_stack.predict_row(model_id bigint, "row" jsonb)
+RETURNS float8
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    layout jsonb := ml_stack._model_layout(model_id);
+BEGIN
+    IF layout IS NULL THEN
+        IF NOT EXISTS (SELECT FROM ml_stack.models AS m WHERE m.id = predict_row.model_id) THEN
+            RAISE EXCEPTION 'model % does not exist', model_id
+                USING ERRCODE = 'no_data_found', HINT = 'SELECT id, project_id, algorithm FROM ml_stack.models lists the models.';
+        END IF;
+        RAISE EXCEPTION 'model % does not know its columns (it was imported without feature names)', model_id
+            USING ERRCODE = 'feature_not_supported', HINT = 'Use ml_stack.predict(model_id, ARRAY[...]) with the features in order.';
+    END IF;
+    RETURN ml_stack.predict(model_id, ml_stack._row_features(layout, "row"));
+END
+$$;
+COMMENT ON FUNCTION ml_stack.predict_row(bigint, jsonb) IS
+    'ml_stack: prediction of one model of the registry, deployed or not, for a row given by column names.';
 
 CREATE OR REPLACE FUNCTION ml_stack.predict_proba_row(project_name text, "row" jsonb)
 RETURNS float8[]

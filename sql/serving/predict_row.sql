@@ -145,6 +145,29 @@ $$;
 COMMENT ON FUNCTION ml_stack.predict_row(text, jsonb) IS
     'ml_stack: prediction of the project''s deployed model for a row given by column names (to_jsonb(t) works; extra keys are ignored); text columns go through the model''s own transformer.';
 
+-- A model of the registry, deployed or not, by id (PostgresML's predict(model_id, row)).
+CREATE OR REPLACE FUNCTION ml_stack.predict_row(model_id bigint, "row" jsonb)
+RETURNS float8
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    layout jsonb := ml_stack._model_layout(model_id);
+BEGIN
+    IF layout IS NULL THEN
+        IF NOT EXISTS (SELECT FROM ml_stack.models AS m WHERE m.id = predict_row.model_id) THEN
+            RAISE EXCEPTION 'model % does not exist', model_id
+                USING ERRCODE = 'no_data_found', HINT = 'SELECT id, project_id, algorithm FROM ml_stack.models lists the models.';
+        END IF;
+        RAISE EXCEPTION 'model % does not know its columns (it was imported without feature names)', model_id
+            USING ERRCODE = 'feature_not_supported', HINT = 'Use ml_stack.predict(model_id, ARRAY[...]) with the features in order.';
+    END IF;
+    RETURN ml_stack.predict(model_id, ml_stack._row_features(layout, "row"));
+END
+$$;
+COMMENT ON FUNCTION ml_stack.predict_row(bigint, jsonb) IS
+    'ml_stack: prediction of one model of the registry, deployed or not, for a row given by column names.';
+
 CREATE OR REPLACE FUNCTION ml_stack.predict_proba_row(project_name text, "row" jsonb)
 RETURNS float8[]
 LANGUAGE plpgsql STABLE

@@ -579,9 +579,13 @@ BEGIN
         IF impute = 'median' THEN
             EXECUTE format('SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY %s) FROM pg_temp._ml_stack_rows WHERE NOT (%s)',
                            raw[j], test_filter) INTO iv;
+        ELSIF impute = 'mode' THEN
+            -- the most frequent training value; of tied values, the smallest (scikit-learn's SimpleImputer)
+            EXECUTE format('SELECT mode() WITHIN GROUP (ORDER BY %s) FROM pg_temp._ml_stack_rows WHERE NOT (%s)',
+                           raw[j], test_filter) INTO iv;
         ELSIF impute IS NOT NULL AND impute NOT IN ('mean', 'min', 'max', 'zero') THEN
             RAISE EXCEPTION 'unknown impute rule "%" for column "%"', impute, names[j]
-                USING ERRCODE = 'invalid_parameter_value', HINT = 'Use "mean", "median", "min", "max" or "zero".';
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Use "mean", "median", "mode", "min", "max" or "zero".';
         END IF;
         -- statistics after imputation (what a scaler after an imputer would see)
         IF nnull > 0 AND iv IS NOT NULL THEN
@@ -597,10 +601,18 @@ BEGIN
             WHEN 'min_max' THEN shift := mn; spread := CASE WHEN mx > mn THEN mx - mn ELSE 1 END;
             WHEN 'max_abs' THEN shift := 0;
                                spread := CASE WHEN greatest(abs(mn), abs(mx)) > 0 THEN greatest(abs(mn), abs(mx)) ELSE 1 END;
+            WHEN 'robust' THEN
+                -- scikit-learn's RobustScaler: the median and the interquartile range of the training
+                -- values (after imputation, as a scaler after an imputer sees them)
+                EXECUTE format('SELECT q[2], q[3] - q[1] FROM (SELECT percentile_cont(ARRAY[0.25, 0.5, 0.75]) '
+                               'WITHIN GROUP (ORDER BY %s) AS q FROM pg_temp._ml_stack_rows WHERE NOT (%s)) AS s',
+                               CASE WHEN iv IS NULL THEN raw[j] ELSE format('coalesce(%s, %s::float8)', raw[j], iv) END,
+                               test_filter) INTO shift, spread;
+                spread := CASE WHEN spread > 0 THEN spread ELSE 1 END;
             ELSE
                 RAISE EXCEPTION 'unknown scale rule "%" for column "%"', scale, names[j]
                     USING ERRCODE = 'invalid_parameter_value',
-                          HINT = 'Use "standard", "min_max", "max_abs" or "preserve".';
+                          HINT = 'Use "standard", "min_max", "max_abs", "robust" or "preserve".';
         END CASE;
         transform := transform || jsonb_build_object('impute', iv, 'shift', shift, 'scale', spread);
         x_expr := x_expr || format('((%s - %s::float8) / %s::float8)',

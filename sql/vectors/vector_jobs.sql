@@ -264,6 +264,7 @@ CREATE OR REPLACE FUNCTION ml_stack._vector_job_remove(job ml_stack.vector_job_d
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning   -- no "drop cascades to ..." NOTICE for views of the embeddings
 AS $$
 DECLARE
     event text;
@@ -273,7 +274,8 @@ BEGIN
             EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', ml_stack._vector_job_trigger_name(job.id, event), job.relation);
         END LOOP;
     END IF;
-    EXECUTE format('DROP TABLE IF EXISTS ml_stack.%I', job.vectors_table);
+    -- CASCADE: views of the embeddings (ml_stack_vectorize's vectorize._embeddings_<job>) go with the job
+    EXECUTE format('DROP TABLE IF EXISTS ml_stack.%I CASCADE', job.vectors_table);
     PERFORM ml_stack._vector_job_unschedule(job.id);
     DELETE FROM ml_stack.vector_job_definitions AS d WHERE d.id = job.id;  -- its queue rows cascade
 END
