@@ -3538,7 +3538,8 @@ DECLARE
     unusable text[] := '{}';
     ci integer := 0;
     col jsonb;
-    width bigint; width_max bigint; ndims integer; nonnull bigint;
+    width bigint; width_max bigint; shapes bigint; shape text; nonnull bigint;
+    bounds integer[]; lo integer[]; strides integer[];
     x_sel text[] := '{}';
     t_sel text[] := '{}';
     blocks jsonb := '[]';
@@ -3734,23 +3735,35 @@ BEGIN
         ci := (col ->> 'ci')::integer;
         CASE col ->> 'kind'
         WHEN 'array' THEN
-            EXECUTE format('SELECT min(cardinality(c%1$s)), max(cardinality(c%1$s)), max(array_ndims(c%1$s)), count(c%1$s) '
-                           'FROM pg_temp._ml_stack_raw', ci)
-                INTO width, width_max, ndims, nonnull;
+            -- one shape in every row; an array of several dimensions (an image) gives its elements in
+            -- row-major order, as unnest() reads them
+            EXECUTE format('SELECT min(cardinality(c%1$s)), max(cardinality(c%1$s)), count(DISTINCT array_dims(c%1$s)), '
+                           'min(array_dims(c%1$s)), count(c%1$s) FROM pg_temp._ml_stack_raw', ci)
+                INTO width, width_max, shapes, shape, nonnull;
             IF nonnull = 0 THEN
                 RAISE EXCEPTION 'array column "%" is NULL in every row', col ->> 'name'
                     USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave the column out in a view.';
-            ELSIF width <> width_max OR ndims > 1 OR width = 0 THEN
+            ELSIF width <> width_max OR shapes > 1 OR width = 0 THEN
                 RAISE EXCEPTION 'array column "%" holds arrays of varying length (% to % elements%)', col ->> 'name',
-                                width, width_max, CASE WHEN ndims > 1 THEN ', some of several dimensions' ELSE '' END
+                                width, width_max, CASE WHEN width = width_max THEN ', of different shapes' ELSE '' END
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = 'Array features need one length in every row (e.g. an embedding); pad or cut them in a view.';
             END IF;
+            -- '[1:8][0:7]' -> lower bounds {1,0}, lengths {8,8}
+            lo := ARRAY(SELECT bd[1]::integer FROM regexp_matches(shape, '\[(-?\d+):(-?\d+)\]', 'g') AS bd);
+            bounds := ARRAY(SELECT bd[2]::integer - bd[1]::integer + 1 FROM regexp_matches(shape, '\[(-?\d+):(-?\d+)\]', 'g') AS bd);
+            strides := array_fill(1, ARRAY[cardinality(bounds)]);
+            FOR d IN REVERSE cardinality(bounds) - 1 .. 1 LOOP
+                strides[d] := strides[d + 1] * bounds[d + 1];
+            END LOOP;
             FOR j IN 1 .. width LOOP
                 names := names || format('%s[%s]', col ->> 'name', j);
                 types := types || (col ->> 'type');
                 src := src || (col ->> 'name');
-                x_sel := x_sel || format('c%s[%s] AS x%s', ci, j, cardinality(names));
+                x_sel := x_sel || format('c%s%s AS x%s', ci,
+                                         (SELECT string_agg(format('[%s]', lo[d] + ((j - 1) / strides[d]) % bounds[d]), '' ORDER BY d)
+                                          FROM generate_subscripts(bounds, 1) AS d),
+                                         cardinality(names));
             END LOOP;
             layout := jsonb_set(layout, ARRAY[b::text], col || jsonb_build_object('width', width));
         WHEN 'text' THEN
@@ -5399,9 +5412,11 @@ AS $$
 BEGIN
     IF value IS NULL THEN
         RETURN array_fill(NULL::float8, ARRAY[width]);
-    ELSIF cardinality(value) <> width OR array_ndims(value) > 1 THEN
+    ELSIF cardinality(value) <> width THEN
         RAISE EXCEPTION 'column "%" needs an array of % numbers, got %', column_name, width, cardinality(value)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Array features have the length they had at training.';
+    ELSIF array_ndims(value) > 1 THEN
+        RETURN ARRAY(SELECT unnest(value));   -- several dimensions: row-major, as training read them
     END IF;
     RETURN value;
 END
@@ -5825,6 +5840,11 @@ BEGIN
         WHEN 'temporal' THEN
             features := features || ml_stack._json_time_feature(v, col ->> 'name', col ->> 'type');
         WHEN 'array' THEN
+            IF jsonb_typeof(v) = 'array' AND jsonb_path_exists(v, 'strict $[*] ? (@.type() == "array")') THEN
+                -- an array of several dimensions (to_jsonb nests them): its elements in row-major order
+                v := coalesce((SELECT jsonb_agg(e.value ORDER BY e.ordinality)
+                               FROM jsonb_path_query(v, 'strict $.** ? (@.type() != "array")') WITH ORDINALITY AS e(value, ordinality)), '[]');
+            END IF;
             IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
                 features := features || array_fill(NULL::float8, ARRAY[width]);
             ELSIF jsonb_typeof(v) <> 'array' OR jsonb_array_length(v) <> width THEN

@@ -186,34 +186,60 @@ COMMENT ON FUNCTION pgml.train(text, text, text, text, pgml.algorithm, jsonb, pg
 -- ml_stack.predict is: so the planner inlines them into ml_stack's compiled serving (DESIGN §4).
 -- The array forms take the features in training column order; the row forms take a row of the
 -- relation (or any row with its columns by name) and apply the model's preprocessing, as PostgresML's do.
+-- PostgresML flattens an array of several dimensions (pgml.digits' 8x8 image) into its features in
+-- row-major order; ml_stack's predict takes one dimension. Inlined: for one dimension, one test.
+CREATE OR REPLACE FUNCTION pgml._flat(features float8[])
+RETURNS float8[] LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
+                  THEN ARRAY(SELECT pg_catalog.unnest(features)) ELSE features END $$;
+
 CREATE OR REPLACE FUNCTION pgml.predict(project_name text, features real[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(project_name, features::float8[])::real $$;
+AS $$ SELECT ml_stack.predict(project_name, pgml._flat(features::float8[]))::real $$;
 CREATE OR REPLACE FUNCTION pgml.predict(project_name text, features float8[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(project_name, features)::real $$;
+AS $$ SELECT ml_stack.predict(project_name, pgml._flat(features))::real $$;
 CREATE OR REPLACE FUNCTION pgml.predict(project_name text, features smallint[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(project_name, features::float8[])::real $$;
+AS $$ SELECT ml_stack.predict(project_name, pgml._flat(features::float8[]))::real $$;
 CREATE OR REPLACE FUNCTION pgml.predict(project_name text, features integer[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(project_name, features::float8[])::real $$;
+AS $$ SELECT ml_stack.predict(project_name, pgml._flat(features::float8[]))::real $$;
 CREATE OR REPLACE FUNCTION pgml.predict(project_name text, features bigint[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(project_name, features::float8[])::real $$;
+AS $$ SELECT ml_stack.predict(project_name, pgml._flat(features::float8[]))::real $$;
 -- not in PostgresML: ARRAY[3, 4.5] (numeric[]) would otherwise match no overload better than another
 CREATE OR REPLACE FUNCTION pgml.predict(project_name text, features numeric[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(project_name, features::float8[])::real $$;
+AS $$ SELECT ml_stack.predict(project_name, pgml._flat(features::float8[]))::real $$;
 CREATE OR REPLACE FUNCTION pgml.predict(project_name text, features boolean[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(project_name, features::integer[]::float8[])::real $$;
+AS $$ SELECT ml_stack.predict(project_name, pgml._flat(features::integer[]::float8[]))::real $$;
 CREATE OR REPLACE FUNCTION pgml.predict(project_name text, "row" anyelement)
 RETURNS real LANGUAGE sql STABLE
 AS $$ SELECT ml_stack.predict_row(project_name, pg_catalog.to_jsonb("row"))::real $$;
 CREATE OR REPLACE FUNCTION pgml.predict(model_id bigint, features real[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(model_id, features::float8[])::real $$;
+AS $$ SELECT ml_stack.predict(model_id, pgml._flat(features::float8[]))::real $$;
+-- by model id, for every array type too (not in PostgresML: pgml.predict(1, image) would match no overload best)
+CREATE OR REPLACE FUNCTION pgml.predict(model_id bigint, features float8[])
+RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT ml_stack.predict(model_id, pgml._flat(features))::real $$;
+CREATE OR REPLACE FUNCTION pgml.predict(model_id bigint, features numeric[])
+RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT ml_stack.predict(model_id, pgml._flat(features::float8[]))::real $$;
+CREATE OR REPLACE FUNCTION pgml.predict(model_id bigint, features smallint[])
+RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT ml_stack.predict(model_id, pgml._flat(features::float8[]))::real $$;
+CREATE OR REPLACE FUNCTION pgml.predict(model_id bigint, features integer[])
+RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT ml_stack.predict(model_id, pgml._flat(features::float8[]))::real $$;
+CREATE OR REPLACE FUNCTION pgml.predict(model_id bigint, features bigint[])
+RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT ml_stack.predict(model_id, pgml._flat(features::float8[]))::real $$;
+CREATE OR REPLACE FUNCTION pgml.predict(model_id bigint, features boolean[])
+RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT ml_stack.predict(model_id, pgml._flat(features::integer[]::float8[]))::real $$;
 CREATE OR REPLACE FUNCTION pgml.predict(model_id bigint, "row" anyelement)
 RETURNS real LANGUAGE sql STABLE
 AS $$ SELECT ml_stack.predict_row(model_id, pg_catalog.to_jsonb("row"))::real $$;
@@ -228,14 +254,20 @@ COMMENT ON FUNCTION pgml.predict(text, boolean[]) IS 'ml_stack_pgml: pgml.predic
 COMMENT ON FUNCTION pgml.predict(text, anyelement) IS
     'ml_stack_pgml: PostgresML''s predict of a row: its columns by name, preprocessed as at training (ml_stack.predict_row).';
 COMMENT ON FUNCTION pgml.predict(bigint, real[]) IS 'ml_stack_pgml: the prediction of one model by id, deployed or not.';
+COMMENT ON FUNCTION pgml.predict(bigint, float8[]) IS 'ml_stack_pgml: pgml.predict(bigint, real[]) for float8[] features.';
+COMMENT ON FUNCTION pgml.predict(bigint, numeric[]) IS 'ml_stack_pgml: pgml.predict(bigint, real[]) for numeric[] features.';
+COMMENT ON FUNCTION pgml.predict(bigint, smallint[]) IS 'ml_stack_pgml: pgml.predict(bigint, real[]) for smallint[] features.';
+COMMENT ON FUNCTION pgml.predict(bigint, integer[]) IS 'ml_stack_pgml: pgml.predict(bigint, real[]) for integer[] features.';
+COMMENT ON FUNCTION pgml.predict(bigint, bigint[]) IS 'ml_stack_pgml: pgml.predict(bigint, real[]) for bigint[] features.';
+COMMENT ON FUNCTION pgml.predict(bigint, boolean[]) IS 'ml_stack_pgml: pgml.predict(bigint, real[]) for boolean[] features.';
 COMMENT ON FUNCTION pgml.predict(bigint, anyelement) IS 'ml_stack_pgml: the prediction of one model by id for a row, its columns by name.';
 
 CREATE OR REPLACE FUNCTION pgml.predict_proba(project_name text, features real[])
 RETURNS real[] LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict_proba(project_name, features::float8[])::real[] $$;
+AS $$ SELECT ml_stack.predict_proba(project_name, pgml._flat(features::float8[]))::real[] $$;
 CREATE OR REPLACE FUNCTION pgml.predict_proba(model_id bigint, features real[])
 RETURNS real[] LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict_proba(model_id, features::float8[])::real[] $$;
+AS $$ SELECT ml_stack.predict_proba(model_id, pgml._flat(features::float8[]))::real[] $$;
 COMMENT ON FUNCTION pgml.predict_proba(text, real[]) IS
     'ml_stack_pgml: PostgresML''s predict_proba: the deployed classifier''s probability of each class, classes ascending.';
 COMMENT ON FUNCTION pgml.predict_proba(bigint, real[]) IS 'ml_stack_pgml: class probabilities of one model by id.';
@@ -410,7 +442,9 @@ BEGIN
                                   WHEN 'diabetes' THEN ', target::real AS target'
                                   ELSE ', target::integer AS target' END;
     END IF;
-    EXECUTE format('DROP TABLE IF EXISTS pgml.%I CASCADE', source);
+    IF to_regclass(format('pgml.%I', source)) IS NOT NULL THEN
+        EXECUTE format('DROP TABLE pgml.%I CASCADE', source);   -- replaced, as PostgresML does
+    END IF;
     EXECUTE format('CREATE TABLE pgml.%I AS SELECT %s FROM ml_stack.%I%s', source, columns, source,
                    CASE WHEN "limit" IS NOT NULL THEN format(' LIMIT %s', "limit") ELSE '' END);
     GET DIAGNOSTICS n = ROW_COUNT;

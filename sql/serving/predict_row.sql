@@ -96,6 +96,11 @@ BEGIN
         WHEN 'temporal' THEN
             features := features || ml_stack._json_time_feature(v, col ->> 'name', col ->> 'type');
         WHEN 'array' THEN
+            IF jsonb_typeof(v) = 'array' AND jsonb_path_exists(v, 'strict $[*] ? (@.type() == "array")') THEN
+                -- an array of several dimensions (to_jsonb nests them): its elements in row-major order
+                v := coalesce((SELECT jsonb_agg(e.value ORDER BY e.ordinality)
+                               FROM jsonb_path_query(v, 'strict $.** ? (@.type() != "array")') WITH ORDINALITY AS e(value, ordinality)), '[]');
+            END IF;
             IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
                 features := features || array_fill(NULL::float8, ARRAY[width]);
             ELSIF jsonb_typeof(v) <> 'array' OR jsonb_array_length(v) <> width THEN

@@ -85,9 +85,11 @@ AS $$
 BEGIN
     IF value IS NULL THEN
         RETURN array_fill(NULL::float8, ARRAY[width]);
-    ELSIF cardinality(value) <> width OR array_ndims(value) > 1 THEN
+    ELSIF cardinality(value) <> width THEN
         RAISE EXCEPTION 'column "%" needs an array of % numbers, got %', column_name, width, cardinality(value)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Array features have the length they had at training.';
+    ELSIF array_ndims(value) > 1 THEN
+        RETURN ARRAY(SELECT unnest(value));   -- several dimensions: row-major, as training read them
     END IF;
     RETURN value;
 END

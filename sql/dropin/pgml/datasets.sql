@@ -53,7 +53,9 @@ BEGIN
                                   WHEN 'diabetes' THEN ', target::real AS target'
                                   ELSE ', target::integer AS target' END;
     END IF;
-    EXECUTE format('DROP TABLE IF EXISTS pgml.%I CASCADE', source);
+    IF to_regclass(format('pgml.%I', source)) IS NOT NULL THEN
+        EXECUTE format('DROP TABLE pgml.%I CASCADE', source);   -- replaced, as PostgresML does
+    END IF;
     EXECUTE format('CREATE TABLE pgml.%I AS SELECT %s FROM ml_stack.%I%s', source, columns, source,
                    CASE WHEN "limit" IS NOT NULL THEN format(' LIMIT %s', "limit") ELSE '' END);
     GET DIAGNOSTICS n = ROW_COUNT;
