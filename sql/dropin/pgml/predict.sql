@@ -4,11 +4,16 @@
 -- The array forms take the features in training column order; the row forms take a row of the
 -- relation (or any row with its columns by name) and apply the model's preprocessing, as PostgresML's do.
 -- PostgresML flattens an array of several dimensions (pgml.digits' 8x8 image) into its features in
--- row-major order; ml_stack's predict takes one dimension. Inlined: for one dimension, one test.
+-- row-major order; ml_stack's predict takes one dimension. _flat inlines (no subquery: an inlined body may
+-- hold none): for an array of one dimension it costs one test.
+CREATE OR REPLACE FUNCTION pgml._flattened(features float8[])
+RETURNS float8[] LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ARRAY(SELECT unnest(features)) $$;
 CREATE OR REPLACE FUNCTION pgml._flat(features float8[])
 RETURNS float8[] LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
-                  THEN ARRAY(SELECT pg_catalog.unnest(features)) ELSE features END $$;
+AS $$ SELECT CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1 THEN pgml._flattened(features)
+                  ELSE features END $$;
 
 CREATE OR REPLACE FUNCTION pgml.predict(project_name text, features real[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
