@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # The bundle's extensions, each with its control file control/<name>.control (the Makefile's EXTENSIONS).
-EXTENSIONS = ("ml_stack", "ml_stack_python")
+EXTENSIONS = ("ml_stack", "ml_stack_python", "ml_stack_pgml", "ml_stack_vectorize")
 
 
 def control_version(extension: str = "ml_stack") -> str:
