@@ -51,8 +51,10 @@ echo
 # the seed workflow: Debian's package descriptions -> vectors -> classifiers -> predictions from raw text; search
 "$PY" demo/load_packages.py | sed 's/^/demo: /'
 "$psql" -X -q -v ON_ERROR_STOP=1 -v venv="$(pwd -P)/.venv" -f demo/text.sql
+# the same workflow as its SQL was written for PostgresML and pg_vectorize
+"$psql" -X -q -v ON_ERROR_STOP=1 -v venv="$(pwd -P)/.venv" -f demo/dropin.sql
 echo
-echo "== 20. Share the classifier over HTTP (PostgREST): POST /rpc/classify_sections {\"description\": ...}"
+echo "== 21. Share the classifier over HTTP (PostgREST): POST /rpc/classify_sections {\"description\": ...}"
 "$PY" demo/serve_over_http.py
 echo
 echo "demo: done"

@@ -439,6 +439,8 @@ DECLARE
     i integer; j integer;
     intercepts float8[]; coefs jsonb := '[]'; w float8[]; b0 float8;
     started timestamptz := clock_timestamp();
+    last_notice timestamptz := clock_timestamp();   -- progress lines only when a run is long: every 5 s
+    sample_iters integer := 0;                       -- Newton steps of phase 1 (on a sample)
 BEGIN
     -- its size is checked by _sql_fit (_sql_engine_too_large)
     FOR i IN 1 .. p LOOP
@@ -508,6 +510,9 @@ BEGIN
         f_prev := 'Infinity'; step := 1; phase_iter := 0;
         LOOP
             iter := iter + 1; phase_iter := phase_iter + 1;
+            IF phase = 1 THEN
+                sample_iters := sample_iters + 1;
+            END IF;
             -- Level 2 (fenced): the linear scores z1..zk at the current parameters.
             SELECT string_agg(format('%s::float8%s AS z%s', v[(ci - 1) * q + 1],
                                      (SELECT string_agg(format(' + u%s * %s::float8', i, v[(ci - 1) * q + 1 + i]), '')
@@ -551,7 +556,10 @@ BEGIN
                 FOR i IN 1 .. np LOOP
                     v[i] := v_prev[i] + step * dir[i];
                 END LOOP;
-                RAISE NOTICE 'ml_stack: logistic iteration %: loss % (step halved to %)', iter, f, step;
+                IF clock_timestamp() - last_notice > interval '5 seconds' THEN
+                    RAISE NOTICE 'ml_stack: logistic iteration %: loss % (step halved to %)', iter, f, step;
+                    last_notice := clock_timestamp();
+                END IF;
                 CONTINUE WHEN phase_iter < max_iter * 2;
                 EXIT;
             END IF;
@@ -574,8 +582,12 @@ BEGIN
                 dir[i] := -dir[i];
                 dmax := greatest(dmax, abs(dir[i]));
             END LOOP;
-            RAISE NOTICE 'ml_stack: logistic iteration % (%): loss %, newton step %', iter,
-                CASE WHEN phase = 1 THEN 'sample' ELSE 'all rows' END, f, dmax;
+            IF clock_timestamp() - last_notice > interval '5 seconds' THEN
+                RAISE NOTICE 'ml_stack: logistic iteration % (%): loss %, newton step % (% s)', iter,
+                    CASE WHEN phase = 1 THEN 'sample' ELSE 'all rows' END, f, dmax,
+                    round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
+                last_notice := clock_timestamp();
+            END IF;
             v_prev := v; f_prev := f; step := 1;
             FOR i IN 1 .. np LOOP
                 v[i] := v[i] + dir[i];
@@ -599,7 +611,9 @@ BEGIN
         intercepts := intercepts || b0;
         coefs := coefs || jsonb_build_array(to_jsonb(w));
     END LOOP;
-    RAISE NOTICE 'ml_stack: logistic regression converged in % iterations, % s', iter,
+    RAISE NOTICE 'ml_stack: logistic regression converged in % iterations%, % s', iter,
+        CASE WHEN sample_iters > 0 THEN format(' (%s on a 1/16 sample, then %s on all rows)', sample_iters, iter - sample_iters)
+             ELSE '' END,
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 3);
     RETURN jsonb_build_object('intercepts', to_jsonb(intercepts), 'coefficients', coefs);
 END
@@ -1556,6 +1570,11 @@ BEGIN
         RAISE EXCEPTION 'transformer is required' USING ERRCODE = 'invalid_parameter_value',
             HINT = 'e.g. ''hashing'', a name given to ml_stack.fit_vectorizer, or ''sentence-transformers/all-MiniLM-L6-v2''.';
     END IF;
+    -- a sentence-transformers model by its bare name, as the library resolves it ('all-MiniLM-L6-v2' is
+    -- 'sentence-transformers/all-MiniLM-L6-v2': the same model, PostgresML's and pg_vectorize's spelling)
+    IF transformer ~ '^all-(MiniLM|mpnet|distilroberta)-' THEN
+        transformer := 'sentence-transformers/' || transformer;
+    END IF;
     IF transformer = 'hashing' THEN
         options := ml_stack._check_options(options, ARRAY['dims', 'config', 'signed'], 'transformer hashing');
         RETURN jsonb_build_object(
@@ -2089,18 +2108,24 @@ CREATE OR REPLACE FUNCTION ml_stack._vector_job_remove(job ml_stack.vector_job_d
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET client_min_messages = warning   -- no "drop cascades to ..." NOTICE for views of the embeddings
 AS $$
 DECLARE
     event text;
+    view_name text;
 BEGIN
     IF EXISTS (SELECT FROM pg_catalog.pg_class AS c WHERE c.oid = job.relation) THEN
         FOREACH event IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
             EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', ml_stack._vector_job_trigger_name(job.id, event), job.relation);
         END LOOP;
     END IF;
-    -- CASCADE: views of the embeddings (ml_stack_vectorize's vectorize._embeddings_<job>) go with the job
-    EXECUTE format('DROP TABLE IF EXISTS ml_stack.%I CASCADE', job.vectors_table);
+    -- the views ml_stack_vectorize made of the job's embeddings go with it; a view of the user's own over them
+    -- makes the DROP fail (nothing of the user's is dropped silently)
+    FOREACH view_name IN ARRAY ARRAY[job.job_name || '_view', '_embeddings_' || job.job_name] LOOP
+        IF to_regnamespace('vectorize') IS NOT NULL AND to_regclass(format('vectorize.%I', view_name)) IS NOT NULL THEN
+            EXECUTE format('DROP VIEW vectorize.%I', view_name);
+        END IF;
+    END LOOP;
+    EXECUTE format('DROP TABLE IF EXISTS ml_stack.%I', job.vectors_table);
     PERFORM ml_stack._vector_job_unschedule(job.id);
     DELETE FROM ml_stack.vector_job_definitions AS d WHERE d.id = job.id;  -- its queue rows cascade
 END
@@ -3573,8 +3598,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use a smaller test_size (a fraction like 0.25, or fewer rows than the relation has).';
     END IF;
-    PERFORM ml_stack._check_test_sampling(test_sampling);
-    CASE test_sampling
+    CASE test_sampling   -- its name was checked by train and run_training (_check_test_sampling)
         WHEN 'first' THEN
             EXECUTE 'SELECT r FROM pg_temp._ml_stack_rows ORDER BY r OFFSET $1 LIMIT 1' INTO m USING ntest - 1;
             test_filter := format('r <= %s', m::bigint);

@@ -129,7 +129,11 @@ BEGIN
        AND coalesce(task, (SELECT p.task FROM ml_stack.projects AS p WHERE p.name = project_name)) IS DISTINCT FROM 'classification' THEN
         test_sampling := 'random';
     END IF;
-    IF relation_name IS NOT NULL THEN
+    IF relation_name IS NULL THEN
+        -- a retrain by name: the rules meet the columns of the project's last relation
+        rel := (SELECT to_regclass(s.relation_name) FROM ml_stack.snapshots AS s JOIN ml_stack.projects AS p ON p.id = s.project_id
+                WHERE p.name = project_name ORDER BY s.id DESC LIMIT 1);
+    ELSE
         rel := ml_stack._resolve_relation(relation_name, caller_search_path);
         IF materialize_snapshot THEN
             relation_name := format('pgml.%I', 'snapshot_' || nextval('pgml.snapshot_seq'));
@@ -187,67 +191,78 @@ COMMENT ON FUNCTION pgml.train(text, text, text, text, pgml.algorithm, jsonb, pg
 -- The array forms take the features in training column order; the row forms take a row of the
 -- relation (or any row with its columns by name) and apply the model's preprocessing, as PostgresML's do.
 -- PostgresML flattens an array of several dimensions (pgml.digits' 8x8 image) into its features in
--- row-major order; ml_stack's predict takes one dimension. _flat inlines (no subquery: an inlined body may
--- hold none): for an array of one dimension it costs one test.
+-- row-major order; ml_stack's predict takes one dimension, from 1. The overloads test the dimensions around the
+-- call, not inside its argument: an argument that looks costly stops the planner from inlining ml_stack's
+-- serving body (it reads the argument once per feature).
 CREATE OR REPLACE FUNCTION pgml._flattened(features float8[])
 RETURNS float8[] LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT ARRAY(SELECT unnest(features)) $$;
-CREATE OR REPLACE FUNCTION pgml._flat(features float8[])
-RETURNS float8[] LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1 THEN pgml._flattened(features)
-                  ELSE features END $$;
 
 CREATE OR REPLACE FUNCTION pgml.predict(project_name text, features real[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(project_name, pgml._flat(features::float8[]))::real $$;
+AS $$ SELECT (CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
+                   OR pg_catalog.array_lower(features, 1) OPERATOR(pg_catalog.<>) 1 THEN ml_stack.predict(project_name, pgml._flattened(features::pg_catalog.float8[])) ELSE ml_stack.predict(project_name, features::pg_catalog.float8[]) END)::pg_catalog.float4 $$;
 CREATE OR REPLACE FUNCTION pgml.predict(project_name text, features float8[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(project_name, pgml._flat(features))::real $$;
+AS $$ SELECT (CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
+                   OR pg_catalog.array_lower(features, 1) OPERATOR(pg_catalog.<>) 1 THEN ml_stack.predict(project_name, pgml._flattened(features)) ELSE ml_stack.predict(project_name, features) END)::pg_catalog.float4 $$;
 CREATE OR REPLACE FUNCTION pgml.predict(project_name text, features smallint[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(project_name, pgml._flat(features::float8[]))::real $$;
+AS $$ SELECT (CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
+                   OR pg_catalog.array_lower(features, 1) OPERATOR(pg_catalog.<>) 1 THEN ml_stack.predict(project_name, pgml._flattened(features::pg_catalog.float8[])) ELSE ml_stack.predict(project_name, features::pg_catalog.float8[]) END)::pg_catalog.float4 $$;
 CREATE OR REPLACE FUNCTION pgml.predict(project_name text, features integer[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(project_name, pgml._flat(features::float8[]))::real $$;
+AS $$ SELECT (CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
+                   OR pg_catalog.array_lower(features, 1) OPERATOR(pg_catalog.<>) 1 THEN ml_stack.predict(project_name, pgml._flattened(features::pg_catalog.float8[])) ELSE ml_stack.predict(project_name, features::pg_catalog.float8[]) END)::pg_catalog.float4 $$;
 CREATE OR REPLACE FUNCTION pgml.predict(project_name text, features bigint[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(project_name, pgml._flat(features::float8[]))::real $$;
+AS $$ SELECT (CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
+                   OR pg_catalog.array_lower(features, 1) OPERATOR(pg_catalog.<>) 1 THEN ml_stack.predict(project_name, pgml._flattened(features::pg_catalog.float8[])) ELSE ml_stack.predict(project_name, features::pg_catalog.float8[]) END)::pg_catalog.float4 $$;
 -- not in PostgresML: ARRAY[3, 4.5] (numeric[]) would otherwise match no overload better than another
 CREATE OR REPLACE FUNCTION pgml.predict(project_name text, features numeric[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(project_name, pgml._flat(features::float8[]))::real $$;
+AS $$ SELECT (CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
+                   OR pg_catalog.array_lower(features, 1) OPERATOR(pg_catalog.<>) 1 THEN ml_stack.predict(project_name, pgml._flattened(features::pg_catalog.float8[])) ELSE ml_stack.predict(project_name, features::pg_catalog.float8[]) END)::pg_catalog.float4 $$;
 CREATE OR REPLACE FUNCTION pgml.predict(project_name text, features boolean[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(project_name, pgml._flat(features::integer[]::float8[]))::real $$;
+AS $$ SELECT (CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
+                   OR pg_catalog.array_lower(features, 1) OPERATOR(pg_catalog.<>) 1 THEN ml_stack.predict(project_name, pgml._flattened(features::pg_catalog.int4[]::pg_catalog.float8[])) ELSE ml_stack.predict(project_name, features::pg_catalog.int4[]::pg_catalog.float8[]) END)::pg_catalog.float4 $$;
 CREATE OR REPLACE FUNCTION pgml.predict(project_name text, "row" anyelement)
 RETURNS real LANGUAGE sql STABLE
-AS $$ SELECT ml_stack.predict_row(project_name, pg_catalog.to_jsonb("row"))::real $$;
+AS $$ SELECT ml_stack.predict_row(project_name, pg_catalog.to_jsonb("row"))::pg_catalog.float4 $$;
 CREATE OR REPLACE FUNCTION pgml.predict(model_id bigint, features real[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(model_id, pgml._flat(features::float8[]))::real $$;
+AS $$ SELECT (CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
+                   OR pg_catalog.array_lower(features, 1) OPERATOR(pg_catalog.<>) 1 THEN ml_stack.predict(model_id, pgml._flattened(features::pg_catalog.float8[])) ELSE ml_stack.predict(model_id, features::pg_catalog.float8[]) END)::pg_catalog.float4 $$;
 -- by model id, for every array type too (not in PostgresML: pgml.predict(1, image) would match no overload best)
 CREATE OR REPLACE FUNCTION pgml.predict(model_id bigint, features float8[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(model_id, pgml._flat(features))::real $$;
+AS $$ SELECT (CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
+                   OR pg_catalog.array_lower(features, 1) OPERATOR(pg_catalog.<>) 1 THEN ml_stack.predict(model_id, pgml._flattened(features)) ELSE ml_stack.predict(model_id, features) END)::pg_catalog.float4 $$;
 CREATE OR REPLACE FUNCTION pgml.predict(model_id bigint, features numeric[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(model_id, pgml._flat(features::float8[]))::real $$;
+AS $$ SELECT (CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
+                   OR pg_catalog.array_lower(features, 1) OPERATOR(pg_catalog.<>) 1 THEN ml_stack.predict(model_id, pgml._flattened(features::pg_catalog.float8[])) ELSE ml_stack.predict(model_id, features::pg_catalog.float8[]) END)::pg_catalog.float4 $$;
 CREATE OR REPLACE FUNCTION pgml.predict(model_id bigint, features smallint[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(model_id, pgml._flat(features::float8[]))::real $$;
+AS $$ SELECT (CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
+                   OR pg_catalog.array_lower(features, 1) OPERATOR(pg_catalog.<>) 1 THEN ml_stack.predict(model_id, pgml._flattened(features::pg_catalog.float8[])) ELSE ml_stack.predict(model_id, features::pg_catalog.float8[]) END)::pg_catalog.float4 $$;
 CREATE OR REPLACE FUNCTION pgml.predict(model_id bigint, features integer[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(model_id, pgml._flat(features::float8[]))::real $$;
+AS $$ SELECT (CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
+                   OR pg_catalog.array_lower(features, 1) OPERATOR(pg_catalog.<>) 1 THEN ml_stack.predict(model_id, pgml._flattened(features::pg_catalog.float8[])) ELSE ml_stack.predict(model_id, features::pg_catalog.float8[]) END)::pg_catalog.float4 $$;
 CREATE OR REPLACE FUNCTION pgml.predict(model_id bigint, features bigint[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(model_id, pgml._flat(features::float8[]))::real $$;
+AS $$ SELECT (CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
+                   OR pg_catalog.array_lower(features, 1) OPERATOR(pg_catalog.<>) 1 THEN ml_stack.predict(model_id, pgml._flattened(features::pg_catalog.float8[])) ELSE ml_stack.predict(model_id, features::pg_catalog.float8[]) END)::pg_catalog.float4 $$;
 CREATE OR REPLACE FUNCTION pgml.predict(model_id bigint, features boolean[])
 RETURNS real LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict(model_id, pgml._flat(features::integer[]::float8[]))::real $$;
+AS $$ SELECT (CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
+                   OR pg_catalog.array_lower(features, 1) OPERATOR(pg_catalog.<>) 1 THEN ml_stack.predict(model_id, pgml._flattened(features::pg_catalog.int4[]::pg_catalog.float8[])) ELSE ml_stack.predict(model_id, features::pg_catalog.int4[]::pg_catalog.float8[]) END)::pg_catalog.float4 $$;
 CREATE OR REPLACE FUNCTION pgml.predict(model_id bigint, "row" anyelement)
 RETURNS real LANGUAGE sql STABLE
-AS $$ SELECT ml_stack.predict_row(model_id, pg_catalog.to_jsonb("row"))::real $$;
+AS $$ SELECT ml_stack.predict_row(model_id, pg_catalog.to_jsonb("row"))::pg_catalog.float4 $$;
 COMMENT ON FUNCTION pgml.predict(text, real[]) IS
     'ml_stack_pgml: PostgresML''s predict: the deployed model''s prediction (a value, or the class) for features in training column order (ml_stack.predict). Also for float8[], numeric[], smallint[], integer[], bigint[] and boolean[].';
 COMMENT ON FUNCTION pgml.predict(text, float8[]) IS 'ml_stack_pgml: pgml.predict(text, real[]) for double precision features.';
@@ -269,10 +284,12 @@ COMMENT ON FUNCTION pgml.predict(bigint, anyelement) IS 'ml_stack_pgml: the pred
 
 CREATE OR REPLACE FUNCTION pgml.predict_proba(project_name text, features real[])
 RETURNS real[] LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict_proba(project_name, pgml._flat(features::float8[]))::real[] $$;
+AS $$ SELECT (CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
+                   OR pg_catalog.array_lower(features, 1) OPERATOR(pg_catalog.<>) 1 THEN ml_stack.predict_proba(project_name, pgml._flattened(features::pg_catalog.float8[])) ELSE ml_stack.predict_proba(project_name, features::pg_catalog.float8[]) END)::pg_catalog.float4[] $$;
 CREATE OR REPLACE FUNCTION pgml.predict_proba(model_id bigint, features real[])
 RETURNS real[] LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT ml_stack.predict_proba(model_id, pgml._flat(features::float8[]))::real[] $$;
+AS $$ SELECT (CASE WHEN pg_catalog.array_ndims(features) OPERATOR(pg_catalog.>) 1
+                   OR pg_catalog.array_lower(features, 1) OPERATOR(pg_catalog.<>) 1 THEN ml_stack.predict_proba(model_id, pgml._flattened(features::pg_catalog.float8[])) ELSE ml_stack.predict_proba(model_id, features::pg_catalog.float8[]) END)::pg_catalog.float4[] $$;
 COMMENT ON FUNCTION pgml.predict_proba(text, real[]) IS
     'ml_stack_pgml: PostgresML''s predict_proba: the deployed classifier''s probability of each class, classes ascending.';
 COMMENT ON FUNCTION pgml.predict_proba(bigint, real[]) IS 'ml_stack_pgml: class probabilities of one model by id.';
@@ -289,7 +306,7 @@ BEGIN
                         coalesce(cardinality(features), 0), num_features, what
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the rows'' features one row after the other, in training column order.';
     END IF;
-    RETURN QUERY SELECT features[i * num_features + 1 : (i + 1) * num_features]::float8[]
+    RETURN QUERY SELECT features[i * num_features + 1 : (i + 1) * num_features]::pg_catalog.float8[]
                  FROM generate_series(0, coalesce(cardinality(features), 0) / num_features - 1) AS i;
 END
 $$;
@@ -306,7 +323,8 @@ BEGIN
             USING ERRCODE = 'no_data_found', HINT = 'SELECT id, project_id, algorithm FROM pgml.models lists the models.';
     END IF;
     RETURN ARRAY(SELECT ml_stack.predict(model_id, r.b)::real
-                 FROM pgml._batch_rows(features, width, format('model %s', model_id)) WITH ORDINALITY AS r(b, i) ORDER BY r.i);
+                 FROM pgml._batch_rows(ARRAY(SELECT unnest(features)), width, format('model %s', model_id))   -- from 1, flat
+                      WITH ORDINALITY AS r(b, i) ORDER BY r.i);
 END
 $$;
 CREATE OR REPLACE FUNCTION pgml.predict_batch(project_name text, features real[])
@@ -317,7 +335,7 @@ DECLARE
     deployed_id bigint := (SELECT d.model_id FROM ml_stack.deployed_models AS d WHERE d.project_name = predict_batch.project_name);
 BEGIN
     IF deployed_id IS NULL THEN
-        PERFORM ml_stack._no_deployed_model(project_name, NULL::float8[]);   -- the error ml_stack.predict gives
+        PERFORM ml_stack._no_deployed_model(project_name, NULL::pg_catalog.float8[]);   -- the error ml_stack.predict gives
     END IF;
     RETURN QUERY SELECT p FROM unnest(pgml.predict_batch(deployed_id, features)) AS p;
 END
@@ -363,29 +381,19 @@ COMMENT ON FUNCTION pgml.deploy(text, pgml.strategy, pgml.algorithm) IS
 COMMENT ON FUNCTION pgml.deploy(bigint) IS 'ml_stack_pgml: deploy one model by id (strategy ''specific'').';
 
 -- source: sql/dropin/pgml/embed.sql
--- pgml.embed: PostgresML's embeddings over ml_stack.embed. A model name without an organisation is the
--- sentence-transformers one, as the library itself resolves it ('all-MiniLM-L6-v2' is
--- 'sentence-transformers/all-MiniLM-L6-v2': the same model, not a substitute); a model ml_stack does not
+-- pgml.embed: PostgresML's embeddings over ml_stack.embed. A model name without its organisation
+-- ('all-MiniLM-L6-v2') is the sentence-transformers one, as ml_stack resolves it; a model ml_stack does not
 -- have is an error that lists the ones it has. kwargs are the transformer's options (ml_stack.transformers).
-CREATE OR REPLACE FUNCTION pgml._transformer_name(transformer text)
-RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN transformer ~* '^all-(MiniLM|mpnet|distilroberta)' THEN 'sentence-transformers/' || transformer
-                ELSE transformer END
-$$;
-
 CREATE OR REPLACE FUNCTION pgml.embed(transformer text, "text" text, kwargs jsonb DEFAULT '{}')
 RETURNS real[]
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT ml_stack.embed(pgml._transformer_name(embed.transformer), embed."text", embed.kwargs) $$;
+AS $$ SELECT ml_stack.embed(embed.transformer, embed."text", embed.kwargs) $$;
 CREATE OR REPLACE FUNCTION pgml.embed(transformer text, inputs text[], kwargs jsonb DEFAULT '{}')
 RETURNS SETOF real[]
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT e FROM ml_stack.embed(pgml._transformer_name(embed.transformer), embed.inputs, embed.kwargs) AS e $$;
+AS $$ SELECT e FROM ml_stack.embed(embed.transformer, embed.inputs, embed.kwargs) AS e $$;
 COMMENT ON FUNCTION pgml.embed(text, text, jsonb) IS
     'ml_stack_pgml: PostgresML''s embed: the text''s embedding by a transformer ml_stack has (ml_stack.transformers: hashing, fitted vectorizers, sentence-transformers/all-MiniLM-L6-v2 with ml_stack_python).';
 COMMENT ON FUNCTION pgml.embed(text, text[], jsonb) IS
@@ -448,7 +456,13 @@ BEGIN
                                   ELSE ', target::integer AS target' END;
     END IF;
     IF to_regclass(format('pgml.%I', source)) IS NOT NULL THEN
-        EXECUTE format('DROP TABLE pgml.%I CASCADE', source);   -- replaced, as PostgresML does
+        BEGIN
+            EXECUTE format('DROP TABLE pgml.%I', source);   -- replaced, as PostgresML does
+        EXCEPTION WHEN dependent_objects_still_exist THEN
+            RAISE EXCEPTION 'pgml.% is replaced by load_dataset, but other objects depend on it', source
+                USING ERRCODE = 'dependent_objects_still_exist', DETAIL = SQLERRM,
+                      HINT = format('Drop them first (e.g. DROP VIEW pgml.%s_view), or DROP TABLE pgml.%s CASCADE.', source, source);
+        END;
     END IF;
     EXECUTE format('CREATE TABLE pgml.%I AS SELECT %s FROM ml_stack.%I%s', source, columns, source,
                    CASE WHEN "limit" IS NOT NULL THEN format(' LIMIT %s', "limit") ELSE '' END);
@@ -470,7 +484,7 @@ COMMENT ON FUNCTION pgml.load_dataset(text, text, bigint, jsonb) IS
 -- PostgresML's registry relations as views of ml_stack's registry, with PostgresML's columns. They run
 -- with the caller's rights (security_invoker): what a role reads here is what it may read in ml_stack
 -- (confidential projects' models stay hidden outside the project). Runtime: ml_stack's engine
--- ('python' or 'sql'). Timestamps are ml_stack's (timestamptz; PostgresML's are without time zone).
+-- ('python' or 'sql'; NULL for another engine's imported model). Timestamps are ml_stack's (timestamptz; PostgresML's are without time zone).
 CREATE OR REPLACE VIEW pgml.projects WITH (security_invoker = true) AS
 SELECT p.id, p.name, p.task::pgml.task AS task, p.created_at, p.created_at AS updated_at
 FROM ml_stack.projects AS p;
@@ -484,7 +498,7 @@ SELECT s.id, s.relation_name, ARRAY[s.y_column_name] AS y_column_name, s.test_si
 FROM ml_stack.snapshots AS s;
 
 CREATE OR REPLACE VIEW pgml.models WITH (security_invoker = true) AS
-SELECT m.id, m.project_id, m.snapshot_id, m.num_features, m.algorithm, m.engine::pgml.runtime AS runtime,
+SELECT m.id, m.project_id, m.snapshot_id, m.num_features, m.algorithm, (CASE WHEN m.engine IN ('python', 'sql') THEN m.engine END)::pgml.runtime AS runtime,
        m.hyperparams, m.status, m.metrics, m.search ->> 'method' AS search,
        coalesce(m.search -> 'params', '{}') AS search_params,
        coalesce(m.search - 'method' - 'params' - 'candidates', '{}') AS search_args,
@@ -500,12 +514,12 @@ FROM ml_stack.deployments AS d;
 
 CREATE OR REPLACE VIEW pgml.deployed_models WITH (security_invoker = true) AS
 SELECT d.model_id AS id, d.project_name AS name, d.task::pgml.task AS task, d.algorithm,
-       d.engine::pgml.runtime AS runtime, d.deployed_at
+       (CASE WHEN d.engine IN ('python', 'sql') THEN d.engine END)::pgml.runtime AS runtime, d.deployed_at
 FROM ml_stack.deployed_models AS d
 ORDER BY d.project_name;
 
 CREATE OR REPLACE VIEW pgml.trained_models WITH (security_invoker = true) AS
-SELECT m.id, p.name, p.task::pgml.task AS task, m.algorithm, m.engine::pgml.runtime AS runtime, m.created_at,
+SELECT m.id, p.name, p.task::pgml.task AS task, m.algorithm, (CASE WHEN m.engine IN ('python', 'sql') THEN m.engine END)::pgml.runtime AS runtime, m.created_at,
        s.test_sampling::pgml.sampling AS test_sampling, s.test_size, d.model_id IS NOT NULL AS deployed
 FROM ml_stack.models AS m
 JOIN ml_stack.projects AS p ON p.id = m.project_id
@@ -514,7 +528,7 @@ LEFT JOIN ml_stack.deployed_models AS d ON d.model_id = m.id
 ORDER BY m.created_at DESC;
 
 CREATE OR REPLACE VIEW pgml.overview WITH (security_invoker = true) AS
-SELECT p.name, d.deployed_at, p.task::pgml.task AS task, d.algorithm, d.engine::pgml.runtime AS runtime,
+SELECT p.name, d.deployed_at, p.task::pgml.task AS task, d.algorithm, (CASE WHEN d.engine IN ('python', 'sql') THEN d.engine END)::pgml.runtime AS runtime,
        s.relation_name, ARRAY[s.y_column_name] AS y_column_name, s.test_sampling::pgml.sampling AS test_sampling,
        s.test_size
 FROM ml_stack.deployed_models AS d

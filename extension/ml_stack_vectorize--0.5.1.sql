@@ -93,8 +93,9 @@ INSERT INTO vectorize.example_products (product_name, description, product_categ
 -- pg_vectorize's model names over ml_stack's transformers. pg_vectorize names models 'provider/model'
 -- and still takes two bare names ('all-MiniLM-L12-v2', 'text-embedding-ada-002'); its oldest releases
 -- wrote 'all_MiniLM_L12_v2'. A sentence-transformers model is ml_stack_python's when ml_stack has it
--- (all-MiniLM-L6-v2), else an error that says which it has; remote providers (OpenAI, Ollama, ...) need
--- the network and are refused. ml_stack's own transformers ('hashing', fitted vectorizers) work too.
+-- (all-MiniLM-L6-v2; ml_stack resolves the bare names), else an error that says which it has; remote
+-- providers (OpenAI, Ollama, ...) need the network and are refused. ml_stack's own transformers
+-- ('hashing', fitted vectorizers) work too.
 CREATE OR REPLACE FUNCTION vectorize._transformer(model text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
@@ -112,7 +113,7 @@ BEGIN
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Embed in the database: ''sentence-transformers/all-MiniLM-L6-v2'' (ml_stack_python) or ''hashing''.';
     END IF;
-    RETURN CASE WHEN name ~ '^all-(MiniLM|mpnet|distilroberta)' THEN 'sentence-transformers/' || name ELSE name END;
+    RETURN name;
 END
 $$;
 
@@ -161,6 +162,8 @@ DECLARE
 BEGIN
     IF where_sql IS NULL OR btrim(where_sql) = '' THEN
         RETURN NULL;
+    ELSIF length(where_sql) > 10000 THEN
+        RAISE EXCEPTION 'where_sql is longer than 10000 characters' USING ERRCODE = 'program_limit_exceeded', HINT = hint;
     END IF;
     LOOP
         m := regexp_match(rest, '^\s*' || ident || '\s+IS\s+(NOT\s+)?NULL\s*(?:\mAND\M(.*))?$', 'i');
@@ -236,9 +239,13 @@ BEGIN
         RAISE EXCEPTION 'vectorize.table needs %', missing USING ERRCODE = 'invalid_parameter_value',
             HINT = 'e.g. vectorize.table(job_name => ''product_search'', relation => ''products'', primary_key => ''product_id'', columns => ARRAY[''product_name'', ''description''])';
     END IF;
-    IF job_name !~ '^[A-Za-z0-9_]+$' THEN
-        RAISE EXCEPTION 'job_name "%" must be letters, digits and underscores', job_name
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. ''product_search''';
+    IF job_name !~ '^[A-Za-z0-9_]{1,50}$' THEN
+        RAISE EXCEPTION 'job_name "%" must be letters, digits and underscores, at most 50', left(job_name, 100)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. ''product_search'' (its views are named after it).';
+    END IF;
+    IF schema IS NULL OR table_method IS NULL OR index_dist_type IS NULL OR schedule IS NULL THEN
+        RAISE EXCEPTION 'vectorize.table: schema, table_method, index_dist_type and schedule cannot be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave them out for their defaults.';
     END IF;
     IF table_method <> 'join' THEN
         RAISE EXCEPTION 'table_method ''append'' is not available: ml_stack does not write into the source table'
@@ -261,9 +268,9 @@ BEGIN
                                'columns', to_jsonb(columns), 'update_time_col', CASE WHEN schedule <> 'realtime' THEN update_col END,
                                'table_method', table_method, 'primary_key', primary_key,
                                'pkey_type', ml_stack._vector_job_key_type(job), 'schedule', schedule));
-    EXECUTE format('CREATE VIEW vectorize.%I AS SELECT v.id AS %I, v.embedding AS embeddings, v.updated_at FROM ml_stack.%I AS v',
+    EXECUTE format('CREATE VIEW vectorize.%I WITH (security_invoker = true) AS SELECT v.id AS %I, v.embedding AS embeddings, v.updated_at FROM ml_stack.%I AS v',
                    '_embeddings_' || job_name, primary_key, job.vectors_table);
-    EXECUTE format('CREATE VIEW vectorize.%I AS SELECT t0.*, t1.embeddings, t1.updated_at AS embeddings_updated_at '
+    EXECUTE format('CREATE VIEW vectorize.%I WITH (security_invoker = true) AS SELECT t0.*, t1.embeddings, t1.updated_at AS embeddings_updated_at '
                    'FROM %s AS t0 JOIN vectorize.%I AS t1 ON t0.%I = t1.%I',
                    job_name || '_view', job.relation, '_embeddings_' || job_name, primary_key, primary_key);
     EXECUTE format('COMMENT ON VIEW vectorize.%I IS %L', '_embeddings_' || job_name,
@@ -275,7 +282,8 @@ BEGIN
 END
 $$;
 
--- No SET clause: the relation resolves with the caller's search_path when its name has a schema.
+-- No SET clause: a relation named with its schema resolves as the caller wrote it (a quoted or
+-- mixed-case name too), through the caller's search_path.
 CREATE OR REPLACE FUNCTION vectorize."table"(
     relation        text                  DEFAULT NULL,
     columns         text[]                DEFAULT NULL,
@@ -351,6 +359,7 @@ BEGIN
                                                      WHERE a.attrelid = job.relation AND a.attnum > 0 AND NOT a.attisdropped));
     END IF;
     filters := vectorize._where_filters(where_sql);
+    PERFORM ml_stack._search_filter_sql(job.relation, filters);   -- its errors, before the query
     RETURN QUERY
     SELECT CASE WHEN '*' = ANY (return_columns) THEN s.record
                 ELSE (SELECT jsonb_object_agg(c, s.record -> c) FROM unnest(return_columns) AS c) END

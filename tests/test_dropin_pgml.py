@@ -203,6 +203,12 @@ def test_datasets_as_postgresml_lays_them_out(pgpy):
         conn.execute("SELECT pgml.load_dataset('jdxcosta/diamonds')")
     with pytest.raises(errors.FeatureNotSupported, match="linnerud"):
         conn.execute("SELECT pgml.load_dataset('linnerud')")
+    # a view of the user's over a dataset table is never dropped silently
+    conn.execute("CREATE VIEW pgml.iris_view AS SELECT * FROM pgml.iris")
+    with pytest.raises(errors.DependentObjectsStillExist, match="depend on it") as e:
+        conn.execute("SELECT pgml.load_dataset('iris')")
+    assert "DROP VIEW pgml.iris_view" in e.value.diag.message_hint
+    assert conn.execute("SELECT count(*) FROM pgml.iris_view").fetchone()[0] == 150
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -411,16 +417,20 @@ def test_predict_overloads_resolve_and_inline(houses):
     batch = [r[0] for r in rows(conn, "SELECT * FROM pgml.predict_batch('h', ARRAY[1, 2.5, 3, 4, 5, 6]::real[])")]
     assert batch == [expected, conn.execute("SELECT pgml.predict('h', ARRAY[4, 5, 6])").fetchone()[0]]
     assert conn.execute("SELECT pgml.predict_batch(1, ARRAY[1, 2.5, 3, 4, 5, 6]::real[])").fetchone()[0] == batch
-    # the planner inlines pgml.predict into ml_stack's compiled serving: no call of pgml.predict is left
-    plan = "\n".join(r[0] for r in rows(conn, "EXPLAIN VERBOSE SELECT pgml.predict('h', ARRAY[id, x1, x2]::real[]) FROM houses"))
-    assert "pgml.predict" not in plan, plan
+    # the planner inlines pgml.predict and, for a one-dimensional array, ml_stack's compiled serving below it:
+    # the plan holds the model's arithmetic (its wrong-count guard), not a call of pgml.predict
+    plan = "\n".join(r[0] for r in rows(conn, "EXPLAIN VERBOSE SELECT pgml.predict('h', ARRAY[id, x1, x2]) FROM houses"))
+    assert "pgml.predict" not in plan and "ml_stack._wrong_feature_count" in plan, plan
+    # an array of several dimensions or another lower bound is read in row-major order, from 1
+    assert conn.execute("SELECT pgml.predict('h', '[0:2]={1,2.5,3}'::real[]), pgml.predict('h', '{{1,2.5,3}}'::real[])"
+                        ).fetchone() == (expected, expected)
 
 
 def test_functions_pin_search_path_except_the_inlined_serving_path(pg):
     functions = rows(pg, """SELECT p.proname, l.lanname, p.proconfig, p.proisstrict, p.prosecdef
                             FROM pg_proc AS p JOIN pg_language AS l ON l.oid = p.prolang
                             WHERE p.pronamespace = 'pgml'::regnamespace""")
-    serving = {"predict", "predict_proba", "_flat"}
+    serving = {"predict", "predict_proba"}
     # train resolves relation_name with the caller's search_path, as ml_stack.train does
     unpinned = [f[0] for f in functions if f[0] not in serving | {"train"}
                 and "search_path=pg_catalog, pg_temp" not in (f[2] or [])]

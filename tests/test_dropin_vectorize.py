@@ -176,6 +176,10 @@ def catalog(conn):
     ("job_name => 'p', primary_key => 'product_id', columns => ARRAY['description']", errors.InvalidParameterValue, "relation"),
     ("job_name => 'my job', relation => 'products', primary_key => 'product_id', columns => ARRAY['description']",
      errors.InvalidParameterValue, "letters, digits"),
+    ("job_name => repeat('j', 51), relation => 'products', primary_key => 'product_id', columns => ARRAY['description']",
+     errors.InvalidParameterValue, "at most 50"),
+    ("job_name => 'p', relation => 'products', primary_key => 'product_id', columns => ARRAY['description'], "
+     "table_method => NULL", errors.NullValueNotAllowed, "cannot be NULL"),
     ("job_name => 'p', relation => 'products', primary_key => 'product_id', columns => ARRAY['description'], "
      "table_method => 'append'", errors.FeatureNotSupported, "append"),
     ("job_name => 'p', relation => 'products', primary_key => 'product_id', columns => ARRAY['description'], "
@@ -209,6 +213,12 @@ def test_search_errors(vz):
         conn.execute("SELECT * FROM vectorize.search('q', 'x')")
     with pytest.raises(psycopg.Error, match="all-MiniLM-L12-v2"):
         conn.execute("SELECT vectorize.encode('x', 'all-MiniLM-L12-v2')")
+    # a filter ml_stack refuses: its error, and a CONTEXT of a few lines (no generated query)
+    with pytest.raises(psycopg.Error, match="price") as e:
+        conn.execute("SELECT * FROM vectorize.search('p', 'x', where_sql => %s)", ("description > 'a' AND price = 'cheap'",))
+    assert len((e.value.diag.context or "").splitlines()) <= 4, e.value.diag.context
+    with pytest.raises(errors.ProgramLimitExceeded):
+        conn.execute("SELECT * FROM vectorize.search('p', 'x', where_sql => repeat('price > 1 AND ', 1000) || 'price > 1')")
 
 
 def test_hybrid_search_is_ml_stacks_fusion(vz):
@@ -231,6 +241,12 @@ def test_dropping_the_table_or_the_job_removes_what_it_made(vz):
     assert conn.execute("SELECT ml_stack.drop_vector_job('a')").fetchone()[0] is True
     assert notices == []   # the views of its embeddings go with it, quietly
     assert conn.execute("SELECT to_regclass('vectorize._embeddings_a'), to_regclass('vectorize.a_view')").fetchone() == (None, None)
+    # a view of the user's over a job's embeddings: the job cannot be dropped under it (nothing goes silently)
+    conn.execute("CREATE VIEW mine AS SELECT product_id FROM vectorize.b_view")
+    with pytest.raises(errors.DependentObjectsStillExist):
+        conn.execute("SELECT ml_stack.drop_vector_job('b')")
+    assert conn.execute("SELECT count(*) FROM mine").fetchone()[0] == 40
+    conn.execute("DROP VIEW mine")
     with pytest.raises(errors.DependentObjectsStillExist):
         conn.execute("DROP TABLE products")   # as with pg_vectorize: its view depends on the table
     conn.execute("DROP TABLE products CASCADE")

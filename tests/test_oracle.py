@@ -5,6 +5,7 @@ Tolerances are stated in each assert. Every comparison prints its measured maxim
 shows them): they are far below the tolerances, which only leave room for the two solvers' own stopping rules.
 """
 
+import re
 import warnings
 
 import numpy as np
@@ -193,7 +194,9 @@ def test_logistic_on_large_data_starts_from_a_sample(conn, classes):
     m = train(conn, "p", "classification", "big", "target", test_size=0.1)
     train_, _ = train_mask(conn, m["model_id"], y)
     assert train_.sum() >= 160000
-    assert any("(sample)" in n for n in notices) and any("(all rows)" in n for n in notices)
+    # the summary line says how many Newton steps each phase took (progress lines appear only after 5 s)
+    phases = [re.search(r"\((\d+) on a 1/16 sample, then (\d+) on all rows\)", n) for n in notices]
+    assert any(m and int(m[1]) > 0 and int(m[2]) > 0 for m in phases), notices
     ref = fit_quiet(exact_logistic(multinomial=classes > 2), X[train_], y[train_])
     proba = probabilities(conn, "big", ["x1", "x2", "x3"], "p")
     d = max_abs(proba, ref.predict_proba(X))

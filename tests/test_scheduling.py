@@ -227,8 +227,8 @@ def test_schedule_checks_its_arguments_before_making_a_job(cron_db):
         (("j", "0 3 * * *", "diabetes"), {"algorithm": "xgboost", "engine": "sql"}, errors.FeatureNotSupported,
          "the sql engine has no xgboost"),
         (("j", "0 3 * * *", "diabetes"), {"hyperparams": [1]}, errors.InvalidParameterValue, "JSON object"),
-        (("j", "0 3 * * *", "diabetes"), {"test_sampling": "first"}, errors.InvalidParameterValue,
-         'unknown test_sampling "first"'),
+        (("j", "0 3 * * *", "diabetes"), {"test_sampling": "middle"}, errors.InvalidParameterValue,
+         'unknown test_sampling "middle"'),
         (("j" * 64, "0 3 * * *", "diabetes"), {}, errors.InvalidParameterValue, "longer than 63 bytes"),
         (("", "0 3 * * *", "diabetes"), {}, errors.InvalidParameterValue, "job_name is required"),
     ]

@@ -295,8 +295,9 @@ def test_extension_directory_holds_versioned_scripts():
     the current version has its install script."""
     recognised = {f"{EXTNAME}--{v}.sql" for v in released_versions()} | {p.name for p in upgrade_scripts().values()}
     recognised.add("released.sha256")  # the record of released scripts (tests/test_packaging.py)
-    # the bundle's other extension (tests/test_python_engine.py installs it)
-    recognised |= {p.name for p in EXTENSION_DIR.glob("ml_stack_python--*.sql")}
+    # the bundle's other extensions (tests/test_python_engine.py, test_dropin_pgml.py, test_dropin_vectorize.py)
+    for other in ("ml_stack_python", "ml_stack_pgml", "ml_stack_vectorize"):
+        recognised |= {p.name for p in EXTENSION_DIR.glob(f"{other}--*.sql")}
     assert sorted(p.name for p in EXTENSION_DIR.iterdir()) == sorted(recognised)
     assert CURRENT in released_versions(), f"extension/{EXTNAME}--{CURRENT}.sql is missing"
 

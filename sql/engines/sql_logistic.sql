@@ -48,6 +48,8 @@ DECLARE
     i integer; j integer;
     intercepts float8[]; coefs jsonb := '[]'; w float8[]; b0 float8;
     started timestamptz := clock_timestamp();
+    last_notice timestamptz := clock_timestamp();   -- progress lines only when a run is long: every 5 s
+    sample_iters integer := 0;                       -- Newton steps of phase 1 (on a sample)
 BEGIN
     -- its size is checked by _sql_fit (_sql_engine_too_large)
     FOR i IN 1 .. p LOOP
@@ -117,6 +119,9 @@ BEGIN
         f_prev := 'Infinity'; step := 1; phase_iter := 0;
         LOOP
             iter := iter + 1; phase_iter := phase_iter + 1;
+            IF phase = 1 THEN
+                sample_iters := sample_iters + 1;
+            END IF;
             -- Level 2 (fenced): the linear scores z1..zk at the current parameters.
             SELECT string_agg(format('%s::float8%s AS z%s', v[(ci - 1) * q + 1],
                                      (SELECT string_agg(format(' + u%s * %s::float8', i, v[(ci - 1) * q + 1 + i]), '')
@@ -160,7 +165,10 @@ BEGIN
                 FOR i IN 1 .. np LOOP
                     v[i] := v_prev[i] + step * dir[i];
                 END LOOP;
-                RAISE NOTICE 'ml_stack: logistic iteration %: loss % (step halved to %)', iter, f, step;
+                IF clock_timestamp() - last_notice > interval '5 seconds' THEN
+                    RAISE NOTICE 'ml_stack: logistic iteration %: loss % (step halved to %)', iter, f, step;
+                    last_notice := clock_timestamp();
+                END IF;
                 CONTINUE WHEN phase_iter < max_iter * 2;
                 EXIT;
             END IF;
@@ -183,8 +191,12 @@ BEGIN
                 dir[i] := -dir[i];
                 dmax := greatest(dmax, abs(dir[i]));
             END LOOP;
-            RAISE NOTICE 'ml_stack: logistic iteration % (%): loss %, newton step %', iter,
-                CASE WHEN phase = 1 THEN 'sample' ELSE 'all rows' END, f, dmax;
+            IF clock_timestamp() - last_notice > interval '5 seconds' THEN
+                RAISE NOTICE 'ml_stack: logistic iteration % (%): loss %, newton step % (% s)', iter,
+                    CASE WHEN phase = 1 THEN 'sample' ELSE 'all rows' END, f, dmax,
+                    round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
+                last_notice := clock_timestamp();
+            END IF;
             v_prev := v; f_prev := f; step := 1;
             FOR i IN 1 .. np LOOP
                 v[i] := v[i] + dir[i];
@@ -208,7 +220,9 @@ BEGIN
         intercepts := intercepts || b0;
         coefs := coefs || jsonb_build_array(to_jsonb(w));
     END LOOP;
-    RAISE NOTICE 'ml_stack: logistic regression converged in % iterations, % s', iter,
+    RAISE NOTICE 'ml_stack: logistic regression converged in % iterations%, % s', iter,
+        CASE WHEN sample_iters > 0 THEN format(' (%s on a 1/16 sample, then %s on all rows)', sample_iters, iter - sample_iters)
+             ELSE '' END,
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 3);
     RETURN jsonb_build_object('intercepts', to_jsonb(intercepts), 'coefficients', coefs);
 END

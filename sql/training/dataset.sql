@@ -434,8 +434,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use a smaller test_size (a fraction like 0.25, or fewer rows than the relation has).';
     END IF;
-    PERFORM ml_stack._check_test_sampling(test_sampling);
-    CASE test_sampling
+    CASE test_sampling   -- its name was checked by train and run_training (_check_test_sampling)
         WHEN 'first' THEN
             EXECUTE 'SELECT r FROM pg_temp._ml_stack_rows ORDER BY r OFFSET $1 LIMIT 1' INTO m USING ntest - 1;
             test_filter := format('r <= %s', m::bigint);

@@ -127,6 +127,11 @@ BEGIN
         RAISE EXCEPTION 'transformer is required' USING ERRCODE = 'invalid_parameter_value',
             HINT = 'e.g. ''hashing'', a name given to ml_stack.fit_vectorizer, or ''sentence-transformers/all-MiniLM-L6-v2''.';
     END IF;
+    -- a sentence-transformers model by its bare name, as the library resolves it ('all-MiniLM-L6-v2' is
+    -- 'sentence-transformers/all-MiniLM-L6-v2': the same model, PostgresML's and pg_vectorize's spelling)
+    IF transformer ~ '^all-(MiniLM|mpnet|distilroberta)-' THEN
+        transformer := 'sentence-transformers/' || transformer;
+    END IF;
     IF transformer = 'hashing' THEN
         options := ml_stack._check_options(options, ARRAY['dims', 'config', 'signed'], 'transformer hashing');
         RETURN jsonb_build_object(

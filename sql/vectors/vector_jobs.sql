@@ -264,18 +264,24 @@ CREATE OR REPLACE FUNCTION ml_stack._vector_job_remove(job ml_stack.vector_job_d
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET client_min_messages = warning   -- no "drop cascades to ..." NOTICE for views of the embeddings
 AS $$
 DECLARE
     event text;
+    view_name text;
 BEGIN
     IF EXISTS (SELECT FROM pg_catalog.pg_class AS c WHERE c.oid = job.relation) THEN
         FOREACH event IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
             EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', ml_stack._vector_job_trigger_name(job.id, event), job.relation);
         END LOOP;
     END IF;
-    -- CASCADE: views of the embeddings (ml_stack_vectorize's vectorize._embeddings_<job>) go with the job
-    EXECUTE format('DROP TABLE IF EXISTS ml_stack.%I CASCADE', job.vectors_table);
+    -- the views ml_stack_vectorize made of the job's embeddings go with it; a view of the user's own over them
+    -- makes the DROP fail (nothing of the user's is dropped silently)
+    FOREACH view_name IN ARRAY ARRAY[job.job_name || '_view', '_embeddings_' || job.job_name] LOOP
+        IF to_regnamespace('vectorize') IS NOT NULL AND to_regclass(format('vectorize.%I', view_name)) IS NOT NULL THEN
+            EXECUTE format('DROP VIEW vectorize.%I', view_name);
+        END IF;
+    END LOOP;
+    EXECUTE format('DROP TABLE IF EXISTS ml_stack.%I', job.vectors_table);
     PERFORM ml_stack._vector_job_unschedule(job.id);
     DELETE FROM ml_stack.vector_job_definitions AS d WHERE d.id = job.id;  -- its queue rows cascade
 END

@@ -54,7 +54,13 @@ BEGIN
                                   ELSE ', target::integer AS target' END;
     END IF;
     IF to_regclass(format('pgml.%I', source)) IS NOT NULL THEN
-        EXECUTE format('DROP TABLE pgml.%I CASCADE', source);   -- replaced, as PostgresML does
+        BEGIN
+            EXECUTE format('DROP TABLE pgml.%I', source);   -- replaced, as PostgresML does
+        EXCEPTION WHEN dependent_objects_still_exist THEN
+            RAISE EXCEPTION 'pgml.% is replaced by load_dataset, but other objects depend on it', source
+                USING ERRCODE = 'dependent_objects_still_exist', DETAIL = SQLERRM,
+                      HINT = format('Drop them first (e.g. DROP VIEW pgml.%s_view), or DROP TABLE pgml.%s CASCADE.', source, source);
+        END;
     END IF;
     EXECUTE format('CREATE TABLE pgml.%I AS SELECT %s FROM ml_stack.%I%s', source, columns, source,
                    CASE WHEN "limit" IS NOT NULL THEN format(' LIMIT %s', "limit") ELSE '' END);

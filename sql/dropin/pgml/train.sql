@@ -81,7 +81,11 @@ BEGIN
        AND coalesce(task, (SELECT p.task FROM ml_stack.projects AS p WHERE p.name = project_name)) IS DISTINCT FROM 'classification' THEN
         test_sampling := 'random';
     END IF;
-    IF relation_name IS NOT NULL THEN
+    IF relation_name IS NULL THEN
+        -- a retrain by name: the rules meet the columns of the project's last relation
+        rel := (SELECT to_regclass(s.relation_name) FROM ml_stack.snapshots AS s JOIN ml_stack.projects AS p ON p.id = s.project_id
+                WHERE p.name = project_name ORDER BY s.id DESC LIMIT 1);
+    ELSE
         rel := ml_stack._resolve_relation(relation_name, caller_search_path);
         IF materialize_snapshot THEN
             relation_name := format('pgml.%I', 'snapshot_' || nextval('pgml.snapshot_seq'));

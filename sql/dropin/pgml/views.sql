@@ -1,7 +1,7 @@
 -- PostgresML's registry relations as views of ml_stack's registry, with PostgresML's columns. They run
 -- with the caller's rights (security_invoker): what a role reads here is what it may read in ml_stack
 -- (confidential projects' models stay hidden outside the project). Runtime: ml_stack's engine
--- ('python' or 'sql'). Timestamps are ml_stack's (timestamptz; PostgresML's are without time zone).
+-- ('python' or 'sql'; NULL for another engine's imported model). Timestamps are ml_stack's (timestamptz; PostgresML's are without time zone).
 CREATE OR REPLACE VIEW pgml.projects WITH (security_invoker = true) AS
 SELECT p.id, p.name, p.task::pgml.task AS task, p.created_at, p.created_at AS updated_at
 FROM ml_stack.projects AS p;
@@ -15,7 +15,7 @@ SELECT s.id, s.relation_name, ARRAY[s.y_column_name] AS y_column_name, s.test_si
 FROM ml_stack.snapshots AS s;
 
 CREATE OR REPLACE VIEW pgml.models WITH (security_invoker = true) AS
-SELECT m.id, m.project_id, m.snapshot_id, m.num_features, m.algorithm, m.engine::pgml.runtime AS runtime,
+SELECT m.id, m.project_id, m.snapshot_id, m.num_features, m.algorithm, (CASE WHEN m.engine IN ('python', 'sql') THEN m.engine END)::pgml.runtime AS runtime,
        m.hyperparams, m.status, m.metrics, m.search ->> 'method' AS search,
        coalesce(m.search -> 'params', '{}') AS search_params,
        coalesce(m.search - 'method' - 'params' - 'candidates', '{}') AS search_args,
@@ -31,12 +31,12 @@ FROM ml_stack.deployments AS d;
 
 CREATE OR REPLACE VIEW pgml.deployed_models WITH (security_invoker = true) AS
 SELECT d.model_id AS id, d.project_name AS name, d.task::pgml.task AS task, d.algorithm,
-       d.engine::pgml.runtime AS runtime, d.deployed_at
+       (CASE WHEN d.engine IN ('python', 'sql') THEN d.engine END)::pgml.runtime AS runtime, d.deployed_at
 FROM ml_stack.deployed_models AS d
 ORDER BY d.project_name;
 
 CREATE OR REPLACE VIEW pgml.trained_models WITH (security_invoker = true) AS
-SELECT m.id, p.name, p.task::pgml.task AS task, m.algorithm, m.engine::pgml.runtime AS runtime, m.created_at,
+SELECT m.id, p.name, p.task::pgml.task AS task, m.algorithm, (CASE WHEN m.engine IN ('python', 'sql') THEN m.engine END)::pgml.runtime AS runtime, m.created_at,
        s.test_sampling::pgml.sampling AS test_sampling, s.test_size, d.model_id IS NOT NULL AS deployed
 FROM ml_stack.models AS m
 JOIN ml_stack.projects AS p ON p.id = m.project_id
@@ -45,7 +45,7 @@ LEFT JOIN ml_stack.deployed_models AS d ON d.model_id = m.id
 ORDER BY m.created_at DESC;
 
 CREATE OR REPLACE VIEW pgml.overview WITH (security_invoker = true) AS
-SELECT p.name, d.deployed_at, p.task::pgml.task AS task, d.algorithm, d.engine::pgml.runtime AS runtime,
+SELECT p.name, d.deployed_at, p.task::pgml.task AS task, d.algorithm, (CASE WHEN d.engine IN ('python', 'sql') THEN d.engine END)::pgml.runtime AS runtime,
        s.relation_name, ARRAY[s.y_column_name] AS y_column_name, s.test_sampling::pgml.sampling AS test_sampling,
        s.test_size
 FROM ml_stack.deployed_models AS d

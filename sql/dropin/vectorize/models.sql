@@ -1,8 +1,9 @@
 -- pg_vectorize's model names over ml_stack's transformers. pg_vectorize names models 'provider/model'
 -- and still takes two bare names ('all-MiniLM-L12-v2', 'text-embedding-ada-002'); its oldest releases
 -- wrote 'all_MiniLM_L12_v2'. A sentence-transformers model is ml_stack_python's when ml_stack has it
--- (all-MiniLM-L6-v2), else an error that says which it has; remote providers (OpenAI, Ollama, ...) need
--- the network and are refused. ml_stack's own transformers ('hashing', fitted vectorizers) work too.
+-- (all-MiniLM-L6-v2; ml_stack resolves the bare names), else an error that says which it has; remote
+-- providers (OpenAI, Ollama, ...) need the network and are refused. ml_stack's own transformers
+-- ('hashing', fitted vectorizers) work too.
 CREATE OR REPLACE FUNCTION vectorize._transformer(model text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
@@ -20,7 +21,7 @@ BEGIN
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Embed in the database: ''sentence-transformers/all-MiniLM-L6-v2'' (ml_stack_python) or ''hashing''.';
     END IF;
-    RETURN CASE WHEN name ~ '^all-(MiniLM|mpnet|distilroberta)' THEN 'sentence-transformers/' || name ELSE name END;
+    RETURN name;
 END
 $$;
 

@@ -29,6 +29,7 @@ BEGIN
                                                      WHERE a.attrelid = job.relation AND a.attnum > 0 AND NOT a.attisdropped));
     END IF;
     filters := vectorize._where_filters(where_sql);
+    PERFORM ml_stack._search_filter_sql(job.relation, filters);   -- its errors, before the query
     RETURN QUERY
     SELECT CASE WHEN '*' = ANY (return_columns) THEN s.record
                 ELSE (SELECT jsonb_object_agg(c, s.record -> c) FROM unnest(return_columns) AS c) END

@@ -24,9 +24,13 @@ BEGIN
         RAISE EXCEPTION 'vectorize.table needs %', missing USING ERRCODE = 'invalid_parameter_value',
             HINT = 'e.g. vectorize.table(job_name => ''product_search'', relation => ''products'', primary_key => ''product_id'', columns => ARRAY[''product_name'', ''description''])';
     END IF;
-    IF job_name !~ '^[A-Za-z0-9_]+$' THEN
-        RAISE EXCEPTION 'job_name "%" must be letters, digits and underscores', job_name
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. ''product_search''';
+    IF job_name !~ '^[A-Za-z0-9_]{1,50}$' THEN
+        RAISE EXCEPTION 'job_name "%" must be letters, digits and underscores, at most 50', left(job_name, 100)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. ''product_search'' (its views are named after it).';
+    END IF;
+    IF schema IS NULL OR table_method IS NULL OR index_dist_type IS NULL OR schedule IS NULL THEN
+        RAISE EXCEPTION 'vectorize.table: schema, table_method, index_dist_type and schedule cannot be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave them out for their defaults.';
     END IF;
     IF table_method <> 'join' THEN
         RAISE EXCEPTION 'table_method ''append'' is not available: ml_stack does not write into the source table'
@@ -49,9 +53,9 @@ BEGIN
                                'columns', to_jsonb(columns), 'update_time_col', CASE WHEN schedule <> 'realtime' THEN update_col END,
                                'table_method', table_method, 'primary_key', primary_key,
                                'pkey_type', ml_stack._vector_job_key_type(job), 'schedule', schedule));
-    EXECUTE format('CREATE VIEW vectorize.%I AS SELECT v.id AS %I, v.embedding AS embeddings, v.updated_at FROM ml_stack.%I AS v',
+    EXECUTE format('CREATE VIEW vectorize.%I WITH (security_invoker = true) AS SELECT v.id AS %I, v.embedding AS embeddings, v.updated_at FROM ml_stack.%I AS v',
                    '_embeddings_' || job_name, primary_key, job.vectors_table);
-    EXECUTE format('CREATE VIEW vectorize.%I AS SELECT t0.*, t1.embeddings, t1.updated_at AS embeddings_updated_at '
+    EXECUTE format('CREATE VIEW vectorize.%I WITH (security_invoker = true) AS SELECT t0.*, t1.embeddings, t1.updated_at AS embeddings_updated_at '
                    'FROM %s AS t0 JOIN vectorize.%I AS t1 ON t0.%I = t1.%I',
                    job_name || '_view', job.relation, '_embeddings_' || job_name, primary_key, primary_key);
     EXECUTE format('COMMENT ON VIEW vectorize.%I IS %L', '_embeddings_' || job_name,
@@ -63,7 +67,8 @@ BEGIN
 END
 $$;
 
--- No SET clause: the relation resolves with the caller's search_path when its name has a schema.
+-- No SET clause: a relation named with its schema resolves as the caller wrote it (a quoted or
+-- mixed-case name too), through the caller's search_path.
 CREATE OR REPLACE FUNCTION vectorize."table"(
     relation        text                  DEFAULT NULL,
     columns         text[]                DEFAULT NULL,

@@ -24,6 +24,8 @@ DECLARE
 BEGIN
     IF where_sql IS NULL OR btrim(where_sql) = '' THEN
         RETURN NULL;
+    ELSIF length(where_sql) > 10000 THEN
+        RAISE EXCEPTION 'where_sql is longer than 10000 characters' USING ERRCODE = 'program_limit_exceeded', HINT = hint;
     END IF;
     LOOP
         m := regexp_match(rest, '^\s*' || ident || '\s+IS\s+(NOT\s+)?NULL\s*(?:\mAND\M(.*))?$', 'i');
