@@ -47,7 +47,8 @@ SELECT * FROM pgml.train(
 );
 \timing off
 SELECT id, project_id, algorithm, runtime, round((metrics ->> 'f1')::numeric, 3) AS f1,
-       round((metrics ->> 'accuracy')::numeric, 3) AS accuracy FROM pgml.models;
+       round((metrics ->> 'accuracy')::numeric, 3) AS accuracy
+FROM pgml.models WHERE project_id = (SELECT id FROM pgml.projects WHERE name = 'python_classifier');
 CREATE FUNCTION predict_python(input_string text) RETURNS TABLE (is_python real) LANGUAGE sql AS $$
     SELECT pgml.predict(
         project_name => 'python_classifier',
@@ -71,6 +72,9 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql;
 SELECT cron.schedule(job_name => 'weekly-retrain', schedule => '0 0 * * 0', command => 'SELECT model_train()') > 0 AS scheduled;
+\echo 'SELECT model_train();   -- as the weekly job will'
+\o /dev/null
 SELECT model_train();
-SELECT id, name, algorithm, deployed FROM pgml.trained_models ORDER BY id;
+\o
+SELECT id, name, algorithm, deployed FROM pgml.trained_models WHERE name = 'python_classifier' ORDER BY id;
 SELECT cron.unschedule('weekly-retrain');

@@ -6419,6 +6419,18 @@ $$;
 -- result columns (DESIGN §6). No SET clause here on purpose: it captures the
 -- caller's search_path so that relation_name resolves as the caller typed it;
 -- everything it calls is schema-qualified and pinned.
+-- What train() shows in psql: the metrics rounded to 4 decimals, so that its row stays narrow; the full
+-- values stay in ml_stack.models.metrics (deploy decisions and the views read those).
+CREATE OR REPLACE FUNCTION ml_stack._rounded_metrics(metrics jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(jsonb_object_agg(m.key, CASE WHEN jsonb_typeof(m.value) = 'number'
+                                                 THEN to_jsonb(round((m.value #>> '{}')::numeric, 4)) ELSE m.value END), '{}')
+    FROM jsonb_each(metrics) AS m
+$$;
+
 CREATE OR REPLACE FUNCTION ml_stack.train(
     project_name     text,
     task             text    DEFAULT NULL,
@@ -6440,7 +6452,7 @@ LANGUAGE sql VOLATILE
 AS $$
     -- the new rows are not visible to this statement's snapshot: _train returns what it wrote
     SELECT train.project_name, r.project_task, r.model_algorithm, r.model_engine,
-           r.trained_model_id, r.was_deployed, r.model_metrics
+           r.trained_model_id, r.was_deployed, ml_stack._rounded_metrics(r.model_metrics)
     FROM ml_stack._train(train.project_name, train.task, train.relation_name, train.y_column_name, train.algorithm,
                          train.hyperparams, train.search, train.search_params, train.search_args, train.test_size,
                          train.test_sampling, train.preprocess, train.automatic_deploy, train.engine, train.exclude,
