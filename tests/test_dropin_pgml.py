@@ -511,3 +511,21 @@ def test_dump_and_restore_keep_the_pgml_schema(pg_server, new_db, tmp_path, hous
         restored.execute("SET client_min_messages = warning")
         restored.execute("SELECT * FROM pgml.train('h', 'regression', 'houses', 'y', materialize_snapshot => true)")
         assert restored.execute("SELECT max(relation_name) FROM pgml.snapshots").fetchone()[0] == "pgml.snapshot_2"
+
+
+def test_the_drop_in_extensions_install_and_drop_quietly(conn):
+    """psql as the user sees it: CREATE EXTENSION and DROP EXTENSION of both drop-ins print no NOTICE."""
+    notices = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+    for _ in range(2):
+        conn.execute("CREATE EXTENSION ml_stack_pgml")
+        conn.execute("CREATE EXTENSION ml_stack_vectorize")
+        conn.execute("DROP EXTENSION ml_stack_vectorize")
+        conn.execute("DROP EXTENSION ml_stack_pgml")
+    assert notices == []
+    # the schemas stay, as ml_stack's does (PostgreSQL does not make a schema it creates for an extension a
+    # member of it), and nothing of the extensions is left in them
+    assert conn.execute("SELECT (SELECT count(*) FROM pg_class WHERE relnamespace IN ('pgml'::regnamespace, 'vectorize'::regnamespace)) "
+                        "+ (SELECT count(*) FROM pg_proc WHERE pronamespace IN ('pgml'::regnamespace, 'vectorize'::regnamespace)) "
+                        "+ (SELECT count(*) FROM pg_type WHERE typnamespace IN ('pgml'::regnamespace, 'vectorize'::regnamespace))"
+                        ).fetchone()[0] == 0
