@@ -69,6 +69,7 @@ bench: setup all
 	$(VENV_PY) bench/naive_bayes.py
 	$(VENV_PY) bench/vectors.py
 	$(VENV_PY) bench/embeddings.py
+	$(VENV_PY) bench/dropin.py
 
 # The committed install script must be what the sources build (no drift).
 check-built:
