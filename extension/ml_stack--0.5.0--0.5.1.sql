@@ -6461,6 +6461,10 @@ $$;
 COMMENT ON FUNCTION ml_stack.train(text, text, text, text, text, jsonb, text, jsonb, jsonb, real, text, jsonb, boolean, text, text[]) IS
     'ml_stack: train a model on a table or view (features: every column but the label and those in exclude, in table order; text and enums as categories), score it on a test split, register it, and deploy it if it beats the deployed model. Retrain with only the project name to reuse its relation, label, task and excluded columns.';
 
+-- source: sql/evaluation/evaluate_0.5.1.sql
+-- 0.5.1: feature_importance takes the importance type (XGBoost's gain by default for its models).
+DROP FUNCTION IF EXISTS ml_stack.feature_importance(bigint);
+
 -- source: sql/evaluation/evaluate.sql
 -- Evaluation (0.5.0): a model of the registry scored on any relation that has its feature
 -- columns and its label, with the contract's metrics (training/metrics.sql: the same
@@ -6727,11 +6731,39 @@ AS $$ SELECT * FROM ml_stack._precision_recall_curve(model_id, relation_name, pg
 COMMENT ON FUNCTION ml_stack.precision_recall_curve(bigint, text) IS
     'ml_stack: the precision-recall curve of a binary classifier on a relation (scikit-learn''s precision_recall_curve, without its last point: precision 1, recall 0).';
 
--- Feature importance. Linear models: each coefficient times its feature's standard deviation
--- on the training rows (a text column's dimensions: the coefficient as it is) (the coefficient of the standardised feature; one row per score: per
--- class of a multinomial model). Tree ensembles: how often each feature splits a node
--- (XGBoost's importance_type 'weight'), with no class.
-CREATE OR REPLACE FUNCTION ml_stack.feature_importance(model_id bigint)
+-- The name of each of a model's features: its columns' in order, an array's elements, a text column's
+-- vector dimensions and a target encoding's classes as <column>[i], a one-hot feature as <column>=<category>;
+-- 'feature <j>' for a model imported without names.
+CREATE OR REPLACE FUNCTION ml_stack._model_feature_names(model_id bigint)
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY(
+        SELECT coalesce(n.name, format('feature %s', f.j))
+        FROM generate_series(1, (SELECT m.num_features FROM ml_stack.models AS m WHERE m.id = _model_feature_names.model_id)) AS f(j)
+        LEFT JOIN (SELECT row_number() OVER (ORDER BY c.o, q) AS j,
+                          CASE WHEN c.col #>> '{encoding,method}' = 'one_hot'
+                               -- a one-hot feature by its category (the first one left out by "drop", NULL last)
+                               THEN format('%s=%s', c.col ->> 'name',
+                                           coalesce(c.col #> '{encoding,categories}' ->> (q - 1 + CASE WHEN c.col #>> '{encoding,drop}' = 'first'
+                                                                                                   THEN 1 ELSE 0 END), 'NULL'))
+                               WHEN c.col ->> 'kind' IN ('text', 'array') OR (c.col ->> 'width')::integer > 1
+                               THEN format('%s[%s]', c.col ->> 'name', q)
+                               ELSE c.col ->> 'name' END AS name
+                   FROM jsonb_array_elements(coalesce(ml_stack._model_layout(_model_feature_names.model_id), '[]'))
+                        WITH ORDINALITY AS c(col, o),
+                        generate_series(1, coalesce((c.col ->> 'width')::integer, 1)) AS q) AS n ON n.j = f.j
+        ORDER BY f.j)
+$$;
+
+-- Feature importance. Linear models: each coefficient times its feature's standard deviation on the
+-- training rows (the coefficient of the standardised feature; a text column's dimensions: the coefficient
+-- as it is), one row per score (per class of a multinomial model). Tree ensembles: XGBoost's importance
+-- types from the booster's own statistics (weight: the splits on the feature; gain / cover: the mean loss
+-- reduction / hessian sum of those splits; total_gain, total_cover: their sums), over the trees the model
+-- predicts with; other libraries' trees: weight only.
+CREATE OR REPLACE FUNCTION ml_stack.feature_importance(model_id bigint, importance_type text DEFAULT NULL)
 RETURNS TABLE (feature text, importance float8, class text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -6740,9 +6772,11 @@ AS $$
 DECLARE
     m record;
     col jsonb;
-    names text[] := '{}';
+    names text[] := ml_stack._model_feature_names(feature_importance.model_id);
     stds float8[] := '{}';
     xi integer := 0;
+    kind text;
+    booster_trees jsonb;
 BEGIN
     SELECT mo.artifact, mo.num_features, mo.classes, s.features, s.label INTO m
     FROM ml_stack.models AS mo LEFT JOIN ml_stack.snapshots AS s ON s.id = mo.snapshot_id
@@ -6751,38 +6785,64 @@ BEGIN
         RAISE EXCEPTION 'model % does not exist', feature_importance.model_id
             USING ERRCODE = 'undefined_object', HINT = 'SELECT id, algorithm FROM ml_stack.models lists the models.';
     END IF;
-    -- each model feature's name and training std: the columns' features in order, a text column's
-    -- vector dimensions as <column>[i] (no std: their values are the transformer's)
-    FOR col IN SELECT value FROM jsonb_array_elements(coalesce(ml_stack._model_layout(feature_importance.model_id), '[]')) LOOP
-        FOR q IN 1 .. coalesce((col ->> 'width')::integer, 1) LOOP
-            IF col ->> 'kind' = 'text' THEN
-                names := names || format('%s[%s]', col ->> 'name', q);
-                stds := stds || NULL::float8;
-            ELSE
-                names := names || (m.features -> xi ->> 'name');
-                stds := stds || (m.features -> xi ->> 'std')::float8;
-                xi := xi + 1;
-            END IF;
-        END LOOP;
-    END LOOP;
+    booster_trees := m.artifact #> '{booster,learner,gradient_booster,model,trees}';
+    kind := coalesce(importance_type, CASE WHEN booster_trees IS NOT NULL THEN 'gain' ELSE 'weight' END);
     IF m.artifact ->> 'format' = 'linear' THEN
+        IF importance_type IS NOT NULL THEN
+            RAISE EXCEPTION 'a linear model has one importance: its standardised coefficients' USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'Leave importance_type out; importance types are for tree ensembles.';
+        END IF;
+        -- each feature's training std (a text column's dimensions have none: their values are the transformer's)
+        FOR col IN SELECT value FROM jsonb_array_elements(coalesce(ml_stack._model_layout(feature_importance.model_id), '[]')) LOOP
+            FOR q IN 1 .. coalesce((col ->> 'width')::integer, 1) LOOP
+                IF col ->> 'kind' = 'text' THEN
+                    stds := stds || NULL::float8;
+                ELSE
+                    stds := stds || (m.features -> xi ->> 'std')::float8;
+                    xi := xi + 1;
+                END IF;
+            END LOOP;
+        END LOOP;
         RETURN QUERY
-            SELECT coalesce(names[j.i], format('feature %s', j.i)),
-                   j.w::float8 * coalesce(stds[j.i], 1),
+            SELECT names[j.i], j.w::float8 * coalesce(stds[j.i], 1),
                    CASE WHEN jsonb_array_length(m.artifact -> 'coefficients') = 1 THEN NULL
                         ELSE coalesce(m.label -> 'class_labels' ->> (k.o::integer - 1), m.classes[k.o]::text) END
             FROM jsonb_array_elements(m.artifact -> 'coefficients') WITH ORDINALITY AS k(ws, o),
                  jsonb_array_elements_text(k.ws) WITH ORDINALITY AS j(w, i)
             ORDER BY k.o, j.i;
-    ELSIF m.artifact ->> 'format' = 'trees' THEN
+    ELSIF m.artifact ->> 'format' = 'trees' AND kind = 'weight' AND booster_trees IS NULL THEN
         RETURN QUERY
-            SELECT coalesce(names[f.i + 1], format('feature %s', f.i + 1)),
+            SELECT names[f.i + 1],
                    (SELECT count(*)::float8 FROM jsonb_array_elements(m.artifact -> 'trees') AS t,
                                               jsonb_array_elements_text(t -> 'feature') WITH ORDINALITY AS n(v, o)
                     WHERE (t -> 'left' ->> (n.o::integer - 1))::integer >= 0 AND n.v::integer = f.i),
                    NULL::text
             FROM generate_series(0, m.num_features - 1) AS f(i)
             ORDER BY f.i;
+    ELSIF m.artifact ->> 'format' = 'trees' AND booster_trees IS NOT NULL
+          AND kind IN ('weight', 'gain', 'total_gain', 'cover', 'total_cover') THEN
+        RETURN QUERY
+            WITH splits AS (
+                SELECT (t.tree -> 'split_indices' ->> (n.o::integer - 1))::integer AS f,
+                       (t.tree -> 'loss_changes' ->> (n.o::integer - 1))::float8 AS gain,
+                       (t.tree -> 'sum_hessian' ->> (n.o::integer - 1))::float8 AS cover
+                FROM jsonb_array_elements(booster_trees) WITH ORDINALITY AS t(tree, ti),
+                     jsonb_array_elements_text(t.tree -> 'left_children') WITH ORDINALITY AS n(v, o)
+                WHERE t.ti <= jsonb_array_length(m.artifact -> 'trees') AND n.v::integer <> -1
+            )
+            SELECT names[f.i + 1],
+                   (SELECT CASE kind WHEN 'weight' THEN count(*)::float8 WHEN 'gain' THEN coalesce(avg(sp.gain), 0)
+                                     WHEN 'total_gain' THEN coalesce(sum(sp.gain), 0) WHEN 'cover' THEN coalesce(avg(sp.cover), 0)
+                                     ELSE coalesce(sum(sp.cover), 0) END
+                    FROM splits AS sp WHERE sp.f = f.i),
+                   NULL::text
+            FROM generate_series(0, m.num_features - 1) AS f(i)
+            ORDER BY f.i;
+    ELSIF m.artifact ->> 'format' = 'trees' THEN
+        RAISE EXCEPTION 'unknown importance_type "%" for this model', kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = CASE WHEN booster_trees IS NOT NULL THEN 'XGBoost models: weight, gain (the default), total_gain, cover, total_cover.'
+                              ELSE 'These trees have weight (the number of splits on each feature).' END;
     ELSE
         RAISE EXCEPTION 'feature importance of % models is not available', coalesce(m.artifact ->> 'format', 'these')
             USING ERRCODE = 'feature_not_supported',
@@ -6790,8 +6850,120 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION ml_stack.feature_importance(bigint) IS
-    'ml_stack: importance of each feature: linear models, the coefficient times the feature''s standard deviation on the training rows (per class of a multinomial model); tree ensembles, the number of splits on the feature (XGBoost''s "weight").';
+COMMENT ON FUNCTION ml_stack.feature_importance(bigint, text) IS
+    'ml_stack: importance of each feature: linear models, the coefficient times the feature''s standard deviation on the training rows (per class of a multinomial model); XGBoost models, the booster''s importance_type (gain by default; weight, total_gain, cover, total_cover); other tree ensembles, the number of splits on the feature (weight).';
+
+-- source: sql/evaluation/contributions.sql
+-- Per-row explanations of XGBoost models: each feature's contribution to the margin, and the bias, which
+-- add up to the margin the model predicts with (before the link: the log-odds of a binary classifier, a
+-- class's score of a multiclass one). They are XGBoost's own approximate contributions
+-- (predict(pred_contribs=True, approx_contribs=True), Saabas' method): along the row's path in each tree,
+-- a split's feature gets the change of the node's mean value (its leaves' values weighted by their hessian
+-- sums, the booster's "sum_hessian"); the bias is the base margin plus the trees' root means.
+CREATE OR REPLACE FUNCTION ml_stack.feature_contributions(model_id bigint, features float8[])
+RETURNS TABLE (feature text, contribution float8, class text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    m record;
+    booster jsonb;
+    tree jsonb;
+    k integer; p integer;
+    v float8[];
+    tr jsonb;
+    contrib float8[];
+    lefts integer[]; rights integer[]; splits integer[]; default_left boolean[];
+    conds float8[]; hess float8[]; means float8[];
+    node integer; nxt integer; out integer; f integer;
+    names text[];
+BEGIN
+    SELECT mo.artifact, mo.num_features, mo.classes, s.label INTO m
+    FROM ml_stack.models AS mo LEFT JOIN ml_stack.snapshots AS s ON s.id = mo.snapshot_id
+    WHERE mo.id = model_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'model % does not exist', model_id
+            USING ERRCODE = 'undefined_object', HINT = 'SELECT id, algorithm FROM ml_stack.models lists the models.';
+    END IF;
+    booster := m.artifact #> '{booster,learner,gradient_booster,model}';
+    IF m.artifact ->> 'format' IS DISTINCT FROM 'trees' OR booster IS NULL THEN
+        RAISE EXCEPTION 'feature contributions are available for XGBoost models only'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'ml_stack.feature_importance(model_id) ranks the features of every linear or tree model.';
+    END IF;
+    p := m.num_features;
+    IF cardinality(features) IS DISTINCT FROM p THEN
+        PERFORM ml_stack._wrong_feature_count(model_id, p, features);
+    END IF;
+    -- the values the trees test: the model's preprocessing (impute, shift, scale), as in serving
+    v := features;
+    FOR j IN 1 .. p LOOP
+        tr := m.artifact -> 'transform' -> (j - 1);
+        IF tr IS NOT NULL THEN
+            v[j] := (coalesce(v[j], (tr ->> 'impute')::float8) - coalesce((tr ->> 'shift')::float8, 0))
+                    / coalesce((tr ->> 'scale')::float8, 1);
+        END IF;
+    END LOOP;
+    k := (m.artifact ->> 'outputs')::integer;
+    contrib := array_fill(0::float8, ARRAY[k * (p + 1)]);
+    FOR o IN 0 .. k - 1 LOOP
+        contrib[o * (p + 1) + p + 1] := (m.artifact -> 'base' ->> o)::float8;
+    END LOOP;
+    -- the trees the model predicts with (its best iteration's), in the booster's own numbering
+    FOR t IN 0 .. jsonb_array_length(m.artifact -> 'trees') - 1 LOOP
+        tree := booster -> 'trees' -> t;
+        out := (booster -> 'tree_info' ->> t)::integer;
+        lefts := ARRAY(SELECT e::integer FROM jsonb_array_elements_text(tree -> 'left_children') AS e);
+        rights := ARRAY(SELECT e::integer FROM jsonb_array_elements_text(tree -> 'right_children') AS e);
+        splits := ARRAY(SELECT e::integer FROM jsonb_array_elements_text(tree -> 'split_indices') AS e);
+        default_left := ARRAY(SELECT e::integer <> 0 FROM jsonb_array_elements_text(tree -> 'default_left') AS e);
+        conds := ARRAY(SELECT e::float8 FROM jsonb_array_elements_text(tree -> 'split_conditions') AS e);
+        hess := ARRAY(SELECT e::float8 FROM jsonb_array_elements_text(tree -> 'sum_hessian') AS e);
+        -- node means bottom-up (XGBoost numbers a node's children after it); a leaf's value is its split_condition
+        means := array_fill(0::float8, ARRAY[cardinality(lefts)]);
+        FOR i IN REVERSE cardinality(lefts) .. 1 LOOP
+            means[i] := CASE WHEN lefts[i] = -1 THEN conds[i]
+                             ELSE (means[lefts[i] + 1] * hess[lefts[i] + 1] + means[rights[i] + 1] * hess[rights[i] + 1]) / hess[i] END;
+        END LOOP;
+        node := 0;
+        contrib[out * (p + 1) + p + 1] := contrib[out * (p + 1) + p + 1] + means[1];
+        WHILE lefts[node + 1] <> -1 LOOP
+            f := splits[node + 1];
+            -- XGBoost's rule: left when float32(value) < the float32 condition; missing values go the default way
+            nxt := CASE WHEN v[f + 1] IS NULL OR v[f + 1] = 'NaN'::float8
+                        THEN CASE WHEN default_left[node + 1] THEN lefts[node + 1] ELSE rights[node + 1] END
+                        WHEN v[f + 1]::float4 < conds[node + 1]::float4 THEN lefts[node + 1]
+                        ELSE rights[node + 1] END;
+            contrib[out * (p + 1) + f + 1] := contrib[out * (p + 1) + f + 1] + means[nxt + 1] - means[node + 1];
+            node := nxt;
+        END LOOP;
+    END LOOP;
+    names := ml_stack._model_feature_names(model_id) || '(bias)'::text;
+    RETURN QUERY
+        SELECT names[j], contrib[o * (p + 1) + j],
+               CASE WHEN k = 1 THEN NULL
+                    ELSE coalesce(m.label -> 'class_labels' ->> o, m.classes[o + 1]::text) END
+        FROM generate_series(0, k - 1) AS o, generate_series(1, p + 1) AS j
+        ORDER BY o, j;
+END
+$$;
+COMMENT ON FUNCTION ml_stack.feature_contributions(bigint, float8[]) IS
+    'ml_stack: why an XGBoost model predicts what it does for one row: each feature''s contribution to the margin and the bias, which add up to the margin (per class of a multiclass model); XGBoost''s approximate contributions (pred_contribs with approx_contribs).';
+
+CREATE OR REPLACE FUNCTION ml_stack.feature_contributions_row(project_name text, "row" jsonb)
+RETURNS TABLE (feature text, contribution float8, class text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    deployed record := ml_stack._deployed_layout(project_name);
+BEGIN
+    RETURN QUERY SELECT * FROM ml_stack.feature_contributions(deployed.model_id, ml_stack._row_features(deployed.layout, "row"));
+END
+$$;
+COMMENT ON FUNCTION ml_stack.feature_contributions_row(text, jsonb) IS
+    'ml_stack: feature_contributions of the project''s deployed XGBoost model for a row given by column names.';
 
 -- source: sql/portability/export_import.sql
 -- Models as portable JSON documents: everything needed to serve the model in

@@ -126,8 +126,68 @@ def test_feature_importance_of_trees_counts_the_splits_as_xgboost(conn):
     n_train = len(y) - math.ceil(len(y) * 0.25)
     lib = xgboost.XGBRegressor(n_estimators=15, max_depth=3).fit(X[:n_train], y[:n_train])
     weight = lib.get_booster().get_score(importance_type="weight")
-    got = conn.execute("SELECT importance FROM ml_stack.feature_importance(%s)", (model["model_id"],)).fetchall()
+    got = conn.execute("SELECT importance FROM ml_stack.feature_importance(%s, 'weight')", (model["model_id"],)).fetchall()
     assert [g[0] for g in got] == [weight.get(f"f{j}", 0.0) for j in range(X.shape[1])]
+    # XGBoost's other importance types, from the booster's own statistics; gain is the default (0.5.1)
+    for kind in ("gain", "total_gain", "cover", "total_cover"):
+        score = lib.get_booster().get_score(importance_type=kind)
+        got = conn.execute("SELECT importance FROM ml_stack.feature_importance(%s, %s)", (model["model_id"], kind)).fetchall()
+        np.testing.assert_allclose([g[0] for g in got], [score.get(f"f{j}", 0.0) for j in range(X.shape[1])], rtol=1e-5)
+    assert conn.execute("SELECT array_agg(importance ORDER BY feature) FROM ml_stack.feature_importance(%s)", (model["model_id"],)).fetchone() == \
+        conn.execute("SELECT array_agg(importance ORDER BY feature) FROM ml_stack.feature_importance(%s, 'gain')", (model["model_id"],)).fetchone()
+    with pytest.raises(errors.InvalidParameterValue, match="total_cover"):
+        conn.execute("SELECT * FROM ml_stack.feature_importance(%s, 'shap')", (model["model_id"],))
+
+
+def _booster(conn, model_id):
+    """The model's own XGBoost booster, from the JSON its artifact keeps: the oracle runs on the same trees."""
+    xgboost = pytest.importorskip("xgboost")
+    import json
+    booster = xgboost.Booster()
+    booster.load_model(bytearray(json.dumps(conn.execute("SELECT artifact -> 'booster' FROM ml_stack.models WHERE id = %s",
+                                                         (model_id,)).fetchone()[0]).encode()))
+    return xgboost, booster
+
+
+@pytest.mark.parametrize("dataset, task", [("diabetes", "regression"), ("breast_cancer", "classification"),
+                                           ("iris", "classification")])
+def test_feature_contributions_are_xgboosts_and_add_up_to_the_margin(conn, dataset, task):
+    conn.execute("CREATE EXTENSION IF NOT EXISTS ml_stack_python CASCADE")
+    X, y = load_sklearn_dataset(conn, dataset)
+    model = train(conn, "xgb", task, dataset, "target", algorithm="xgboost", hyperparams={"n_estimators": 12, "max_depth": 3})
+    xgboost, booster = _booster(conn, model["model_id"])
+    rows = X[:25]
+    dm = xgboost.DMatrix(rows)
+    oracle = booster.predict(dm, pred_contribs=True, approx_contribs=True)   # (n, p + 1) or (n, k, p + 1)
+    margin = booster.predict(dm, output_margin=True)
+    if oracle.ndim == 2:
+        oracle, margin = oracle[:, None, :], margin.reshape(-1, 1)
+    for i, row in enumerate(rows):
+        got = conn.execute("SELECT feature, contribution, class FROM ml_stack.feature_contributions(%s, %s::float8[])",
+                           (model["model_id"], row.tolist())).fetchall()
+        k = oracle.shape[1]
+        values = np.array([g[1] for g in got]).reshape(k, X.shape[1] + 1)
+        np.testing.assert_allclose(values, oracle[i], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(values.sum(axis=1), margin[i], rtol=1e-5, atol=1e-4)
+        assert got[-1][0] == "(bias)" and (got[-1][2] is None) == (k == 1)
+    # the row form: the deployed model, the row by column names
+    first = conn.execute(f"SELECT to_jsonb(t) FROM {dataset} AS t LIMIT 1").fetchone()[0]
+    by_row = conn.execute("SELECT contribution FROM ml_stack.feature_contributions_row('xgb', %s)", (psycopg_json(first),)).fetchall()
+    np.testing.assert_allclose([r[0] for r in by_row], oracle[0].ravel(), rtol=1e-4, atol=1e-5)
+
+
+def psycopg_json(value):
+    from psycopg.types.json import Jsonb
+    return Jsonb(value)
+
+
+def test_feature_contributions_refuse_other_models(conn):
+    load_sklearn_dataset(conn, "diabetes")
+    linear = train(conn, "lin", "regression", "diabetes", "target")["model_id"]
+    with pytest.raises(errors.FeatureNotSupported, match="XGBoost models only"):
+        conn.execute("SELECT * FROM ml_stack.feature_contributions(%s, ARRAY[1,2,3,4,5,6,7,8,9,10])", (linear,))
+    with pytest.raises(errors.UndefinedObject):
+        conn.execute("SELECT * FROM ml_stack.feature_contributions(999, ARRAY[1])")
 
 
 def test_evaluation_refuses_what_it_cannot_do(conn):

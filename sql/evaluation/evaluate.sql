@@ -263,11 +263,39 @@ AS $$ SELECT * FROM ml_stack._precision_recall_curve(model_id, relation_name, pg
 COMMENT ON FUNCTION ml_stack.precision_recall_curve(bigint, text) IS
     'ml_stack: the precision-recall curve of a binary classifier on a relation (scikit-learn''s precision_recall_curve, without its last point: precision 1, recall 0).';
 
--- Feature importance. Linear models: each coefficient times its feature's standard deviation
--- on the training rows (a text column's dimensions: the coefficient as it is) (the coefficient of the standardised feature; one row per score: per
--- class of a multinomial model). Tree ensembles: how often each feature splits a node
--- (XGBoost's importance_type 'weight'), with no class.
-CREATE OR REPLACE FUNCTION ml_stack.feature_importance(model_id bigint)
+-- The name of each of a model's features: its columns' in order, an array's elements, a text column's
+-- vector dimensions and a target encoding's classes as <column>[i], a one-hot feature as <column>=<category>;
+-- 'feature <j>' for a model imported without names.
+CREATE OR REPLACE FUNCTION ml_stack._model_feature_names(model_id bigint)
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY(
+        SELECT coalesce(n.name, format('feature %s', f.j))
+        FROM generate_series(1, (SELECT m.num_features FROM ml_stack.models AS m WHERE m.id = _model_feature_names.model_id)) AS f(j)
+        LEFT JOIN (SELECT row_number() OVER (ORDER BY c.o, q) AS j,
+                          CASE WHEN c.col #>> '{encoding,method}' = 'one_hot'
+                               -- a one-hot feature by its category (the first one left out by "drop", NULL last)
+                               THEN format('%s=%s', c.col ->> 'name',
+                                           coalesce(c.col #> '{encoding,categories}' ->> (q - 1 + CASE WHEN c.col #>> '{encoding,drop}' = 'first'
+                                                                                                   THEN 1 ELSE 0 END), 'NULL'))
+                               WHEN c.col ->> 'kind' IN ('text', 'array') OR (c.col ->> 'width')::integer > 1
+                               THEN format('%s[%s]', c.col ->> 'name', q)
+                               ELSE c.col ->> 'name' END AS name
+                   FROM jsonb_array_elements(coalesce(ml_stack._model_layout(_model_feature_names.model_id), '[]'))
+                        WITH ORDINALITY AS c(col, o),
+                        generate_series(1, coalesce((c.col ->> 'width')::integer, 1)) AS q) AS n ON n.j = f.j
+        ORDER BY f.j)
+$$;
+
+-- Feature importance. Linear models: each coefficient times its feature's standard deviation on the
+-- training rows (the coefficient of the standardised feature; a text column's dimensions: the coefficient
+-- as it is), one row per score (per class of a multinomial model). Tree ensembles: XGBoost's importance
+-- types from the booster's own statistics (weight: the splits on the feature; gain / cover: the mean loss
+-- reduction / hessian sum of those splits; total_gain, total_cover: their sums), over the trees the model
+-- predicts with; other libraries' trees: weight only.
+CREATE OR REPLACE FUNCTION ml_stack.feature_importance(model_id bigint, importance_type text DEFAULT NULL)
 RETURNS TABLE (feature text, importance float8, class text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -276,9 +304,11 @@ AS $$
 DECLARE
     m record;
     col jsonb;
-    names text[] := '{}';
+    names text[] := ml_stack._model_feature_names(feature_importance.model_id);
     stds float8[] := '{}';
     xi integer := 0;
+    kind text;
+    booster_trees jsonb;
 BEGIN
     SELECT mo.artifact, mo.num_features, mo.classes, s.features, s.label INTO m
     FROM ml_stack.models AS mo LEFT JOIN ml_stack.snapshots AS s ON s.id = mo.snapshot_id
@@ -287,38 +317,64 @@ BEGIN
         RAISE EXCEPTION 'model % does not exist', feature_importance.model_id
             USING ERRCODE = 'undefined_object', HINT = 'SELECT id, algorithm FROM ml_stack.models lists the models.';
     END IF;
-    -- each model feature's name and training std: the columns' features in order, a text column's
-    -- vector dimensions as <column>[i] (no std: their values are the transformer's)
-    FOR col IN SELECT value FROM jsonb_array_elements(coalesce(ml_stack._model_layout(feature_importance.model_id), '[]')) LOOP
-        FOR q IN 1 .. coalesce((col ->> 'width')::integer, 1) LOOP
-            IF col ->> 'kind' = 'text' THEN
-                names := names || format('%s[%s]', col ->> 'name', q);
-                stds := stds || NULL::float8;
-            ELSE
-                names := names || (m.features -> xi ->> 'name');
-                stds := stds || (m.features -> xi ->> 'std')::float8;
-                xi := xi + 1;
-            END IF;
-        END LOOP;
-    END LOOP;
+    booster_trees := m.artifact #> '{booster,learner,gradient_booster,model,trees}';
+    kind := coalesce(importance_type, CASE WHEN booster_trees IS NOT NULL THEN 'gain' ELSE 'weight' END);
     IF m.artifact ->> 'format' = 'linear' THEN
+        IF importance_type IS NOT NULL THEN
+            RAISE EXCEPTION 'a linear model has one importance: its standardised coefficients' USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'Leave importance_type out; importance types are for tree ensembles.';
+        END IF;
+        -- each feature's training std (a text column's dimensions have none: their values are the transformer's)
+        FOR col IN SELECT value FROM jsonb_array_elements(coalesce(ml_stack._model_layout(feature_importance.model_id), '[]')) LOOP
+            FOR q IN 1 .. coalesce((col ->> 'width')::integer, 1) LOOP
+                IF col ->> 'kind' = 'text' THEN
+                    stds := stds || NULL::float8;
+                ELSE
+                    stds := stds || (m.features -> xi ->> 'std')::float8;
+                    xi := xi + 1;
+                END IF;
+            END LOOP;
+        END LOOP;
         RETURN QUERY
-            SELECT coalesce(names[j.i], format('feature %s', j.i)),
-                   j.w::float8 * coalesce(stds[j.i], 1),
+            SELECT names[j.i], j.w::float8 * coalesce(stds[j.i], 1),
                    CASE WHEN jsonb_array_length(m.artifact -> 'coefficients') = 1 THEN NULL
                         ELSE coalesce(m.label -> 'class_labels' ->> (k.o::integer - 1), m.classes[k.o]::text) END
             FROM jsonb_array_elements(m.artifact -> 'coefficients') WITH ORDINALITY AS k(ws, o),
                  jsonb_array_elements_text(k.ws) WITH ORDINALITY AS j(w, i)
             ORDER BY k.o, j.i;
-    ELSIF m.artifact ->> 'format' = 'trees' THEN
+    ELSIF m.artifact ->> 'format' = 'trees' AND kind = 'weight' AND booster_trees IS NULL THEN
         RETURN QUERY
-            SELECT coalesce(names[f.i + 1], format('feature %s', f.i + 1)),
+            SELECT names[f.i + 1],
                    (SELECT count(*)::float8 FROM jsonb_array_elements(m.artifact -> 'trees') AS t,
                                               jsonb_array_elements_text(t -> 'feature') WITH ORDINALITY AS n(v, o)
                     WHERE (t -> 'left' ->> (n.o::integer - 1))::integer >= 0 AND n.v::integer = f.i),
                    NULL::text
             FROM generate_series(0, m.num_features - 1) AS f(i)
             ORDER BY f.i;
+    ELSIF m.artifact ->> 'format' = 'trees' AND booster_trees IS NOT NULL
+          AND kind IN ('weight', 'gain', 'total_gain', 'cover', 'total_cover') THEN
+        RETURN QUERY
+            WITH splits AS (
+                SELECT (t.tree -> 'split_indices' ->> (n.o::integer - 1))::integer AS f,
+                       (t.tree -> 'loss_changes' ->> (n.o::integer - 1))::float8 AS gain,
+                       (t.tree -> 'sum_hessian' ->> (n.o::integer - 1))::float8 AS cover
+                FROM jsonb_array_elements(booster_trees) WITH ORDINALITY AS t(tree, ti),
+                     jsonb_array_elements_text(t.tree -> 'left_children') WITH ORDINALITY AS n(v, o)
+                WHERE t.ti <= jsonb_array_length(m.artifact -> 'trees') AND n.v::integer <> -1
+            )
+            SELECT names[f.i + 1],
+                   (SELECT CASE kind WHEN 'weight' THEN count(*)::float8 WHEN 'gain' THEN coalesce(avg(sp.gain), 0)
+                                     WHEN 'total_gain' THEN coalesce(sum(sp.gain), 0) WHEN 'cover' THEN coalesce(avg(sp.cover), 0)
+                                     ELSE coalesce(sum(sp.cover), 0) END
+                    FROM splits AS sp WHERE sp.f = f.i),
+                   NULL::text
+            FROM generate_series(0, m.num_features - 1) AS f(i)
+            ORDER BY f.i;
+    ELSIF m.artifact ->> 'format' = 'trees' THEN
+        RAISE EXCEPTION 'unknown importance_type "%" for this model', kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = CASE WHEN booster_trees IS NOT NULL THEN 'XGBoost models: weight, gain (the default), total_gain, cover, total_cover.'
+                              ELSE 'These trees have weight (the number of splits on each feature).' END;
     ELSE
         RAISE EXCEPTION 'feature importance of % models is not available', coalesce(m.artifact ->> 'format', 'these')
             USING ERRCODE = 'feature_not_supported',
@@ -326,5 +382,5 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION ml_stack.feature_importance(bigint) IS
-    'ml_stack: importance of each feature: linear models, the coefficient times the feature''s standard deviation on the training rows (per class of a multinomial model); tree ensembles, the number of splits on the feature (XGBoost''s "weight").';
+COMMENT ON FUNCTION ml_stack.feature_importance(bigint, text) IS
+    'ml_stack: importance of each feature: linear models, the coefficient times the feature''s standard deviation on the training rows (per class of a multinomial model); XGBoost models, the booster''s importance_type (gain by default; weight, total_gain, cover, total_cover); other tree ensembles, the number of splits on the feature (weight).';
