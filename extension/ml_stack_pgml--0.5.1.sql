@@ -480,6 +480,19 @@ $$;
 COMMENT ON FUNCTION pgml.load_dataset(text, text, bigint, jsonb) IS
     'ml_stack_pgml: PostgresML''s load_dataset for scikit-learn''s toy datasets (breast_cancer, diabetes, digits, iris, wine) into pgml.<name>, replaced if it exists; limit keeps the first rows. Needs ml_stack_python.';
 
+-- source: sql/dropin/pgml/version.sql
+-- pgml.version(): what is installed, as PostgresML answers "VERSION (COMMIT)": here the drop-in's version
+-- and ml_stack's.
+CREATE OR REPLACE FUNCTION pgml.version()
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('%s (ml_stack %s)', (SELECT e.extversion FROM pg_extension AS e WHERE e.extname = 'ml_stack_pgml'),
+                  (SELECT e.extversion FROM pg_extension AS e WHERE e.extname = 'ml_stack'))
+$$;
+COMMENT ON FUNCTION pgml.version() IS 'ml_stack_pgml: its version and ml_stack''s, e.g. "0.5.1 (ml_stack 0.5.1)".';
+
 -- source: sql/dropin/pgml/views.sql
 -- PostgresML's registry relations as views of ml_stack's registry, with PostgresML's columns. They run
 -- with the caller's rights (security_invoker): what a role reads here is what it may read in ml_stack
