@@ -213,6 +213,22 @@ AS $$
                        THEN (SELECT d.typbasetype FROM pg_catalog.pg_type AS d WHERE d.oid = typ) ELSE typ END
 $$;
 
+-- A hot standby serves predictions but writes nothing: what would write is refused first, with where to run it
+-- (instead of an error about a temporary table or a read-only transaction from deep inside).
+CREATE OR REPLACE FUNCTION ml_stack._refuse_on_standby(what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION '% cannot run on a hot standby: it writes the registry', what
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'Run it on the primary; this server serves the result once it has replayed it.';
+    END IF;
+END
+$$;
+
 -- source: sql/registry/projects.sql
 -- A project is one prediction problem: a name, a task, and where its data lives.
 CREATE TABLE ml_stack.projects (
@@ -6701,6 +6717,7 @@ AS $$
 DECLARE
     state text; message text; detail text; hint text;
 BEGIN
+    PERFORM ml_stack._refuse_on_standby('ml_stack.train');
     SELECT * INTO trained_model_id, was_deployed, project_task, model_algorithm, model_engine, model_metrics
     FROM ml_stack._train_unguarded(project_name, task, relation_name, y_column_name, algorithm, hyperparams, search,
                                    search_params, search_args, test_size, test_sampling, preprocess, automatic_deploy,
@@ -8312,6 +8329,7 @@ DECLARE
     problem text;
     r text;
 BEGIN
+    PERFORM ml_stack._refuse_on_standby('ml_stack.expose');
     SELECT p.id, p.name, p.task INTO proj FROM ml_stack.projects AS p WHERE p.name = expose.project_name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'project "%" does not exist', project_name

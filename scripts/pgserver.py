@@ -146,6 +146,32 @@ class PgServer:
             raise
         return server
 
+    @classmethod
+    def start_replica(cls, primary: "PgServer", prefix: str = "ml_stack_replica_") -> "PgServer":
+        """A streaming hot standby of ``primary`` (``pg_basebackup -R``): a copy of its data directory as it is
+        now, then every change by WAL; its own socket directory and port, read-only."""
+        basedir = Path(tempfile.mkdtemp(prefix=prefix))
+        (basedir / MARKER).touch()
+        server = cls(basedir, free_port(), primary.bindir)
+        try:
+            sockdir = Path(server.host)
+            sockdir.mkdir()
+            if os.geteuid() == 0:
+                pw = pwd.getpwnam(SERVER_OS_USER)
+                for d in (basedir, sockdir):
+                    os.chown(d, pw.pw_uid, pw.pw_gid)
+            server._run([str(server.bindir / "pg_basebackup"), "-D", str(server.datadir), "-R", "-X", "stream", "-c", "fast",
+                         "-h", primary.host, "-p", str(primary.port), "-U", DB_SUPERUSER, "--no-sync"], "pg_basebackup")
+            with open(server.datadir / "postgresql.conf", "a") as f:   # the later lines win
+                f.write(f"\n# the replica's own (scripts/pgserver.py)\nport = '{server.port}'\n"
+                        f"unix_socket_directories = '{server.host}'\n")
+            server._run([str(server.bindir / "pg_ctl"), "-D", str(server.datadir), "-l", str(server.logfile),
+                         "-w", "-t", "60", "-s", "start"], "pg_ctl start (replica)")
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
     def stop(self) -> None:
         """Stop the server if it runs, and remove its directory (both even when the other fails)."""
         try:

@@ -284,6 +284,7 @@ DECLARE
     problem text;
     r text;
 BEGIN
+    PERFORM ml_stack._refuse_on_standby('ml_stack.expose');
     SELECT p.id, p.name, p.task INTO proj FROM ml_stack.projects AS p WHERE p.name = expose.project_name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'project "%" does not exist', project_name

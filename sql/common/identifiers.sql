@@ -108,3 +108,19 @@ AS $$
     WHERE t.oid = CASE WHEN (SELECT d.typtype FROM pg_catalog.pg_type AS d WHERE d.oid = typ) = 'd'
                        THEN (SELECT d.typbasetype FROM pg_catalog.pg_type AS d WHERE d.oid = typ) ELSE typ END
 $$;
+
+-- A hot standby serves predictions but writes nothing: what would write is refused first, with where to run it
+-- (instead of an error about a temporary table or a read-only transaction from deep inside).
+CREATE OR REPLACE FUNCTION ml_stack._refuse_on_standby(what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION '% cannot run on a hot standby: it writes the registry', what
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'Run it on the primary; this server serves the result once it has replayed it.';
+    END IF;
+END
+$$;

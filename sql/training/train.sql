@@ -304,6 +304,7 @@ AS $$
 DECLARE
     state text; message text; detail text; hint text;
 BEGIN
+    PERFORM ml_stack._refuse_on_standby('ml_stack.train');
     SELECT * INTO trained_model_id, was_deployed, project_task, model_algorithm, model_engine, model_metrics
     FROM ml_stack._train_unguarded(project_name, task, relation_name, y_column_name, algorithm, hyperparams, search,
                                    search_params, search_args, test_size, test_sampling, preprocess, automatic_deploy,
