@@ -81,6 +81,8 @@ def test_regression_examples_run_as_documented(pgpy):
         project, task, alg, _ = conn.execute(statement).fetchone()
         assert (project, task, alg) == ("Diabetes Progression", "regression", algorithm)
         assert conn.execute("SELECT runtime::text FROM pgml.models ORDER BY id DESC LIMIT 1").fetchone()[0] == engine
+    # every column of every model, python-engine ones without a search among them
+    assert len(rows(conn, "SELECT * FROM pgml.models")) == 4
     top = rows(conn, """SELECT trained_models.* FROM pgml.trained_models
                         JOIN pgml.models on models.id = trained_models.id
                         ORDER BY models.metrics->>'mean_squared_error' DESC LIMIT 5""")
@@ -98,6 +100,7 @@ def test_regression_examples_run_as_documented(pgpy):
     )""")
     search = rows(conn, "SELECT search, search_params FROM pgml.models ORDER BY id DESC LIMIT 1")[0]
     assert search == ("grid", {"max_depth": [1, 2], "n_estimators": [20, 40]})
+    assert rows(conn, "SELECT search_args FROM pgml.models ORDER BY id DESC LIMIT 1")[0][0] == {"cv": 5}
     best = conn.execute("SELECT max((metrics->>'r2')::float8) FROM pgml.models").fetchone()[0]
     assert rows(conn, "SELECT * FROM pgml.deploy('Diabetes Progression', 'best_score')")[0][:2] == \
         ("Diabetes Progression", "best_score")

@@ -74,7 +74,15 @@ def cosine_ranking(model, conn, query):
 
 def test_readme_example_with_minilm(vzpy, model):
     conn = vzpy
+    conn.execute("SET client_min_messages = notice")
+    notices = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary))
     assert conn.execute(README_TABLE).fetchone()[0] == "Successfully created job: product_search_hf"
+    # the rows there are embedded at once; what waits, and for what, is said once (no pg_cron in this database)
+    assert [n for n in notices if "job_execute" in n or "process_vector_jobs" in n] == [
+        "vectorize: job \"product_search_hf\" embedded the rows there are; without pg_cron in this database, rows "
+        "inserted or changed later wait for SELECT vectorize.job_execute('product_search_hf')"]
+    conn.execute("SET client_min_messages = warning")
     got = results(conn, README_SEARCH)
     expected = cosine_ranking(model, conn, "accessories for mobile devices")[:3]
     names = dict(conn.execute("SELECT product_id, product_name FROM products").fetchall())

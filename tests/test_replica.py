@@ -11,20 +11,22 @@ unsigned) until the key file is copied into the standby's data directory (docs/p
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 from psycopg import errors
 
-from conftest import HARNESS_SETTINGS, PgServer
 from pgserver import SERVER_OS_USER
 from datasets import load_sklearn_dataset
 
 DBNAME = "ml_stack_replicated"
-SETTINGS = {k: v for k, v in HARNESS_SETTINGS.items() if not k.startswith("cron") and k != "shared_preload_libraries"}
+# the harness's settings but pg_cron's (tests/conftest.py; "from conftest import" would find python/tests' too)
+SETTINGS = {"max_connections": "50", "ml_stack.venv": str(Path(__file__).resolve().parent.parent / ".venv")}
 
 
 @pytest.fixture(scope="module")
-def servers():
+def servers(pg_server):
+    PgServer = type(pg_server)   # the harness's server class (connect(), ...)
     primary = PgServer.start(SETTINGS, prefix="ml_stack_primary_")
     replica = None
     try:

@@ -18,7 +18,10 @@ CREATE OR REPLACE VIEW pgml.models WITH (security_invoker = true) AS
 SELECT m.id, m.project_id, m.snapshot_id, m.num_features, m.algorithm, (CASE WHEN m.engine IN ('python', 'sql') THEN m.engine END)::pgml.runtime AS runtime,
        m.hyperparams, m.status, m.metrics, m.search ->> 'method' AS search,
        coalesce(m.search -> 'params', '{}') AS search_params,
-       coalesce(m.search - 'method' - 'params' - 'candidates', '{}') AS search_args,
+       -- what the call gave (ml_stack.models.search also keeps the scoring and every candidate's scores)
+       CASE WHEN jsonb_typeof(m.search) = 'object'
+            THEN jsonb_strip_nulls(jsonb_build_object('cv', m.search -> 'cv', 'n_iter', m.search -> 'n_iter'))
+            ELSE '{}' END AS search_args,
        m.created_at, m.created_at AS updated_at
 FROM ml_stack.models AS m;
 

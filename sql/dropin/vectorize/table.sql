@@ -17,6 +17,7 @@ DECLARE
     job ml_stack.vector_job_definitions;
     new_id bigint;
     missing text;
+    quiet text;
 BEGIN
     missing := concat_ws(', ', CASE WHEN job_name IS NULL THEN 'job_name' END, CASE WHEN relation IS NULL THEN 'relation' END,
                          CASE WHEN primary_key IS NULL THEN 'primary_key' END, CASE WHEN columns IS NULL THEN 'columns' END);
@@ -41,10 +42,14 @@ BEGIN
         RAISE EXCEPTION 'index_dist_type % is not implemented: the search ranks by cosine similarity', index_dist_type
             USING ERRCODE = 'feature_not_supported', HINT = 'Use index_dist_type => ''pgv_hnsw_cosine'' (the default).';
     END IF;
-    -- the relation is in "schema" (pg_vectorize's parameter) unless its name says which
+    -- the relation is in "schema" (pg_vectorize's parameter) unless its name says which; ml_stack's NOTICE
+    -- about queued rows would mislead here (they are embedded below): ours comes after
+    quiet := current_setting('client_min_messages');
+    PERFORM set_config('client_min_messages', 'warning', true);
     new_id := ml_stack._create_vector_job(job_name, CASE WHEN relation LIKE '%.%' THEN relation ELSE format('%I.%I', schema, relation) END,
                                           primary_key, columns, vectorize._transformer(transformer), schedule, '{}',
                                           caller_search_path);
+    PERFORM set_config('client_min_messages', quiet, true);
     SELECT d.* INTO job FROM ml_stack.vector_job_definitions AS d WHERE d.id = new_id;
     INSERT INTO vectorize._job_settings (job_id, index_dist_type, table_method, update_col, params)
     VALUES (new_id, index_dist_type, table_method, CASE WHEN schedule <> 'realtime' THEN update_col END,
@@ -63,6 +68,10 @@ BEGIN
     EXECUTE format('COMMENT ON VIEW vectorize.%I IS %L', job_name || '_view',
                    format('ml_stack_vectorize: the rows of %s with their embeddings (job %s).', job.relation, job_name));
     PERFORM ml_stack.process_vector_jobs(job_name);
+    IF job.spec ->> 'kind' = 'python' AND schedule = 'realtime' AND NOT ml_stack._cron_usable() THEN
+        RAISE NOTICE 'vectorize: job "%" embedded the rows there are; without pg_cron in this database, rows inserted or changed later wait for SELECT vectorize.job_execute(%)',
+                     job_name, quote_literal(job_name);
+    END IF;
     RETURN format('Successfully created job: %s', job_name);
 END
 $$;
