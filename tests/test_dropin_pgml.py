@@ -60,7 +60,7 @@ def test_regression_examples_run_as_documented(pgpy):
         -- load the dataset
         SELECT pgml.load_dataset('diabetes');
         SELECT * FROM pgml.diabetes LIMIT 10""")
-    assert conn.execute("SELECT pgml.version()").fetchone()[0] == "0.5.1 (ml_stack 0.5.1)"
+    assert conn.execute("SELECT pgml.version()").fetchone()[0] == "0.5.1 (ml_stack 0.6.0)"
     assert rows(conn, "SELECT * FROM pgml.train('Diabetes Progression', 'regression', 'pgml.diabetes', 'target')") \
         == [("Diabetes Progression", "regression", "linear", True)]
     got = rows(conn, """SELECT target, pgml.predict('Diabetes Progression', ARRAY[age, sex, bmi, bp, s1, s2, s3, s4, s5, s6]) AS prediction

@@ -27,7 +27,7 @@ def test_walkthrough_in_psql(pg_server, new_db):
         [pg_server.bin("psql"), "-X", "-v", "ON_ERROR_STOP=1", "-d", dbname],
         input="CREATE EXTENSION ml_stack;\n" + WALKTHROUGH, env=pg_server.env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert 'version "0.5.1" of extension "ml_stack" is already installed' in res.stderr
+    assert 'version "0.6.0" of extension "ml_stack" is already installed' in res.stderr
 
     with pg_server.connect(dbname) as conn:
         models = conn.execute("SELECT id, algorithm, hyperparams, metrics FROM ml_stack.models ORDER BY id").fetchall()
