@@ -294,3 +294,67 @@ def test_exposing_again_to_other_roles_revokes_the_old_ones(conn, exposed, roles
     # the other project's endpoints keep their role
     assert conn.execute("SELECT has_function_privilege(%s, 'api.predict_flowers(float8, float8, boolean)', 'EXECUTE')",
                         (exposed,)).fetchone()[0]
+
+
+def test_only_expose_writes_the_endpoints_table(conn, pg_server, exposed, roles):
+    """A row of ml_stack.endpoints becomes SECURITY DEFINER functions granted to the roles it names, made in
+    the schema it names when serving refreshes: neither a trainer nor an admin may write one by hand, which
+    would skip expose()'s checks (a trainer could then have dropped another user's function of an endpoint's
+    name and granted the new one to PUBLIC)."""
+    conn.execute("CREATE SCHEMA victim")
+    conn.execute("CREATE FUNCTION victim.predict_prices(x integer) RETURNS integer LANGUAGE sql AS 'SELECT x'")
+    project = conn.execute("SELECT id FROM ml_stack.projects WHERE name = 'prices'").fetchone()[0]
+    before = conn.execute("SELECT * FROM ml_stack.endpoints ORDER BY 1, 2").fetchall()
+    for group in ("ml_stack_trainer", "ml_stack_admin"):
+        role = roles("writer", "LOGIN")
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(role)))
+        with login(pg_server, conn.info.dbname, role) as t:
+            assert len(t.execute("SELECT * FROM ml_stack.endpoints").fetchall()) == len(before)
+            for statement in ("INSERT INTO ml_stack.endpoints (project_id, schema_name, grant_to) "
+                              "VALUES (%s, 'victim', '{public}')" % project,
+                              "UPDATE ml_stack.endpoints SET schema_name = 'victim', grant_to = '{public}'",
+                              "DELETE FROM ml_stack.endpoints"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    t.execute(statement)
+            t.execute("SELECT * FROM ml_stack.deploy('prices', 'most_recent')")   # a refresh of serving
+    assert conn.execute("SELECT * FROM ml_stack.endpoints ORDER BY 1, 2").fetchall() == before
+    assert [r[0] for r in endpoint_rows(conn, "victim")] == ["predict_prices"]
+    assert conn.execute("SELECT victim.predict_prices(7)").fetchone()[0] == 7
+
+
+def test_expose_refuses_roles_that_can_become_more(conn, exposed, roles):
+    """Membership counts whether or not the role inherits: a NOINHERIT member can still SET ROLE."""
+    admin_member = roles("am", "NOLOGIN NOINHERIT")
+    conn.execute(sql.SQL("GRANT ml_stack_admin TO {}").format(sql.Identifier(admin_member)))
+    super_member = roles("sm", "NOLOGIN NOINHERIT")
+    su = roles("su", "NOLOGIN SUPERUSER")
+    conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(su), sql.Identifier(super_member)))
+    cases = [(admin_member, "is a member of an ml_stack group role"),
+             (super_member, f'is a member of role "{su}", which is a superuser'),
+             (roles("cr", "NOLOGIN CREATEROLE"), "has CREATEROLE")]
+    for role, message in cases:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match=message):
+            conn.execute("SELECT ml_stack.expose('prices', 'api', %s)", ([role],))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match=message):
+            conn.execute("SELECT ml_stack.postgrest_config('api', %s)", (role,))
+    # a role granted more after expose: its endpoints are no longer refreshed, with a warning
+    conn.execute(sql.SQL("GRANT ml_stack_trainer TO {}").format(sql.Identifier(exposed)))
+    notices = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+    train(conn, "prices", algorithm="ridge")
+    conn.execute("SELECT * FROM ml_stack.deploy('prices', 'most_recent')")
+    assert any("are not refreshed" in n and "is a member of an ml_stack group role" in n for n in notices), notices
+
+
+def test_two_projects_never_share_an_endpoint(conn, exposed):
+    """Project "proba_flowers"'s predict endpoint would be "flowers"'s predict_proba endpoint."""
+    conn.execute("CREATE TABLE proba_flowers AS SELECT sepal, petal, kind::float8 AS size FROM flowers")
+    train(conn, "proba_flowers", "regression", "proba_flowers", "size")
+    theirs = endpoint_rows(conn)
+    with pytest.raises(psycopg.errors.DuplicateFunction,
+                       match='endpoint api.predict_proba_flowers would be both project "proba_flowers"\'s and project "flowers"\'s'):
+        conn.execute("SELECT ml_stack.expose('proba_flowers', 'api', %s)", ([exposed],))
+    assert endpoint_rows(conn) == theirs
+    made = conn.execute("SELECT ml_stack.expose('proba_flowers', 'api_sizes', %s)::text", ([exposed],)).fetchall()
+    assert [r[0] for r in made] == ["api_sizes.predict_batch_proba_flowers(jsonb)",
+                                    "api_sizes.predict_proba_flowers(double precision,double precision)"]

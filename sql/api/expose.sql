@@ -54,7 +54,8 @@ AS $$
 $$;
 
 -- Why a role may not be granted endpoints, or NULL: an API role runs every request, so it
--- must not be able to do more than call them.
+-- must not be able to do more than call them. Membership counts whether or not it inherits:
+-- a NOINHERIT member can still SET ROLE to the role it belongs to.
 CREATE OR REPLACE FUNCTION ml_stack._api_role_problem(role_name text)
 RETURNS text
 LANGUAGE sql STABLE
@@ -64,16 +65,48 @@ AS $$
         WHEN r.oid IS NULL THEN format('role "%s" does not exist', role_name)
         WHEN r.rolsuper THEN format('role "%s" is a superuser', role_name)
         WHEN r.rolbypassrls THEN format('role "%s" has BYPASSRLS', role_name)
+        WHEN r.rolcreaterole THEN format('role "%s" has CREATEROLE (it could grant itself other roles)', role_name)
         WHEN r.oid = e.extowner THEN format('role "%s" owns ml_stack', role_name)
         WHEN EXISTS (SELECT FROM pg_catalog.pg_roles AS g
                      WHERE g.rolname IN ('ml_stack_admin', 'ml_stack_trainer', 'ml_stack_predictor')
-                       AND pg_catalog.pg_has_role(r.oid, g.oid, 'USAGE')) THEN
+                       AND pg_catalog.pg_has_role(r.oid, g.oid, 'MEMBER')) THEN
             format('role "%s" is a member of an ml_stack group role (it could read the registry or train)', role_name)
-        WHEN pg_catalog.pg_has_role(r.oid, e.extowner, 'USAGE') THEN format('role "%s" is a member of ml_stack''s owner', role_name)
+        WHEN pg_catalog.pg_has_role(r.oid, e.extowner, 'MEMBER') THEN format('role "%s" is a member of ml_stack''s owner', role_name)
+        ELSE (SELECT format('role "%s" is a member of role "%s", which is a superuser or has BYPASSRLS or CREATEROLE',
+                            role_name, g.rolname)
+              FROM pg_catalog.pg_roles AS g
+              WHERE (g.rolsuper OR g.rolbypassrls OR g.rolcreaterole) AND g.oid <> r.oid
+                AND pg_catalog.pg_has_role(r.oid, g.oid, 'MEMBER')
+              ORDER BY g.rolname LIMIT 1)
     END
     FROM pg_catalog.pg_extension AS e
     LEFT JOIN pg_catalog.pg_roles AS r ON r.rolname = role_name
     WHERE e.extname = 'ml_stack'
+$$;
+
+-- Why a project's endpoints may not be made in a schema, or NULL: the schema is one PostgREST may
+-- publish whole, and no other exposed project there has an endpoint of the same name
+-- ("proba_x"'s predict endpoint is "x"'s predict_proba endpoint).
+CREATE OR REPLACE FUNCTION ml_stack._endpoint_schema_problem(project_id bigint, schema_name text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN schema_name IS NULL OR schema_name = '' OR schema_name IN ('ml_stack', 'public', 'information_schema')
+             OR schema_name LIKE 'pg\_%' OR schema_name IN (SELECT e.extnamespace::regnamespace::text FROM pg_catalog.pg_extension AS e)
+            THEN format('schema "%s" cannot be an API schema', schema_name)
+        ELSE (SELECT format('endpoint %s.%s would be both project "%s"''s and project "%s"''s', schema_name, mine.u, p.name, other.name)
+              FROM ml_stack.projects AS p,
+                   ml_stack._endpoint_names(p.name, p.task) AS en,
+                   unnest(ARRAY[en.predict, en.predict_proba, en.classify, en.predict_batch]) AS mine(u),
+                   ml_stack.endpoints AS oe JOIN ml_stack.projects AS other ON other.id = oe.project_id,
+                   ml_stack._endpoint_names(other.name, other.task) AS on_,
+                   unnest(ARRAY[on_.predict, on_.predict_proba, on_.classify, on_.predict_batch]) AS theirs(u)
+              WHERE p.id = _endpoint_schema_problem.project_id AND oe.schema_name = _endpoint_schema_problem.schema_name
+                AND other.id <> p.id AND mine.u = theirs.u
+              ORDER BY other.id LIMIT 1)
+    END
 $$;
 
 -- Whether the schema holds anything but the endpoints of exposed projects.
@@ -259,8 +292,19 @@ BEGIN
     IF to_regclass('ml_stack.endpoints') IS NULL THEN
         RETURN;   -- during an upgrade, before the table exists
     END IF;
-    FOR e IN SELECT en.project_id, en.schema_name, en.grant_to FROM ml_stack.endpoints AS en
+    FOR e IN SELECT en.project_id, en.schema_name, en.grant_to,
+                    coalesce(ml_stack._endpoint_schema_problem(en.project_id, en.schema_name),
+                             'it holds ' || ml_stack._api_schema_foreign_objects(en.schema_name),
+                             (SELECT string_agg(ml_stack._api_role_problem(g), '; ') FROM unnest(en.grant_to) AS g)) AS problem
+             FROM ml_stack.endpoints AS en
              WHERE to_regnamespace(quote_ident(en.schema_name)) IS NOT NULL ORDER BY en.project_id, en.schema_name LOOP
+        -- what expose() checked is checked again: a role may have been granted more since, and
+        -- a row may have been written without expose()
+        IF e.problem IS NOT NULL THEN
+            RAISE WARNING 'ml_stack: the endpoints of project % in schema "%" are not refreshed: %', e.project_id, e.schema_name, e.problem
+                USING HINT = 'Fix the role or schema and call ml_stack.expose() again, or ml_stack.unexpose() the project.';
+            CONTINUE;
+        END IF;
         -- (not "f() OR changed": SQL may skip f() once changed is true)
         IF ml_stack._define_endpoints(e.project_id, e.schema_name, e.grant_to) THEN
             changed := true;
@@ -295,11 +339,15 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Deploy a model trained on a relation (ml_stack.deploy); a model imported without column names has no typed endpoint.';
     END IF;
-    IF schema_name IS NULL OR schema_name = '' OR schema_name IN ('ml_stack', 'public', 'information_schema') OR schema_name LIKE 'pg\_%'
-       OR schema_name IN (SELECT e.extnamespace::regnamespace::text FROM pg_catalog.pg_extension AS e) THEN
-        RAISE EXCEPTION 'schema "%" cannot be an API schema', schema_name
+    problem := ml_stack._endpoint_schema_problem(proj.id, schema_name);
+    IF problem LIKE 'schema %' THEN
+        RAISE EXCEPTION '%', problem
             USING ERRCODE = 'invalid_schema_name',
                   HINT = 'An API schema holds the endpoints only (PostgREST publishes everything in it): use a schema of its own, e.g. ''api''.';
+    ELSIF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot expose project "%" in schema "%": %', project_name, schema_name, problem
+            USING ERRCODE = 'duplicate_function',
+                  HINT = 'Expose one of the two projects in another API schema, or rename it.';
     END IF;
     IF grant_to IS NULL OR cardinality(grant_to) = 0 THEN
         RAISE EXCEPTION 'grant_to names no role' USING ERRCODE = 'invalid_parameter_value',

@@ -17,6 +17,7 @@ DECLARE
     registry CONSTANT text := 'ml_stack.projects, ml_stack.snapshots, ml_stack.models, ml_stack.deployments, '
                               'ml_stack.training_runs, ml_stack.vectorizers, ml_stack.vectorizer_terms, ml_stack.endpoints, '
                               'ml_stack.model_aliases, ml_stack.model_tags';
+    r text;
     sequences CONSTANT text := 'ml_stack.projects_id_seq, ml_stack.snapshots_id_seq, ml_stack.models_id_seq, '
                                'ml_stack.deployments_id_seq, ml_stack.training_runs_id_seq, ml_stack.vectorizers_id_seq';
 BEGIN
@@ -38,6 +39,7 @@ BEGIN
         -- (pg_cron also wants GRANT USAGE ON SCHEMA cron, by a superuser)
         EXECUTE 'GRANT USAGE ON SCHEMA ml_stack TO ml_stack_trainer';
         EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %s TO ml_stack_trainer', registry);
+
         EXECUTE format('GRANT USAGE ON SEQUENCE %s TO ml_stack_trainer', sequences);
         -- aliases and tags are a trainer's to move and remove (set_alias, delete_alias, set_tag)
         EXECUTE 'GRANT DELETE ON ml_stack.model_aliases, ml_stack.model_tags TO ml_stack_trainer';
@@ -48,5 +50,11 @@ BEGIN
         EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO ml_stack_admin', registry);
         EXECUTE 'GRANT EXECUTE ON FUNCTION ml_stack.expose(text, text, text[]), ml_stack.unexpose(text, text) TO ml_stack_admin';
     END IF;
+    -- ml_stack.endpoints is written by expose() and unexpose() only, whose checks a row written
+    -- by hand would skip: each row becomes SECURITY DEFINER functions granted to the roles it
+    -- names (0.6.0 takes back the writes 0.4.0 granted)
+    FOR r IN SELECT g FROM unnest(ARRAY['ml_stack_trainer', 'ml_stack_admin']) AS g WHERE to_regrole(g) IS NOT NULL LOOP
+        EXECUTE format('REVOKE INSERT, UPDATE, DELETE ON ml_stack.endpoints FROM %I', r);
+    END LOOP;
 END
 $$;
