@@ -96,3 +96,34 @@ def test_text_models_are_scored_with_their_own_vectorizer(conn):
                    hyperparams={"alpha": 0.5})
     assert re.fullmatch(rf"not deployed: f1 1\.000000 on this split <= 1\.000000 of the deployed model "
                         rf"{first['model_id']} on this split", decision(conn, second["model_id"]))
+
+
+def test_a_text_classifier_is_scored_sparsely_with_its_own_vocabulary(conn):
+    """A deployed naive Bayes model over a fitted vocabulary, with a numeric column beside the text (NULLs
+    imputed), is scored on the retrained model's split sparsely (as training scores its own test rows: row by
+    row, a wide vocabulary's dense vectors cost seconds). Its f1 there is scikit-learn's on predict_row()'s
+    answers for the same rows (the last quarter, test_sampling 'last')."""
+    conn.execute("""
+        CREATE TABLE news (title text, clicks float8, label integer);
+        INSERT INTO news
+        SELECT (ARRAY['you will not believe', 'council approves', 'this one trick', 'budget vote on',
+                      'shocking photos of', 'mayor says'])[1 + i % 6]
+               || ' ' || (ARRAY['cats', 'taxes', 'roads', 'stars', 'bridges'])[1 + i % 5]
+               || CASE WHEN i % 7 = 0 THEN ' tonight' ELSE '' END,
+               CASE WHEN i % 5 = 0 THEN NULL ELSE i % 9 END,
+               CASE WHEN i % 11 = 3 THEN 1 - (i % 2) ELSE (i % 2) END
+        FROM generate_series(1, 400) AS i;
+    """)
+    rules = {"clicks": {"impute": "mean"}}
+    first = train(conn, "news", "classification", "news", "label", algorithm="naive_bayes", test_sampling="last",
+                  preprocess={**rules, "title": {"vectorize": "counts"}})
+    second = train(conn, "news", algorithm="naive_bayes", test_sampling="last",
+                   preprocess={**rules, "title": {"vectorize": "tfidf"}})
+    old_f1 = float(re.fullmatch(r"(?:not )?deployed: f1 [\d.]+ on this split (?:<=|>) ([\d.]+) of the deployed model "
+                                rf"{first['model_id']} on this split", decision(conn, second["model_id"])).group(1))
+    y, yhat = np.array(conn.execute(
+        "SELECT label, ml_stack.predict_row(%s::bigint, to_jsonb(n)) FROM (SELECT *, row_number() OVER () AS rn FROM news) AS n "
+        "WHERE rn > 300 ORDER BY rn", (first["model_id"],)).fetchall(), dtype=float).T
+    assert len(y) == 100
+    assert 0.5 < old_f1 < 1
+    assert old_f1 == pytest.approx(f1_score(y, yhat, average="macro"), abs=1e-6)

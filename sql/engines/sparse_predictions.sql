@@ -16,8 +16,11 @@ $$;
 
 -- Score the test rows with the served weights (raw space, class-major: weights[(c - 1) * P + j], one vector per
 -- score), sparsely (text blocks through their sparse transform, never densified), into
--- pg_temp._ml_stack_predictions(r, yhat, proba). One score: logistic link (class 2 when > 0), else softmax.
-CREATE OR REPLACE FUNCTION ml_stack._predict_test_rows_sparse(dataset jsonb, weights float8[], intercepts float8[])
+-- pg_temp.<into_table>(r, yhat, proba). One score: logistic link (class 2 when > 0), else softmax.
+-- The deployed model is scored so on a new split too (training/compare.sql), with a dataset that
+-- describes its own features.
+CREATE OR REPLACE FUNCTION ml_stack._predict_test_rows_sparse(dataset jsonb, weights float8[], intercepts float8[],
+                                                              into_table text DEFAULT '_ml_stack_predictions')
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -53,11 +56,12 @@ BEGIN
             scores[c] := scores[c] || format(' + b%s.s[%s]', blk ->> 't', c);
         END LOOP;
     END LOOP;
-    IF to_regclass('pg_temp._ml_stack_predictions') IS NOT NULL THEN
-        DROP TABLE pg_temp._ml_stack_predictions;
+    IF to_regclass(format('pg_temp.%I', into_table)) IS NOT NULL THEN
+        EXECUTE format('DROP TABLE pg_temp.%I', into_table);
     END IF;
-    EXECUTE format('CREATE TEMPORARY TABLE _ml_stack_predictions ON COMMIT DROP AS SELECT r, %s '
+    EXECUTE format('CREATE TEMPORARY TABLE %I ON COMMIT DROP AS SELECT r, %s '
                    'FROM (SELECT t.r, ARRAY[%s] AS sc FROM pg_temp._ml_stack_rows AS t%s WHERE %s OFFSET 0) AS q',
+                   into_table,
                    CASE WHEN k = 1 THEN '($2::float8[])[(sc[1] > 0)::integer + 1] AS yhat, ml_stack._binary_proba(sc[1]) AS proba'
                         ELSE '($2::float8[])[ml_stack._argmax(sc)] AS yhat, ml_stack._softmax(sc) AS proba' END,
                    array_to_string(scores, ', '), block_joins, dataset ->> 'test_filter')
