@@ -573,3 +573,61 @@ def test_python_engine_on_a_database_updated_from_0_1_0(pg_server, new_db):
         rollback = db.execute("SELECT model_id FROM ml_stack.deploy('iris', 'rollback')").fetchone()[0]
         assert rollback == ids["multinomial"]
         assert serving_state(db)[("project", "iris")] == served[("project", "iris")]
+
+
+def _text_state(conn):
+    """What a database's text objects give: embeddings of a fitted vectorizer, a naive Bayes text model's answers
+    by row, and each job's search results."""
+    return {
+        "embed": conn.execute("SELECT ml_stack.embed('titles_tfidf', title) FROM docs ORDER BY id").fetchall(),
+        "predict_row": conn.execute("SELECT id, ml_stack.predict_row('clickbait', to_jsonb(d)) FROM docs AS d "
+                                    "ORDER BY id").fetchall(),
+        "search": {(job, mode): conn.execute("SELECT id, score, rank FROM ml_stack.search(%s, 'shocking cats', 5, "
+                                             "NULL, %s)", (job, mode)).fetchall()
+                   for job in ("docs_hashing", "docs_tfidf") for mode in ("semantic", "keyword", "hybrid")},
+    }
+
+
+@pytest.mark.skipif("0.3.0" not in OLDER, reason="ml_stack 0.3.0 is not a released older version")
+def test_text_and_vector_jobs_made_under_0_3_0_work_after_the_update(pg_server, new_db):
+    """Vector jobs (hashing, and a fitted tfidf vectorizer), their embeddings and a naive Bayes text model made
+    under 0.3.0 give the same embeddings, answers and search results after ALTER EXTENSION UPDATE, the jobs keep
+    following every kind of write, and the schema is a fresh install's."""
+    dbname = new_db("ml_stack_upgrade_text")
+    with pg_server.connect(dbname) as old:
+        old.execute("CREATE EXTENSION ml_stack VERSION '0.3.0'")
+        old.execute("""
+            CREATE TABLE docs (id integer PRIMARY KEY, title text, label integer);
+            INSERT INTO docs SELECT i, (ARRAY['you will not believe these', 'council approves budget for',
+                                              'shocking photos of', 'mayor opens new'])[1 + i % 4]
+                                       || ' ' || (ARRAY['cats', 'roads', 'stars', 'schools', 'bridges'])[1 + i % 5],
+                                    (i % 4 IN (0, 2))::integer
+            FROM generate_series(1, 120) AS i;
+        """)
+        old.execute("SELECT ml_stack.fit_vectorizer('titles_tfidf', 'docs', 'title')")
+        old.execute("SELECT ml_stack.create_vector_job('docs_hashing', 'docs', 'id', ARRAY['title'])")
+        old.execute("SELECT ml_stack.create_vector_job('docs_tfidf', 'docs', 'id', ARRAY['title'], 'titles_tfidf')")
+        old.execute("CREATE VIEW labelled AS SELECT title, label FROM docs")
+        old.execute("SELECT * FROM ml_stack.train('clickbait', 'classification', 'labelled', 'label', "
+                    "algorithm => 'naive_bayes', preprocess => '{\"title\": {\"vectorize\": \"tfidf\"}}')")
+        before = _text_state(old)
+        assert len(before["search"][("docs_hashing", "semantic")]) == 5
+        old.execute("ALTER EXTENSION ml_stack UPDATE")
+    with pg_server.connect(dbname) as db:
+        assert _extversion(db) == CURRENT
+        assert _text_state(db) == before
+        assert_same_schema(describe_extension(db), _fresh_install_description(pg_server, new_db))
+        # the jobs follow writes made after the update: INSERT, UPDATE of the text, DELETE
+        db.execute("INSERT INTO docs VALUES (500, 'unbelievable shocking cats cats cats', 1)")
+        db.execute("UPDATE docs SET title = 'quiet council minutes' WHERE id = 4")
+        db.execute("DELETE FROM docs WHERE id = 8")
+        db.execute("SELECT ml_stack.process_vector_jobs()")
+        for job in ("docs_hashing", "docs_tfidf"):
+            found = [r[0] for r in db.execute("SELECT id FROM ml_stack.search(%s, 'shocking cats', 200, NULL, 'keyword')",
+                                              (job,)).fetchall()]
+            assert "500" in found and "4" not in found and "8" not in found
+        assert db.execute("SELECT source_rows, embedded_rows, pending, failed FROM ml_stack.vector_jobs "
+                          "ORDER BY job_name").fetchall() == [(120, 120, 0, 0)] * 2
+        # and the project trains again by its name, its text rule kept
+        row = train(db, "clickbait", algorithm="naive_bayes", hyperparams={"alpha": 0.5})
+        assert row["metrics"]["f1"] > 0.9
