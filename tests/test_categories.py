@@ -10,6 +10,7 @@ cross fitting), written here in numpy.
 import datetime
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -363,7 +364,11 @@ def test_the_split_follows_the_primary_key_when_rows_move(conn):
     second = train(conn, "k")
     decision = one_row(conn, "SELECT deploy_decision FROM ml_stack.models WHERE id = %s", (second["model_id"],))["deploy_decision"]
     assert math.isclose(second["metrics"]["r2"], first["metrics"]["r2"], rel_tol=1e-9), decision
-    assert decision.startswith("not deployed: r2") and "on this split" in decision, decision
+    # the same rows in another order: sums in another order, so the two scores agree to rounding only (either
+    # may win by an ulp); what matters is that both were measured on this split
+    scores = re.fullmatch(r"(?:not )?deployed: r2 ([\d.]+) on this split (?:<=|>) ([\d.]+) of the deployed model \d+ "
+                          r"on this split", decision)
+    assert scores and scores.group(1) == scores.group(2), decision
 
 
 def test_a_large_encoding_is_looked_up_not_inlined(conn):

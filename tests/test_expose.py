@@ -56,7 +56,8 @@ def exposed(conn, roles):
 def endpoint_rows(conn, schema="api"):
     return conn.execute(
         "SELECT p.proname, pg_get_function_identity_arguments(p.oid), p.provolatile, p.prosecdef, p.proconfig, "
-        "obj_description(p.oid, 'pg_proc') FROM pg_proc AS p WHERE p.pronamespace = %s::regnamespace "
+        "obj_description(p.oid, 'pg_proc') FROM pg_proc AS p "
+        "WHERE p.pronamespace = (SELECT n.oid FROM pg_namespace AS n WHERE n.nspname = %s) "
         "ORDER BY p.proname", (schema,)).fetchall()
 
 
@@ -210,6 +211,21 @@ def test_hostile_identifiers(conn, roles):
     got = as_role(conn, anon, sql.SQL("SELECT {}(50, 2)").format(fn))[0][0]
     assert got == conn.execute("SELECT ml_stack.predict(%s, ARRAY[50, 2])", (project,)).fetchone()[0]
     assert conn.execute("SELECT count(*) FROM prices").fetchone()[0] == 300
+    # the configuration names the schema as PostgREST reads it (its db-schemas is a comma-separated list)
+    config = conn.execute("SELECT ml_stack.postgrest_config(%s, %s)", (schema, anon)).fetchone()[0]
+    assert f'db-anon-role = "{anon}"' in config and "DROP TABLE prices" in config
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="control characters"):
+        conn.execute("SELECT ml_stack.postgrest_config(%s, %s)", ('api"\ndb-anon-role = "postgres', anon))
+    # a retrain refreshes the endpoints, a delete of the project's row (as the trigger does) and unexpose
+    # remove them: nothing else is touched
+    train(conn, project, algorithm="ridge", automatic_deploy=False)
+    conn.execute("SELECT * FROM ml_stack.deploy(%s, 'most_recent')", (project,))
+    assert as_role(conn, anon, sql.SQL("SELECT {}(50, 2)").format(fn))[0][0] == conn.execute(
+        "SELECT ml_stack.predict(%s, ARRAY[50, 2])", (project,)).fetchone()[0]
+    assert conn.execute("SELECT ml_stack.unexpose(%s, %s)", (project, schema)).fetchone()[0] is True
+    assert endpoint_rows(conn, schema) == []
+    assert conn.execute("SELECT count(*) FROM prices").fetchone()[0] == 300
+    assert conn.execute("SELECT count(*) FROM ml_stack.projects WHERE name = %s", (project,)).fetchone()[0] == 1
     train(conn, "p" * 50, "regression", "prices", "price")
     with pytest.raises(psycopg.errors.NameTooLong):   # predict_batch_ + 50 bytes
         conn.execute("SELECT ml_stack.expose(%s, 'api', %s)", ("p" * 50, [anon]))
@@ -358,3 +374,49 @@ def test_two_projects_never_share_an_endpoint(conn, exposed):
     made = conn.execute("SELECT ml_stack.expose('proba_flowers', 'api_sizes', %s)::text", ([exposed],)).fetchall()
     assert [r[0] for r in made] == ["api_sizes.predict_batch_proba_flowers(jsonb)",
                                     "api_sizes.predict_proba_flowers(double precision,double precision)"]
+
+
+def test_a_search_path_hijack_changes_no_answer_of_a_tree_model(conn, roles):
+    """An XGBoost model (compiled trees) exposed: operators planted in public and functions named like
+    ml_stack's internals planted in public and in the API schema change nothing its endpoints or its typed
+    serving function answer, under PostgREST's search_path and under paths that put public before pg_catalog."""
+    conn.execute("CREATE EXTENSION ml_stack_python CASCADE")
+    conn.execute(TABLE)
+    train(conn, "flowers", "classification", "flowers", "kind", algorithm="xgboost",
+          hyperparams={"n_estimators": 8, "max_depth": 3})
+    anon = roles("anon")
+    conn.execute("SELECT ml_stack.expose('flowers', 'api', %s)", ([anon],))
+    serving = conn.execute("SELECT serving_function::oid::regproc::text, serving_proba_function::oid::regproc::text "
+                           "FROM ml_stack.deployed_models WHERE project_name = 'flowers'").fetchone()
+    calls = ("SELECT api.predict_flowers(1.2, 2.5, true), api.predict_proba_flowers(3.3, 0.5, false), "
+             "api.classify_flowers(0.6, 1.5, true), "
+             "(SELECT array_agg(label ORDER BY row) FROM api.predict_batch_flowers("
+             "'[{\"sepal\": 1.2, \"petal\": 2.5, \"wet\": true}, {\"sepal\": 3.6, \"petal\": 4, \"wet\": false}]'))")
+    typed = (f"SELECT sum({serving[0]}(sepal, petal, wet)), "
+             f"sum(({serving[1]}(sepal, petal, wet))[2]) FROM flowers")
+    expected = as_role(conn, anon, calls), conn.execute(typed).fetchall()
+    assert len({r[0] for r in conn.execute(f"SELECT {serving[0]}(sepal, petal, wet) FROM flowers")}) == 3
+    conn.execute("""
+        CREATE FUNCTION public.no(float8, float8) RETURNS boolean LANGUAGE sql AS 'SELECT false';
+        CREATE FUNCTION public.zero4(float4, float4) RETURNS float4 LANGUAGE sql AS 'SELECT 0::float4';
+        CREATE FUNCTION public.zero(float8, float8) RETURNS float8 LANGUAGE sql AS 'SELECT 0::float8';
+        CREATE OPERATOR public.< (LEFTARG = float8, RIGHTARG = float8, FUNCTION = public.no);
+        CREATE OPERATOR public.>= (LEFTARG = float8, RIGHTARG = float8, FUNCTION = public.no);
+        CREATE OPERATOR public.+ (LEFTARG = float4, RIGHTARG = float4, FUNCTION = public.zero4);
+        CREATE OPERATOR public.+ (LEFTARG = float8, RIGHTARG = float8, FUNCTION = public.zero);
+        CREATE OPERATOR api.< (LEFTARG = float8, RIGHTARG = float8, FUNCTION = public.no);
+        CREATE FUNCTION public.exp(float8) RETURNS float8 LANGUAGE sql AS 'SELECT 0::float8';
+    """)
+    for schema in ("public", "api"):
+        conn.execute(f"""
+            CREATE FUNCTION {schema}._softmax(float8[]) RETURNS float8[] LANGUAGE sql AS 'SELECT ARRAY[1, 0, 0]::float8[]';
+            CREATE FUNCTION {schema}._argmax(float8[]) RETURNS integer LANGUAGE sql AS 'SELECT 1';
+            CREATE FUNCTION {schema}._labelled(float8[], float8[]) RETURNS jsonb LANGUAGE sql AS 'SELECT ''{{}}''::jsonb';
+            CREATE FUNCTION {schema}._check_batch_rows(jsonb) RETURNS void LANGUAGE sql AS 'SELECT NULL::void';
+        """)
+    conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
+    for path in ('"api", "public"', "public, pg_catalog", "api, public, pg_catalog"):
+        conn.execute(f"SET search_path = {path}")
+        assert as_role(conn, anon, calls) == expected[0], path
+        assert conn.execute(typed).fetchall() == expected[1], path
+    conn.execute("RESET search_path")

@@ -151,3 +151,26 @@ def test_sparse_input_when_dense_would_be_too_large(pconn):
         pconn.execute("SELECT * FROM ml_stack.train('sp2', 'classification', 'docs', 'label', algorithm => 'xgboost', "
                       "preprocess => '{\"description\": {\"vectorize\": \"tfidf\"}}')")
     assert "ml_stack.max_dense_values" in info.value.diag.message_primary
+
+
+def test_a_dense_problem_too_large_for_the_sql_engine_goes_to_the_python_engine(pconn):
+    """Least squares on 384 features (a MiniLM-sized vector) is refused by the sql engine, which solves up to 200 in
+    seconds; with ml_stack_python installed and no engine named, train says so and the python engine fits it, as
+    scikit-learn's LinearRegression does on the same training rows."""
+    from sklearn.linear_model import LinearRegression
+    pconn.execute("SELECT setseed(0.3)")
+    pconn.execute("CREATE TABLE wide AS SELECT r, array_agg(random() ORDER BY j) AS v FROM generate_series(1, 600) AS r, "
+                  "generate_series(1, 384) AS j GROUP BY r")
+    pconn.execute("CREATE VIEW wide_y AS SELECT v, v[1] * 3 - v[2] + v[384] + (r % 7) * 0.01 AS y FROM wide ORDER BY r")
+    notices = []
+    pconn.add_notice_handler(lambda d: notices.append(d.message_primary))
+    row = train(pconn, "wide", "regression", "wide_y", "y", test_sampling="last")
+    assert any("least squares on 384 features (the sql engine solves up to 200 in seconds) is too large for the sql "
+               "engine: the python engine trains it" in n for n in notices), notices
+    assert (row["engine"], row["algorithm"]) == ("python", "linear")
+    X, y = (np.array(c) for c in zip(*pconn.execute("SELECT v, y FROM wide_y").fetchall()))
+    X = np.array([list(v) for v in X], dtype=np.float64)
+    n_train = _last_split(len(y))
+    ref = LinearRegression().fit(X[:n_train], y[:n_train])
+    got = np.array([r[0] for r in pconn.execute("SELECT ml_stack.predict('wide', v) FROM wide_y").fetchall()])
+    assert np.abs(got - ref.predict(X)).max() < 1e-8

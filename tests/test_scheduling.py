@@ -615,3 +615,34 @@ def test_real_pg_cron_tick_retrains_and_records_success_and_failure(tick_db, tic
     assert v["last_run_message"] == b["return_message"]
     # only the two runs and the two manual trains: no second tick was recorded before the unschedule
     assert model_count(tick_db) == 3
+
+
+def test_a_trainer_schedules_python_engine_retraining_without_being_a_superuser(pg_server, cron_db):
+    """A login role with ml_stack_trainer (and, from a superuser, USAGE on schema cron and SELECT on its table)
+    trains XGBoost, schedules its retraining and runs the job's command as pg_cron would as that user: the run
+    is recorded, the model trained by the python engine."""
+    cron_db.execute("CREATE EXTENSION IF NOT EXISTS ml_stack_python CASCADE")
+    load_sklearn_dataset(cron_db, "diabetes")
+    trainer = f"trainer_{uuid.uuid4().hex[:8]}"
+    cron_db.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(trainer)))
+    try:
+        for grant in ("GRANT ml_stack_trainer TO {}", "GRANT USAGE ON SCHEMA cron TO {}", "GRANT USAGE ON SCHEMA public TO {}",
+                      "GRANT SELECT ON diabetes TO {}"):
+            cron_db.execute(sql.SQL(grant).format(sql.Identifier(trainer)))
+        with psycopg.connect(host=pg_server.host, port=pg_server.port, user=trainer, dbname=cron_db.info.dbname,
+                             autocommit=True) as t:
+            t.execute("SET client_min_messages = warning")
+            first = train(t, "diabetes", "regression", "diabetes", "target", algorithm="xgboost",
+                          hyperparams={"n_estimators": 5})
+            assert first["engine"] == "python"
+            schedule(t, "nightly_xgb", NEVER, "diabetes")
+            assert job(t, "nightly_xgb")["username"] == trainer
+            run_job(t, "nightly_xgb")
+            run = history(t)[-1]
+            assert (run["job_name"], run["status"], run["algorithm"], run["error"]) == ("nightly_xgb", "succeeded",
+                                                                                        "xgboost", None)
+            assert t.execute("SELECT engine FROM ml_stack.models WHERE id = %s", (run["model_id"],)).fetchone()[0] == "python"
+            t.execute("SELECT ml_stack.unschedule_training('nightly_xgb')")
+    finally:
+        cron_db.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(trainer)))
+        cron_db.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(trainer)))

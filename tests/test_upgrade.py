@@ -631,3 +631,57 @@ def test_text_and_vector_jobs_made_under_0_3_0_work_after_the_update(pg_server, 
         # and the project trains again by its name, its text rule kept
         row = train(db, "clickbait", algorithm="naive_bayes", hyperparams={"alpha": 0.5})
         assert row["metrics"]["f1"] > 0.9
+
+
+EXPOSING = [v for v in OLDER if _version_key(v) >= _version_key("0.4.0")]
+
+
+@pytest.mark.parametrize("from_version", EXPOSING or [pytest.param(None, marks=pytest.mark.skip(reason="none"))])
+def test_exposed_endpoints_survive_the_update(pg_server, new_db, from_version):
+    """Endpoints made by expose() under a released version answer the same after ALTER EXTENSION UPDATE, keep
+    their grants and comments, and the API role still reaches nothing else."""
+    import uuid
+
+    import psycopg
+    anon = f"anon_{uuid.uuid4().hex[:8]}"
+    dbname = new_db("ml_stack_upgrade_api")
+    calls = ("SELECT api.predict_prices(50, 2), "
+             "(SELECT array_agg(prediction ORDER BY row) FROM api.predict_batch_prices('[{\"area\": 30, \"rooms\": 1}]'))")
+    endpoints = ("SELECT p.oid::regprocedure::text, obj_description(p.oid, 'pg_proc'), "
+                 "has_function_privilege(%s, p.oid, 'EXECUTE') FROM pg_proc AS p "
+                 "WHERE p.pronamespace = 'api'::regnamespace ORDER BY 1")
+    with pg_server.connect(dbname) as db:
+        db.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(anon)))
+        try:
+            db.execute(sql.SQL("CREATE EXTENSION ml_stack VERSION {}").format(sql.Literal(from_version)))
+            db.execute("CREATE TABLE prices (area float8, rooms integer, price float8)")
+            db.execute("INSERT INTO prices SELECT 20 + i % 90, 1 + i % 5, 1000 + 30 * (20 + i % 90) + 500 * (1 + i % 5) "
+                       "+ (i % 11) FROM generate_series(1, 300) AS i")
+            db.execute("SELECT * FROM ml_stack.train('prices', 'regression', 'prices', 'price')")
+            db.execute("SELECT ml_stack.expose('prices', 'api', %s)", ([anon],))
+
+            def as_anon():
+                db.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(anon)))
+                try:
+                    return db.execute(calls).fetchall()
+                finally:
+                    db.execute("RESET ROLE")
+            before, made = as_anon(), db.execute(endpoints, (anon,)).fetchall()
+            assert len(made) == 2 and all(granted for *_, granted in made)
+            db.execute("ALTER EXTENSION ml_stack UPDATE")
+            assert _extversion(db) == CURRENT
+            assert as_anon() == before
+            assert db.execute(endpoints, (anon,)).fetchall() == made
+            db.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(anon)))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                db.execute("SELECT * FROM ml_stack.models")
+            db.execute("RESET ROLE")
+            # and they follow the deployment made after the update
+            db.execute("SELECT * FROM ml_stack.train('prices', algorithm => 'ridge', hyperparams => '{\"alpha\": 1000}', "
+                       "automatic_deploy => false)")
+            db.execute("SELECT * FROM ml_stack.deploy('prices', 'most_recent')")
+            assert as_anon() != before
+            assert as_anon()[0][0] == db.execute("SELECT ml_stack.predict('prices', ARRAY[50, 2])").fetchone()[0]
+        finally:
+            db.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(anon)))
+            db.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(anon)))

@@ -377,3 +377,22 @@ def test_many_transactions_fold_and_stay_exact(pdocs, pg_server):
         assert other.execute("SELECT array_agg(id) FROM ml_stack.search('j', 'kudu', 3)").fetchone()[0] == \
             ["5001", "5002", "5003"]
     both(conn, "j", "kudu", 200)
+
+
+@pytest.mark.parametrize("method", ["exit_on_error", "plain"])
+def test_a_job_searched_in_numpy_survives_dump_and_restore(pdocs, pg_server, new_db, tmp_path, method):
+    """With ml_stack_python installed, a hashing job's searches come back identical after pg_dump/pg_restore,
+    through the numpy path (its change trigger is restored with the job's table), and writes after the restore
+    reach the matrix: an inserted row is found, a deleted one is gone, with the SQL path's answers."""
+    from test_dump_restore import _restore
+    conn, _ = pdocs
+    before = {q: both(conn, "j", q) for q in QUERIES[:3]}
+    target = _restore(pg_server, new_db, tmp_path, conn, method)
+    with pg_server.connect(target) as restored:
+        for q, want in before.items():
+            assert both(restored, "j", q) == want, q
+        restored.execute("INSERT INTO docs (id, title) VALUES (5000, 'zebra quagga json parser')")
+        restored.execute("DELETE FROM docs WHERE id = 17")
+        got = both(restored, "j", "zebra quagga json parser", k=300)
+        ids = [r["id"] for r in got]
+        assert ids[0] == "5000" and "17" not in ids

@@ -466,6 +466,11 @@ AS $$
 DECLARE
     problem text := ml_stack._api_role_problem(anon_role);
 BEGIN
+    -- a line break in a name would start a setting of its own in the file
+    IF concat(schema_name, anon_role, authenticator, jwt_secret, db_uri) ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'the names and values of a postgrest.conf cannot hold control characters (line breaks, tabs)'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Rename the schema or role.';
+    END IF;
     IF problem IS NOT NULL AND problem NOT LIKE '%does not exist' THEN
         RAISE EXCEPTION 'role "%" cannot be PostgREST''s anonymous role: %', anon_role, problem
             USING ERRCODE = 'insufficient_privilege', HINT = 'CREATE ROLE web_anon NOLOGIN; GRANT web_anon TO authenticator;';
