@@ -16,10 +16,13 @@ PG_ISOLATION_REGRESS = Path("/usr/lib/postgresql/15/lib/pgxs/src/test/isolation/
 
 
 @pytest.mark.skipif(not PG_ISOLATION_REGRESS.exists(), reason="pg_isolation_regress comes with postgresql-server-dev-15")
-def test_isolation_specs(pg_server, tmp_path):
+def test_isolation_specs(pg_server, new_db, tmp_path):
+    dbname = new_db("ml_stack_isolation")   # --use-existing: the tester neither creates nor drops it
+    with pg_server.connect(dbname) as c:
+        c.execute("CREATE EXTENSION ml_stack")
     res = subprocess.run(
         [str(PG_ISOLATION_REGRESS), "--use-existing", f"--host={pg_server.host}", f"--port={pg_server.port}",
-         "--user=postgres", "--dbname=ml_stack_isolation", "--load-extension=ml_stack",
+         "--user=postgres", f"--dbname={dbname}",
          f"--inputdir={ISOLATION_DIR}", f"--outputdir={tmp_path}", f"--schedule={ISOLATION_DIR / 'schedule'}"],
         capture_output=True, text=True, env=pg_server.env(), cwd=tmp_path, timeout=600)
     diffs = tmp_path / "regression.diffs"
