@@ -6075,7 +6075,9 @@ BEGIN
     art := (SELECT m.artifact FROM ml_stack.models AS m WHERE m.id = _score_on_split.model_id);
     IF task = 'classification' AND art ->> 'format' = 'linear' AND art ->> 'link' IN ('logistic', 'softmax')
        AND NOT art ? 'confidential_model' AND ti > 0 AND gi = 0
-       AND (SELECT bool_and(c ? 'offset') FROM jsonb_array_elements(old_layout) AS c) THEN
+       AND (SELECT bool_and(c ? 'offset') FROM jsonb_array_elements(old_layout) AS c)
+       -- SQL transformers only: a model transformer's vectors (MiniLM) have no sparse form
+       AND NOT EXISTS (SELECT FROM jsonb_array_elements(blocks) AS b WHERE b -> 'spec' ->> 'kind' NOT IN ('hashing', 'counts', 'tfidf')) THEN
         -- a linear classifier of text (naive Bayes, logistic regression) scores the split's texts
         -- sparsely, as its training scored its own test rows: row by row, its dense feature vector
         -- (a vocabulary of 11k terms) cost 2 ms a row, 34 s for the 7k test rows of 29k texts
@@ -8134,6 +8136,11 @@ AS $$
 DECLARE
     problem text := ml_stack._api_role_problem(anon_role);
 BEGIN
+    -- a line break in a name would start a setting of its own in the file
+    IF concat(schema_name, anon_role, authenticator, jwt_secret, db_uri) ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'the names and values of a postgrest.conf cannot hold control characters (line breaks, tabs)'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Rename the schema or role.';
+    END IF;
     IF problem IS NOT NULL AND problem NOT LIKE '%does not exist' THEN
         RAISE EXCEPTION 'role "%" cannot be PostgREST''s anonymous role: %', anon_role, problem
             USING ERRCODE = 'insufficient_privilege', HINT = 'CREATE ROLE web_anon NOLOGIN; GRANT web_anon TO authenticator;';

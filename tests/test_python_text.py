@@ -5,6 +5,7 @@ serves from raw text. Oracles: the same library fitted outside the server on the
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -174,3 +175,22 @@ def test_a_dense_problem_too_large_for_the_sql_engine_goes_to_the_python_engine(
     ref = LinearRegression().fit(X[:n_train], y[:n_train])
     got = np.array([r[0] for r in pconn.execute("SELECT ml_stack.predict('wide', v) FROM wide_y").fetchall()])
     assert np.abs(got - ref.predict(X)).max() < 1e-8
+
+
+def test_a_python_engine_text_classifier_is_scored_on_the_retrained_split(pconn):
+    """A python-engine logistic regression over a fitted vocabulary is a 'linear' artifact: a retrain scores it on
+    the new split sparsely (training/compare.sql), with the f1 scikit-learn gives to its predict_row answers."""
+    from sklearn.metrics import f1_score
+    _docs(pconn, 400)
+    first = train(pconn, "lr2", "classification", "docs", "label", algorithm="linear", engine="python",
+                  test_sampling="last", preprocess={"description": {"vectorize": "counts"}})
+    second = train(pconn, "lr2", algorithm="naive_bayes", test_sampling="last",
+                   preprocess={"description": {"vectorize": "tfidf"}})
+    decision = model_row(pconn, second["model_id"])["deploy_decision"]
+    old_f1 = float(re.fullmatch(r"(?:not )?deployed: f1 [\d.]+ on this split (?:<=|>) ([\d.]+) of the deployed model "
+                                rf"{first['model_id']} on this split", decision).group(1))
+    y, yhat = np.array(pconn.execute(
+        "SELECT label, ml_stack.predict_row(%s::bigint, to_jsonb(d)) FROM (SELECT *, row_number() OVER () AS rn FROM docs) AS d "
+        "WHERE rn > 300 ORDER BY rn", (first["model_id"],)).fetchall(), dtype=float).T
+    assert len(y) == 100
+    assert old_f1 == pytest.approx(f1_score(y, yhat, average="macro"), abs=1e-6)
